@@ -1,0 +1,5 @@
+"""`python -m dynocorn`."""
+
+from dynocorn.cli import run
+
+run()

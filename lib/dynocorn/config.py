@@ -1,0 +1,364 @@
+"""Configuration: sources, precedence, and the resolved Config.
+
+Later sources win, as in gunicorn:
+
+    defaults (some derived from the platform) < config file < GUNICORN_CMD_ARGS
+        < DYNOCORN_CMD_ARGS < command line
+
+Every value remembers where it came from, so `--print-config` and error messages can say.
+The environment is read here, from a mapping passed in, never at import time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import shlex
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+from dotenv import dotenv_values
+
+from dynocorn import __version__, platform
+from dynocorn.settings import SETTINGS, Setting
+
+DEFAULT_CONFIG_FILES = ("dynocorn.conf.py", "gunicorn.conf.py")
+CMD_ARGS_VARIABLES = ("GUNICORN_CMD_ARGS", "DYNOCORN_CMD_ARGS")  # the later wins
+COMMAND_LINE = "command line"
+DEFAULT = "default"
+
+# A bad platform variable matters only when the setting it feeds was not given explicitly.
+_PLATFORM_VARIABLE_SETTING = {
+    "PORT": "bind",
+    "WEB_CONCURRENCY": "workers",
+    "DYNO_RAM": "memory_quota",
+    "MEMORY_AVAILABLE": "memory_quota",
+    "FLY_VM_MEMORY_MB": "memory_quota",
+    "MEMORY_LIMIT": "memory_quota",
+    "CONTAINER_MEMORY": "memory_quota",
+}
+
+
+class ConfigError(Exception):
+    """A setting with a value we cannot use; rendered as one line, exit code 1."""
+
+    def __init__(self, setting: str, value: Any, source: str, reason: str) -> None:
+        super().__init__(f"Error: {setting} = {value!r} from {source}: {reason}")
+        self.setting = setting
+
+
+class UsageError(Exception):
+    """The command line (or a *_CMD_ARGS variable) is malformed; exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, derived from the settings table."""
+    parser = _Parser(
+        prog="dynocorn",
+        usage="dynocorn [OPTIONS] [APP_MODULE]",
+        description="A pre-fork WSGI HTTP server for Heroku-style platforms.",
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument(
+        "-v", "--version", action="version", version=f"dynocorn (version {__version__})"
+    )
+    parser.add_argument("wsgi_app", nargs="?", metavar="APP_MODULE", help="module:variable")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for setting in SETTINGS.values():
+        if not setting.flags:
+            continue
+        group = groups.get(setting.section) or parser.add_argument_group(setting.section)
+        groups[setting.section] = group
+        options: dict[str, Any] = {"dest": setting.name, "help": setting.help}
+        if setting.action in ("store", "append"):
+            options.update(action=setting.action, metavar=setting.metavar)
+        else:
+            const = {"true": True, "false": False, "const": setting.const}[setting.action]
+            options.update(action="store_const", const=const)
+        group.add_argument(*setting.flags, **options)
+    return parser
+
+
+@dataclass
+class Config:
+    """Resolved settings: `config.workers`, plus where each value came from."""
+
+    values: dict[str, Any]
+    sources: dict[str, str]
+    platform: platform.Platform
+    config_file: Path | str | None = None  # a path, or "python:module"
+    # Variables the .env file added (the CLI exports them so the app sees them too).
+    env_file_values: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def source(self, name: str) -> str:
+        return self.sources[name]
+
+    def is_default(self, name: str) -> bool:
+        return self.sources[name] == DEFAULT
+
+    def print_lines(self) -> list[str]:
+        return [
+            f"{name} = {format_value(self.values[name])}  # {self.sources[name]}"
+            for name in SETTINGS
+        ]
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, types.FunctionType):
+        return "<no hook>" if value.__name__ == "_no_hook" else f"<function {value.__name__}>"
+    return repr(value)
+
+
+def load(
+    argv: list[str],
+    environ: Mapping[str, str],
+    cwd: Path,
+    *,
+    root: Path = Path("/"),
+    ipv6: bool | None = None,
+) -> Config:
+    """Build the configuration from every source; raise ConfigError or UsageError."""
+    parser = build_parser()
+    command_line = _parse(parser, argv, COMMAND_LINE)
+    env_file_values = _read_env_file(command_line, environ, cwd)
+    added_by_env_file = {k: v for k, v in env_file_values.items() if k not in environ}
+    environ = {**env_file_values, **environ}  # real environment variables win
+
+    layers: list[tuple[str, dict[str, Any]]] = []
+    for variable in CMD_ARGS_VARIABLES:
+        if environ.get(variable, "").strip():
+            layers.append((variable, _parse(parser, shlex.split(environ[variable]), variable)))
+    layers.append((COMMAND_LINE, command_line))
+
+    warnings: list[str] = []
+    config_file = _find_config_file(layers, cwd)
+    if config_file is not None:
+        label = f"config file ({config_file[1]})"
+        layers.insert(0, (label, _read_config_file(config_file, label, warnings)))
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for setting in SETTINGS.values():
+        values[setting.name] = setting.default
+        sources[setting.name] = DEFAULT
+    for source, layer in layers:
+        for name, raw in layer.items():
+            values[name] = _parse_value(SETTINGS[name], raw, source)
+            sources[name] = source
+
+    detected = _detect_platform(environ, root, ipv6, sources)
+    _apply_platform_defaults(values, sources, detected, environ)
+    warnings.extend(_unimplemented_warnings(values, sources))
+    return Config(
+        values=values,
+        sources=sources,
+        platform=detected,
+        config_file=config_file[0] if config_file else None,
+        env_file_values=added_by_env_file,
+        warnings=warnings,
+    )
+
+
+def _parse(parser: argparse.ArgumentParser, args: list[str], source: str) -> dict[str, Any]:
+    try:
+        namespace = parser.parse_args(args)
+    except UsageError as error:
+        if source == COMMAND_LINE:
+            raise
+        raise UsageError(f"{source}: {error}") from None
+    return vars(namespace)
+
+
+def _parse_value(setting: Setting, raw: Any, source: str) -> Any:
+    try:
+        return setting.parse(raw)
+    except ValueError as error:
+        shown = raw[0] if isinstance(raw, list) and len(raw) == 1 else raw
+        raise ConfigError(setting.name, shown, source, str(error)) from None
+
+
+def _read_env_file(
+    command_line: dict[str, Any], environ: Mapping[str, str], cwd: Path
+) -> dict[str, str]:
+    """The .env file's variables; the CMD_ARGS may come from it, so only the real
+    environment's CMD_ARGS and the command line can turn it off or move it."""
+    wanted: dict[str, Any] = {}
+    parser = build_parser()
+    for variable in CMD_ARGS_VARIABLES:
+        if environ.get(variable, "").strip():
+            wanted.update(_parse(parser, shlex.split(environ[variable]), variable))
+    wanted.update(command_line)
+    if wanted.get("no_env_file"):
+        return {}
+    explicit = "env_file" in wanted
+    path = cwd / wanted.get("env_file", SETTINGS["env_file"].default)
+    if not path.is_file():
+        if explicit:
+            source = COMMAND_LINE if "env_file" in command_line else "DYNOCORN_CMD_ARGS"
+            raise ConfigError("env_file", wanted["env_file"], source, "no such file")
+        return {}
+    return {key: value or "" for key, value in dotenv_values(path).items()}
+
+
+def _find_config_file(
+    layers: list[tuple[str, dict[str, Any]]], cwd: Path
+) -> tuple[Path | str, str] | None:
+    """(path or python:module, how to name it); None when there is none."""
+    for source, layer in reversed(layers):
+        if layer.get("config"):
+            spec = str(layer["config"])
+            if spec.startswith("python:"):
+                return spec, spec
+            path = cwd / spec
+            if not path.is_file():
+                raise ConfigError("config", spec, source, "no such file")
+            return path, spec
+    for name in DEFAULT_CONFIG_FILES:
+        if (cwd / name).is_file():
+            return cwd / name, name
+    return None
+
+
+def _read_config_file(
+    config_file: tuple[Path | str, str], label: str, warnings: list[str]
+) -> dict[str, Any]:
+    """Run the config file and keep its top-level names that are settings."""
+    location, shown = config_file
+    try:
+        if isinstance(location, str):
+            module = importlib.import_module(location.removeprefix("python:"))
+            namespace = vars(module)
+        else:
+            code = compile(location.read_text(encoding="utf-8"), str(location), "exec")
+            namespace = {"__file__": str(location), "__name__": "__config__"}
+            exec(code, namespace)
+    except Exception as error:
+        line = _error_line(error, str(location))
+        reason = f"the file raised {type(error).__name__}: {error}{line}"
+        raise ConfigError("config", shown, label, reason) from None
+
+    layer: dict[str, Any] = {}
+    unknown: list[str] = []
+    own_module = namespace.get("__name__")
+    for name, value in namespace.items():
+        if name.startswith("_") or isinstance(value, types.ModuleType):
+            continue
+        setting = SETTINGS.get(name)
+        if setting is None:
+            imported = getattr(value, "__module__", own_module) != own_module
+            if not (imported and isinstance(value, type | types.FunctionType)):
+                unknown.append(name)
+        elif not setting.in_config_file:
+            warnings.append(
+                f"{label}: {name} cannot be set in a config file; "
+                "give it on the command line or in DYNOCORN_CMD_ARGS"
+            )
+        else:
+            layer[name] = value
+    for name in unknown:
+        guess = difflib.get_close_matches(name, SETTINGS, n=1)
+        hint = f" (did you mean {guess[0]}?)" if guess else ""
+        warnings.append(f"{label}: unknown setting {name}{hint}; it has no effect")
+    return layer
+
+
+def _error_line(error: BaseException, filename: str) -> str:
+    if isinstance(error, SyntaxError) and error.lineno:
+        return f" (line {error.lineno})"
+    traceback = error.__traceback__
+    lineno = None
+    while traceback is not None:
+        if traceback.tb_frame.f_code.co_filename == filename:
+            lineno = traceback.tb_lineno
+        traceback = traceback.tb_next
+    return f" (line {lineno})" if lineno else ""
+
+
+def _detect_platform(
+    environ: Mapping[str, str], root: Path, ipv6: bool | None, sources: Mapping[str, str]
+) -> platform.Platform:
+    """Detect the platform; a bad variable is an error only if its setting was not given."""
+    environ = dict(environ)
+    while True:
+        try:
+            return platform.detect(environ, root, ipv6=ipv6)
+        except platform.PlatformError as error:
+            setting = _PLATFORM_VARIABLE_SETTING.get(error.variable, error.variable.lower())
+            if sources.get(setting, DEFAULT) == DEFAULT:
+                raise ConfigError(
+                    setting, error.value, f"platform ({error.variable})", error.reason
+                ) from None
+            del environ[error.variable]
+
+
+def _apply_platform_defaults(
+    values: dict[str, Any],
+    sources: dict[str, str],
+    detected: platform.Platform,
+    environ: Mapping[str, str],
+) -> None:
+    """Defaults that depend on where we run; only for settings nobody set."""
+
+    def derive(name: str, value: Any, why: str) -> None:
+        if sources[name] == DEFAULT:
+            values[name] = value
+            sources[name] = f"platform ({why})"
+
+    if detected.port is not None:
+        host = "[::]" if detected.ipv6 else "0.0.0.0"
+        derive("bind", [f"{host}:{detected.port}"], f"PORT={detected.port}")
+
+    if sources["memory_quota"] == DEFAULT and detected.memory is not None:
+        derive("memory_quota", detected.memory.amount, detected.memory.source)
+
+    if sources["workers"] == DEFAULT:
+        # An explicit --memory-quota replaces the detected memory in the sizing rule.
+        explicit = not sources["memory_quota"].startswith("platform")
+        explicit_quota = values["memory_quota"] if explicit else None
+        count = platform.worker_count(detected, values["worker_memory"], explicit_quota)
+        if count.from_platform:
+            derive("workers", count.workers, count.explanation)
+        else:
+            values["workers"] = count.workers
+            sources["workers"] = f"{DEFAULT} ({count.explanation})"
+
+    for name, variable in (
+        ("forwarded_allow_ips", "FORWARDED_ALLOW_IPS"),
+        ("sendfile", "SENDFILE"),
+    ):
+        raw = environ.get(variable, "").strip()
+        if raw and sources[name] == DEFAULT:
+            why = f"{variable}={raw}"
+            derive(name, _parse_value(SETTINGS[name], raw, f"platform ({why})"), why)
+
+    if detected.on_heroku:
+        dyno = f"DYNO={environ.get('DYNO', '')}"
+        derive("graceful_timeout", 25, dyno)
+        derive("keepalive", 95, dyno)
+        derive("forwarded_allow_ips", ["*"], dyno)
+        derive("accesslog", "-", dyno)
+
+
+def _unimplemented_warnings(values: Mapping[str, Any], sources: Mapping[str, str]) -> Iterable[str]:
+    for name, setting in SETTINGS.items():
+        if not setting.implemented and sources[name] != DEFAULT and values[name] != setting.default:
+            yield (
+                f"{name} (from {sources[name]}) is accepted for gunicorn compatibility "
+                "but not implemented by dynocorn yet; it has no effect"
+            )

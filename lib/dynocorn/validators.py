@@ -1,0 +1,232 @@
+"""Value parsers for settings.
+
+Each takes what a user wrote (a string from the command line or a `*_CMD_ARGS` variable, or any
+Python value from a config file) and returns the typed value, or raises ValueError with a short
+reason. The caller adds the setting name, the value and its source to the message.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Callable
+from typing import Any
+
+from dynocorn import addresses, units
+
+Parser = Callable[[Any], Any]
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f"}
+
+
+def as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError("not a boolean (true or false)")
+
+
+def as_int(value: Any) -> int:
+    # bool is an int subclass; `workers = True` is a mistake, not 1.
+    if isinstance(value, bool):
+        raise ValueError("not a whole number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit():
+            return int(text)
+    raise ValueError("not a whole number")
+
+
+def non_negative_int(value: Any) -> int:
+    number = as_int(value)
+    if number < 0:
+        raise ValueError("must be 0 or more")
+    return number
+
+
+def positive_int(value: Any) -> int:
+    number = as_int(value)
+    if number < 1:
+        raise ValueError("must be 1 or more")
+    return number
+
+
+def bounded_int(low: int, high: int) -> Parser:
+    def parse(value: Any) -> int:
+        number = as_int(value)
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return number
+
+    return parse
+
+
+def non_negative_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("not a number") from None
+    if number < 0 or number != number:
+        raise ValueError("must be 0 or more")
+    return number
+
+
+def as_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("not a string")
+    return value
+
+
+def optional_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    return as_str(value)
+
+
+def choice(*allowed: str) -> Parser:
+    def parse(value: Any) -> str:
+        text = as_str(value).strip().lower()
+        if text not in allowed:
+            raise ValueError("must be one of " + ", ".join(allowed))
+        return text
+
+    return parse
+
+
+def as_str_list(value: Any) -> list[str]:
+    """A list of strings; a single string from a config file counts as a one-item list."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        return list(value)
+    raise ValueError("not a string or a list of strings")
+
+
+def comma_list(value: Any) -> list[str]:
+    """`a,b, c` or a list: gunicorn accepts both for lists like forwarded_allow_ips."""
+    items = [value] if isinstance(value, str) else as_str_list(value)
+    return [part.strip() for item in items for part in item.split(",") if part.strip()]
+
+
+def bind_list(value: Any) -> list[str]:
+    binds = as_str_list(value)
+    if not binds:
+        raise ValueError("at least one address is needed")
+    for bind in binds:
+        addresses.parse(bind)
+    return binds
+
+
+def ip_allow_list(value: Any) -> list[str]:
+    entries = comma_list(value)
+    for entry in entries:
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address, a CIDR network or *") from None
+    return entries
+
+
+def key_value_list(value: Any) -> list[str]:
+    pairs = as_str_list(value)
+    for pair in pairs:
+        if "=" not in pair or pair.startswith("="):
+            raise ValueError(f"{pair!r} is not KEY=VALUE")
+    return pairs
+
+
+def str_dict(value: Any) -> dict[str, str]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError("not a JSON object of strings") from None
+    if isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        return dict(value)
+    raise ValueError("not a dict of strings")
+
+
+def any_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError("not a JSON object") from None
+    if isinstance(value, dict):
+        return dict(value)
+    raise ValueError("not a dict")
+
+
+def size_bytes(value: Any) -> int | None:
+    """A memory size (`512MB`, `1G`, or a number of MB); None and 0 mean no limit."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    text = as_str(value).strip()
+    if text in {"", "0"}:
+        return None
+    return units.parse_size(text)
+
+
+def size_mb(value: Any) -> int:
+    """A size given in MB by default (`256`, `256MB`, `1G`), returned as whole MB."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    nbytes = units.parse_size(as_str(value).strip())
+    megabytes = nbytes // 2**20
+    if megabytes < 1:
+        raise ValueError("must be at least 1 MB")
+    return megabytes
+
+
+def umask(value: Any) -> int:
+    """An integer, or a string read as octal when it looks like one (`022`, `0o22`)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        try:
+            if text.startswith("0o") or (len(text) > 1 and text.startswith("0")):
+                number = int(text.removeprefix("0o"), 8)
+            else:
+                number = int(text, 0)
+        except ValueError:
+            raise ValueError("not a umask like 022 or 0o22") from None
+    else:
+        raise ValueError("not a umask like 022 or 0o22")
+    if not 0 <= number <= 0o777:
+        raise ValueError("must be between 0 and 0o777")
+    return number
+
+
+def user_or_group_id(value: Any) -> int | str | None:
+    """A user or group, by name or number; checked against the system when applied."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("must be 0 or more")
+        return value
+    text = as_str(value).strip()
+    if text.isdigit():
+        return int(text)
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+def hook(value: Any) -> Callable[..., Any]:
+    if not callable(value):
+        raise ValueError("not a function")
+    return value  # type: ignore[no-any-return]

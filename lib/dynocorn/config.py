@@ -261,8 +261,9 @@ def _read_config_file(
             continue
         setting = SETTINGS.get(name)
         if setting is None:
+            # Functions and classes imported from elsewhere are tools, not typos.
             imported = getattr(value, "__module__", own_module) != own_module
-            if not (imported and isinstance(value, type | types.FunctionType)):
+            if not (imported and callable(value)):
                 unknown.append(name)
         elif not setting.in_config_file:
             warnings.append(

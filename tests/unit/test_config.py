@@ -1,0 +1,350 @@
+"""Configuration resolution: sources, precedence, platform defaults, errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from dynocorn import config
+from dynocorn.settings import SETTINGS
+
+
+def write_meminfo(root: Path, total_kb: int = 8 * 1024 * 1024) -> Path:
+    """A machine with physical memory only: no cgroup limit."""
+    (root / "proc").mkdir(parents=True, exist_ok=True)
+    (root / "proc" / "meminfo").write_text(f"MemTotal:       {total_kb} kB\n")
+    return root
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return write_meminfo(tmp_path / "root")
+
+
+@pytest.fixture
+def cwd(tmp_path: Path) -> Path:
+    path = tmp_path / "app"
+    path.mkdir()
+    return path
+
+
+def load(argv: list[str], cwd: Path, root: Path, **environ: str) -> config.Config:
+    return config.load(argv, environ, cwd, root=root, ipv6=True)
+
+
+def test_defaults_match_gunicorn(cwd: Path, root: Path) -> None:
+    cfg = load(["app:app"], cwd, root)
+    assert cfg.bind == ["127.0.0.1:8000"]
+    assert cfg.workers == 1
+    assert cfg.timeout == 30
+    assert cfg.graceful_timeout == 30
+    assert cfg.keepalive == 2
+    assert cfg.backlog == 2048
+    assert cfg.limit_request_line == 4094
+    assert cfg.limit_request_fields == 100
+    assert cfg.limit_request_field_size == 8190
+    assert cfg.forwarded_allow_ips == ["127.0.0.1", "::1"]
+    assert cfg.accesslog is None
+    assert cfg.errorlog == "-"
+    assert cfg.source("timeout") == "default"
+    assert cfg.source("wsgi_app") == "command line"
+    assert cfg.source("workers").startswith("default (no memory or CPU limit found")
+
+
+def test_port_gives_dual_stack_bind(cwd: Path, root: Path) -> None:
+    cfg = load(["app:app"], cwd, root, PORT="7777")
+    assert cfg.bind == ["[::]:7777"]
+    assert cfg.source("bind") == "platform (PORT=7777)"
+
+
+def test_port_without_ipv6_binds_ipv4(cwd: Path, root: Path) -> None:
+    cfg = config.load(["app:app"], {"PORT": "5000"}, cwd, root=root, ipv6=False)
+    assert cfg.bind == ["0.0.0.0:5000"]
+
+
+def test_explicit_bind_beats_port(cwd: Path, root: Path) -> None:
+    cfg = load(["-b", "127.0.0.1:9000", "app:app"], cwd, root, PORT="7777")
+    assert cfg.bind == ["127.0.0.1:9000"]
+    assert cfg.source("bind") == "command line"
+
+
+def test_bad_port_is_an_error_naming_it(cwd: Path, root: Path) -> None:
+    with pytest.raises(config.ConfigError, match=r"bind = 'http' from platform \(PORT\)"):
+        load(["app:app"], cwd, root, PORT="http")
+
+
+def test_bad_port_is_ignored_when_bind_is_given(cwd: Path, root: Path) -> None:
+    cfg = load(["-b", "127.0.0.1:9000", "app:app"], cwd, root, PORT="http")
+    assert cfg.bind == ["127.0.0.1:9000"]
+
+
+@pytest.mark.parametrize(("value", "workers"), [("3", 3), ("011", 11), ("1", 1)])
+def test_web_concurrency_number(cwd: Path, root: Path, value: str, workers: int) -> None:
+    cfg = load(["app:app"], cwd, root, WEB_CONCURRENCY=value)
+    assert cfg.workers == workers
+    assert cfg.source("workers") == f"platform (WEB_CONCURRENCY={value})"
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "lots", "3.5"])
+def test_web_concurrency_garbage_names_the_variable(cwd: Path, root: Path, value: str) -> None:
+    with pytest.raises(config.ConfigError) as error:
+        load(["app:app"], cwd, root, WEB_CONCURRENCY=value)
+    assert "WEB_CONCURRENCY" in str(error.value)
+    assert str(error.value).startswith(f"Error: workers = {value!r} from platform")
+
+
+def test_web_concurrency_empty_is_unset(cwd: Path, root: Path) -> None:
+    assert load(["app:app"], cwd, root, WEB_CONCURRENCY="").workers == 1
+
+
+def test_auto_uses_memory_and_cpus(cwd: Path, root: Path) -> None:
+    cfg = load(["app:app"], cwd, root, WEB_CONCURRENCY="auto", DYNO_RAM="512")
+    assert cfg.workers == 2
+    assert cfg.source("workers").startswith("platform (WEB_CONCURRENCY=auto: 512 MB")
+    assert "256 MB per worker" in cfg.source("workers")
+
+
+def test_auto_follows_worker_memory_and_memory_quota(cwd: Path, root: Path) -> None:
+    cfg = load(
+        ["--worker-memory", "128", "--memory-quota", "1GB", "app:app"],
+        cwd,
+        root,
+        WEB_CONCURRENCY="auto",
+        DYNO_RAM="512",
+    )
+    # 1024 MB / 128 MB = 8, capped by 2 * cpus + 1 on this fake root's CPUs.
+    assert cfg.workers == min(8, 2 * cfg.platform.cpus.amount + 1)
+    assert cfg.memory_quota == 2**30
+
+
+def test_unset_with_a_memory_limit_is_computed(cwd: Path, root: Path) -> None:
+    cfg = load(["app:app"], cwd, root, DYNO_RAM="1024")
+    assert cfg.workers == min(4, 2 * cfg.platform.cpus.amount + 1)
+    assert cfg.source("workers").startswith("platform (")
+
+
+def test_buildpack_value_is_recomputed(cwd: Path, root: Path) -> None:
+    cfg = load(
+        ["app:app"],
+        cwd,
+        root,
+        WEB_CONCURRENCY="9",
+        WEB_CONCURRENCY_SET_BY="heroku/python",
+        DYNO_RAM="512",
+    )
+    assert cfg.workers == 2
+
+
+def test_memory_quota_defaults_to_detected_memory(cwd: Path, root: Path) -> None:
+    cfg = load(["app:app"], cwd, root, DYNO_RAM="512")
+    assert cfg.memory_quota == 512 * 2**20
+    assert cfg.source("memory_quota") == "platform (DYNO_RAM)"
+
+
+def test_heroku_defaults(cwd: Path, root: Path) -> None:
+    cfg = load(["app:app"], cwd, root, DYNO="web.1", PORT="5000")
+    assert cfg.graceful_timeout == 25
+    assert cfg.keepalive == 95
+    assert cfg.forwarded_allow_ips == ["*"]
+    assert cfg.accesslog == "-"
+    assert cfg.source("graceful_timeout") == "platform (DYNO=web.1)"
+    assert cfg.platform.process_name == "web.1"
+
+
+def test_forwarded_allow_ips_and_sendfile_from_environment(cwd: Path, root: Path) -> None:
+    cfg = load(["app:app"], cwd, root, FORWARDED_ALLOW_IPS="10.0.0.0/8, 1.2.3.4", SENDFILE="0")
+    assert cfg.forwarded_allow_ips == ["10.0.0.0/8", "1.2.3.4"]
+    assert cfg.sendfile is False
+    assert cfg.source("sendfile") == "platform (SENDFILE=0)"
+
+
+def test_precedence_file_then_env_args_then_command_line(cwd: Path, root: Path) -> None:
+    (cwd / "gunicorn.conf.py").write_text(
+        "workers = 4\ntimeout = 11\nbacklog = 100\nkeepalive = 7\n"
+    )
+    cfg = load(
+        ["-w", "6", "app:app"],
+        cwd,
+        root,
+        GUNICORN_CMD_ARGS="--timeout 12 --backlog 200 --keep-alive 8",
+        DYNOCORN_CMD_ARGS="--backlog 300",
+        WEB_CONCURRENCY="3",
+    )
+    assert (cfg.workers, cfg.source("workers")) == (6, "command line")
+    assert (cfg.timeout, cfg.source("timeout")) == (12, "GUNICORN_CMD_ARGS")
+    assert (cfg.backlog, cfg.source("backlog")) == (300, "DYNOCORN_CMD_ARGS")
+    assert (cfg.keepalive, cfg.source("keepalive")) == (8, "GUNICORN_CMD_ARGS")
+    assert cfg.source("graceful_timeout") == "default"
+
+
+def test_config_file_beats_platform_default(cwd: Path, root: Path) -> None:
+    (cwd / "gunicorn.conf.py").write_text("workers = 4\n")
+    cfg = load(["app:app"], cwd, root, WEB_CONCURRENCY="3")
+    assert cfg.workers == 4
+    assert cfg.source("workers") == "config file (gunicorn.conf.py)"
+
+
+def test_dynocorn_conf_is_preferred_over_gunicorn_conf(cwd: Path, root: Path) -> None:
+    (cwd / "gunicorn.conf.py").write_text("workers = 4\n")
+    (cwd / "dynocorn.conf.py").write_text("workers = 5\n")
+    assert load(["app:app"], cwd, root).workers == 5
+
+
+def test_explicit_config_file(cwd: Path, root: Path) -> None:
+    (cwd / "gunicorn.conf.py").write_text("workers = 4\n")
+    (cwd / "other.py").write_text("workers = 7\n")
+    cfg = load(["-c", "other.py", "app:app"], cwd, root)
+    assert cfg.workers == 7
+    assert cfg.source("workers") == "config file (other.py)"
+
+
+def test_missing_explicit_config_file(cwd: Path, root: Path) -> None:
+    with pytest.raises(
+        config.ConfigError, match=re.escape("config = 'nope.py' from command line: no such")
+    ):
+        load(["-c", "nope.py", "app:app"], cwd, root)
+
+
+def test_config_file_that_raises_names_the_line(cwd: Path, root: Path) -> None:
+    (cwd / "gunicorn.conf.py").write_text("workers = 2\nbind = undefined_name\n")
+    with pytest.raises(config.ConfigError, match=r"NameError.*\(line 2\)"):
+        load(["app:app"], cwd, root)
+
+
+def test_unknown_names_in_config_file_warn_with_a_suggestion(cwd: Path, root: Path) -> None:
+    (cwd / "gunicorn.conf.py").write_text(
+        "import multiprocessing\n"
+        "from os import getpid\n"
+        "_private = 1\n"
+        "worker = 4\n"
+        "def post_forks(server, worker):\n"
+        "    pass\n"
+        "def post_fork(server, worker):\n"
+        "    pass\n"
+    )
+    cfg = load(["app:app"], cwd, root)
+    joined = "\n".join(cfg.warnings)
+    assert "unknown setting worker (did you mean workers?)" in joined
+    assert "unknown setting post_forks (did you mean post_fork?)" in joined
+    assert "multiprocessing" not in joined
+    assert "getpid" not in joined
+    assert "_private" not in joined
+    assert cfg.post_fork.__name__ == "post_fork"
+    assert cfg.source("post_fork") == "config file (gunicorn.conf.py)"
+
+
+def test_config_file_hook_that_is_not_callable(cwd: Path, root: Path) -> None:
+    (cwd / "gunicorn.conf.py").write_text("on_starting = 3\n")
+    with pytest.raises(config.ConfigError, match="on_starting = 3 from config file"):
+        load(["app:app"], cwd, root)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-w", "0"], "workers = '0' from command line: must be 1 or more"),
+        (["-t", "soon"], "timeout = 'soon' from command line: not a whole number"),
+        (["-b", "[::1:80"], "bind = '[::1:80' from command line"),
+        (["--limit-request-line", "9000"], "limit_request_line = '9000' from command line"),
+        (["--forwarded-allow-ips", "1.2.3.x"], "forwarded_allow_ips = '1.2.3.x'"),
+        (["--log-level", "loud"], "loglevel = 'loud' from command line: must be one of"),
+        (["--memory-quota", "lots"], "memory_quota = 'lots' from command line"),
+        (["-e", "NOEQUALS"], "raw_env = 'NOEQUALS' from command line"),
+    ],
+)
+def test_bad_values_name_setting_value_and_source(
+    cwd: Path, root: Path, argv: list[str], message: str
+) -> None:
+    with pytest.raises(config.ConfigError) as error:
+        load([*argv, "app:app"], cwd, root)
+    assert str(error.value).startswith("Error: " + message)
+
+
+def test_bad_value_in_cmd_args_names_the_variable(cwd: Path, root: Path) -> None:
+    with pytest.raises(config.ConfigError, match="from DYNOCORN_CMD_ARGS"):
+        load(["app:app"], cwd, root, DYNOCORN_CMD_ARGS="--workers none")
+
+
+def test_unknown_flag_is_a_usage_error(cwd: Path, root: Path) -> None:
+    with pytest.raises(config.UsageError):
+        load(["--wrokers", "3", "app:app"], cwd, root)
+    with pytest.raises(config.UsageError, match="GUNICORN_CMD_ARGS"):
+        load(["app:app"], cwd, root, GUNICORN_CMD_ARGS="--nope")
+
+
+def test_field_size_flag_has_both_spellings(cwd: Path, root: Path) -> None:
+    underscore = load(["--limit-request-field_size", "100", "x:y"], cwd, root)
+    dash = load(["--limit-request-field-size", "200", "x:y"], cwd, root)
+    assert (underscore.limit_request_field_size, dash.limit_request_field_size) == (100, 200)
+
+
+def test_repeatable_and_switch_flags(cwd: Path, root: Path) -> None:
+    cfg = load(
+        [
+            "-b",
+            "127.0.0.1:1",
+            "-b",
+            "unix:/tmp/s",
+            "--preload",
+            "--no-sendfile",
+            "-e",
+            "A=1",
+            "app:app",
+        ],
+        cwd,
+        root,
+    )
+    assert cfg.bind == ["127.0.0.1:1", "unix:/tmp/s"]
+    assert cfg.preload_app is True
+    assert cfg.sendfile is False
+    assert cfg.raw_env == ["A=1"]
+
+
+def test_env_file_is_loaded_and_real_environment_wins(cwd: Path, root: Path) -> None:
+    (cwd / ".env").write_text("WEB_CONCURRENCY=3\nDATABASE_URL=postgres://x\nPORT=6000\n")
+    cfg = load(["app:app"], cwd, root, PORT="7000")
+    assert cfg.workers == 3
+    assert cfg.bind == ["[::]:7000"]
+    assert cfg.env_file_values == {"WEB_CONCURRENCY": "3", "DATABASE_URL": "postgres://x"}
+
+
+def test_env_file_can_hold_cmd_args(cwd: Path, root: Path) -> None:
+    (cwd / ".env").write_text("DYNOCORN_CMD_ARGS=--timeout 9\n")
+    assert load(["app:app"], cwd, root).timeout == 9
+
+
+def test_no_env_file_and_other_env_file(cwd: Path, root: Path) -> None:
+    (cwd / ".env").write_text("WEB_CONCURRENCY=3\n")
+    (cwd / "prod.env").write_text("WEB_CONCURRENCY=5\n")
+    assert load(["--no-env-file", "app:app"], cwd, root).workers == 1
+    assert load(["--env-file", "prod.env", "app:app"], cwd, root).workers == 5
+    with pytest.raises(config.ConfigError, match=re.escape("env_file = 'missing.env'")):
+        load(["--env-file", "missing.env", "app:app"], cwd, root)
+
+
+def test_unimplemented_setting_warns(cwd: Path, root: Path) -> None:
+    cfg = load(["--certfile", "x.pem", "app:app"], cwd, root)
+    assert any("certfile" in warning and "not implemented" in warning for warning in cfg.warnings)
+    assert not load(["app:app"], cwd, root).warnings
+
+
+def test_setting_that_cannot_be_in_a_config_file(cwd: Path, root: Path) -> None:
+    (cwd / "gunicorn.conf.py").write_text("print_config = True\n")
+    cfg = load(["app:app"], cwd, root)
+    assert cfg.print_config is False
+    assert any("print_config cannot be set in a config file" in w for w in cfg.warnings)
+
+
+def test_print_lines_cover_every_setting(cwd: Path, root: Path) -> None:
+    lines = load(["app:app"], cwd, root, PORT="7777").print_lines()
+    assert len(lines) == len(SETTINGS)
+    assert "bind = ['[::]:7777']  # platform (PORT=7777)" in lines
+    assert "on_starting = <no hook>  # default" in lines
+
+
+def test_umask_and_sizes(cwd: Path, root: Path) -> None:
+    cfg = load(["-m", "022", "--max-worker-memory", "300MB", "app:app"], cwd, root)
+    assert cfg.umask == 0o22
+    assert cfg.max_worker_memory == 300 * 2**20

@@ -11,8 +11,11 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from dynocorn import apploader, process
 from dynocorn import config as config_module
-from dynocorn.logs import ErrorLog
+from dynocorn.arbiter import Arbiter
+from dynocorn.logs import ErrorLog, Logs
+from dynocorn.workers import WorkerClassError, worker_class_for
 
 EXIT_OK = 0
 EXIT_CONFIG = 1
@@ -35,11 +38,10 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     for key, value in config.env_file_values.items():
         os.environ.setdefault(key, value)
 
-    log = ErrorLog(level=config.loglevel)
-    for warning in config.warnings:
-        log.warning(warning)
-
     if config.print_config:
+        log = ErrorLog(level=config.loglevel)
+        for warning in config.warnings:
+            log.warning(warning)
         sys.stdout.write("".join(line + "\n" for line in config.print_lines()))
         return EXIT_OK
     if not config.wsgi_app:
@@ -48,10 +50,50 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
             "dynocorn: error: No application module specified.\n"
         )
         return EXIT_USAGE
+    try:
+        worker_class_for(config)
+    except WorkerClassError as error:
+        source = config.source("worker_class")
+        sys.stderr.write(f"Error: worker_class = {config.worker_class!r} from {source}: {error}\n")
+        return EXIT_CONFIG
+    prepare_process(config)
     if config.check_config:
-        return EXIT_OK
-    log.error("the server is not implemented yet (see the serving-core issue)")
-    return EXIT_CONFIG
+        return check_app(config)
+    if config.daemon:
+        process.daemonize()
+    logs = Logs.from_config(config)
+    for warning in config.warnings:
+        logs.error.warning(warning)
+
+    def reload_config() -> config_module.Config:
+        return config_module.load(config.argv, os.environ, config.cwd)
+
+    return Arbiter(config, logs, reload_config).run()
+
+
+def prepare_process(config: config_module.Config) -> None:
+    """What gunicorn does before loading the app: directory, import path, environment."""
+    if config.chdir:
+        os.chdir(config.chdir)
+    # The working directory is importable, as with gunicorn (`dynocorn app:app` finds app.py).
+    directories = [os.getcwd()]
+    if config.pythonpath:
+        directories = [part.strip() for part in config.pythonpath.split(",") if part.strip()]
+        directories.append(os.getcwd())
+    apploader.add_to_sys_path(directories)
+    for pair in config.raw_env:
+        key, _, value = pair.partition("=")
+        os.environ[key] = value
+    os.umask(config.umask)
+
+
+def check_app(config: config_module.Config) -> int:
+    try:
+        apploader.load_app(config.wsgi_app)
+    except (apploader.AppImportError, apploader.AppLoadError) as error:
+        sys.stderr.write(f"Error: wsgi_app = {config.wsgi_app!r}: {error}\n")
+        return EXIT_CONFIG
+    return EXIT_OK
 
 
 def run() -> None:

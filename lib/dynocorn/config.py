@@ -96,6 +96,9 @@ class Config:
     sources: dict[str, str]
     platform: platform.Platform
     config_file: Path | str | None = None  # a path, or "python:module"
+    # What built it, so HUP can build it again and USR2 can re-execute the same command.
+    argv: list[str] = field(default_factory=list)
+    cwd: Path = field(default_factory=Path.cwd)
     # Variables the .env file added (the CLI exports them so the app sees them too).
     env_file_values: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -171,6 +174,8 @@ def load(
         platform=detected,
         config_file=config_file[0] if config_file else None,
         env_file_values=added_by_env_file,
+        argv=list(argv),
+        cwd=cwd,
         warnings=warnings,
     )
 

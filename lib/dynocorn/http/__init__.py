@@ -1,0 +1,43 @@
+"""Sans-IO HTTP/1.1: request bytes in, ``Request`` objects out; response framing; errors
+that carry their status. No sockets, no configuration objects, nothing else of dynocorn.
+"""
+
+from dynocorn.http.errors import (
+    BadRequest,
+    HeaderFieldsTooLarge,
+    HTTPError,
+    InvalidResponse,
+    RequestTimeout,
+    URITooLong,
+    VersionNotSupported,
+)
+from dynocorn.http.limits import DEFAULT_LIMITS, Limits
+from dynocorn.http.parser import Request, RequestParser
+from dynocorn.http.response import (
+    CONTINUE,
+    LAST_CHUNK,
+    ResponsePlan,
+    encode_chunk,
+    http_date,
+    plan_response,
+)
+
+__all__ = [
+    "CONTINUE",
+    "DEFAULT_LIMITS",
+    "LAST_CHUNK",
+    "BadRequest",
+    "HTTPError",
+    "HeaderFieldsTooLarge",
+    "InvalidResponse",
+    "Limits",
+    "Request",
+    "RequestParser",
+    "RequestTimeout",
+    "ResponsePlan",
+    "URITooLong",
+    "VersionNotSupported",
+    "encode_chunk",
+    "http_date",
+    "plan_response",
+]

@@ -1,0 +1,36 @@
+"""Worker classes: `sync` (default), or a dotted path to a Worker subclass."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dynocorn.config import Config
+    from dynocorn.workers.base import Worker
+
+BUILTIN = {
+    "sync": "dynocorn.workers.sync.SyncWorker",
+}
+
+
+class WorkerClassError(Exception):
+    pass
+
+
+def worker_class_for(cfg: Config) -> type[Worker]:
+    from dynocorn.workers.base import Worker
+
+    name = cfg.worker_class
+    path = BUILTIN.get(name.lower(), name)
+    module_name, _, class_name = path.rpartition(".")
+    if not module_name:
+        raise WorkerClassError(f"unknown worker class {name!r}: use sync or a dotted path")
+    try:
+        module = importlib.import_module(module_name)
+        worker_class = getattr(module, class_name)
+    except (ImportError, AttributeError) as error:
+        raise WorkerClassError(f"cannot load worker class {name!r}: {error}") from None
+    if not (isinstance(worker_class, type) and issubclass(worker_class, Worker)):
+        raise WorkerClassError(f"{name!r} is not a subclass of dynocorn.workers.base.Worker")
+    return worker_class

@@ -1,0 +1,259 @@
+"""The access log: gunicorn's `access_log_format` atoms, or one Heroku-router-like logfmt line.
+
+The format is read once: only the atoms it names are computed for each request, instead of
+gunicorn's dict of every atom, header and environ variable.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from dynocorn.http import Request
+from dynocorn.wsgi import Response
+
+DEFAULT_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+
+Getter = Callable[[Mapping[str, Any], Request, Response, float], object]
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+# A log line is one line: controls (a percent-decoded %0A in a path, say) become visible
+# escapes, and quotes are escaped as gunicorn does, so quoted fields stay parseable.
+_ESCAPES = {code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7F, 0xA0)]}
+_ESCAPES[ord('"')] = '\\"'
+
+
+def _safe(text: str) -> str:
+    if text.isprintable() and '"' not in text:
+        return text
+    return text.translate(_ESCAPES)
+
+
+def _user(environ: Mapping[str, Any]) -> str:
+    auth = environ.get("HTTP_AUTHORIZATION")
+    if not auth:
+        return "-"
+    scheme, _, credentials = auth.partition(" ")
+    if scheme.lower() != "basic":
+        return "-"
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return "-"
+    return _safe(decoded.decode("utf-8", "replace").partition(":")[0]) or "-"
+
+
+def _environ(key: str, default: str = "-") -> Getter:
+    def get(environ: Mapping[str, Any], request: Request, response: Response, d: float) -> str:
+        value = environ.get(key)
+        return _safe(value) if isinstance(value, str) else default
+
+    return get
+
+
+def _request_line(environ: Mapping[str, Any], request: Request, r: Response, d: float) -> str:
+    return _safe(f"{request.method} {request.raw_target} {request.version}")
+
+
+def _seconds(duration: float) -> str:
+    # Truncated to whole microseconds, like gunicorn, so that L and D agree.
+    micros = int(duration * 1_000_000)
+    return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
+
+
+def _bytes_clf(environ: Mapping[str, Any], request: Request, response: Response, d: float) -> str:
+    return str(response.body_bytes) if response.body_bytes else "-"
+
+
+ATOMS: dict[str, Getter] = {
+    "h": lambda e, q, r, d: _safe(e.get("REMOTE_ADDR") or "-"),  # "" from a unix socket
+    "l": lambda e, q, r, d: "-",
+    "u": lambda e, q, r, d: _user(e),
+    "r": _request_line,
+    "m": _environ("REQUEST_METHOD"),
+    "U": _environ("PATH_INFO"),
+    "q": _environ("QUERY_STRING"),
+    "H": _environ("SERVER_PROTOCOL"),
+    "s": lambda e, q, r, d: str(r.status_code),
+    "B": lambda e, q, r, d: r.body_bytes,
+    "b": _bytes_clf,
+    "f": _environ("HTTP_REFERER"),
+    "a": _environ("HTTP_USER_AGENT"),
+    "T": lambda e, q, r, d: int(d),
+    "M": lambda e, q, r, d: int(d * 1_000),
+    "D": lambda e, q, r, d: int(d * 1_000_000),
+    "L": lambda e, q, r, d: _seconds(d),
+    "p": lambda e, q, r, d: f"<{os.getpid()}>",  # not cached: the log may outlive a fork
+}
+_INT_ATOMS = {"B", "T", "M", "D"}
+
+
+def _header(pairs: list[tuple[str, str]], lowered: str) -> str:
+    values = [value for name, value in pairs if name.lower() == lowered]
+    return _safe(",".join(values)) if values else "-"
+
+
+def _environ_any_case(environ: Mapping[str, Any], name: str) -> str:
+    # gunicorn lower-cases environ keys, so %({remote_addr}e)s and %({REMOTE_ADDR}e)s agree.
+    value = environ.get(name)
+    if value is None:
+        value = environ.get(name.upper())
+    if value is None:
+        lowered = name.lower()
+        value = next((v for k, v in environ.items() if k.lower() == lowered), None)
+    if value is None:
+        return "-"
+    return _safe(value if isinstance(value, str) else str(value))
+
+
+def _braced(atom: str) -> Getter | None:
+    """`{name}i` request header, `{name}o` response header, `{name}e` environ variable."""
+    if not (atom.startswith("{") and len(atom) > 3 and atom[-2] == "}"):
+        return None
+    name, kind = atom[1:-2], atom[-1]
+    lowered = name.lower()
+    if kind == "i":
+        return lambda e, q, r, d: _header(q.headers, lowered)
+    if kind == "o":
+        return lambda e, q, r, d: _header(r.headers, lowered)
+    if kind == "e":
+        return lambda e, q, r, d: _environ_any_case(e, name)
+    return None
+
+
+_ATOM = re.compile(r"%\(([^)]*)\)")
+_DIRECTIVE = re.compile(r"%%|%\(([^)]*)\)([-#0 +]*\d*(?:\.\d*)?[diouxXeEfFgGcrsa])?|%")
+
+
+def _is_clean(fmt: str) -> bool:
+    """Only %% and %(atom)<conversion>: a bare %s would print the whole dict of atoms."""
+    return all(match.group(0) == "%%" or match.group(2) for match in _DIRECTIVE.finditer(fmt))
+
+
+def _sanitize(fmt: str) -> str:
+    """A format that cannot fail: every atom as %(name)s, every other % literal."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(2):
+            return f"%({match.group(1)})s"
+        if match.group(0) == "%%":
+            return "%%"
+        return match.group(0).replace("%", "%%")
+
+    return _DIRECTIVE.sub(replace, fmt)
+
+
+class AccessLog:
+    """Formats one line per request and hands it, newline included, to `write`."""
+
+    def __init__(
+        self,
+        write: Callable[[str], None],
+        fmt: str = DEFAULT_FORMAT,
+        *,
+        logfmt: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._write = write
+        self._logfmt = logfmt
+        self._clock = clock
+        self._stamp: tuple[int, str] = (-1, "")
+        getters: dict[str, Getter] = {}
+        for atom in dict.fromkeys(_ATOM.findall(fmt)):
+            getter = self._time if atom == "t" else ATOMS.get(atom) or _braced(atom)
+            getters[atom] = getter or (lambda e, q, r, d: "-")  # unknown atoms, as gunicorn
+        self._getters = list(getters.items())
+        sample = {atom: 0 if atom in _INT_ATOMS else "-" for atom in getters}
+        try:
+            fmt % sample
+            clean = _is_clean(fmt)
+        except (TypeError, ValueError, KeyError):
+            clean = False
+        # A typo in a format must not cost a request its response, nor the log its line.
+        self._fmt = fmt if clean else _sanitize(fmt)
+
+    def log(
+        self, environ: Mapping[str, Any], request: Request, response: Response, duration: float
+    ) -> None:
+        if self._logfmt:
+            line = self._logfmt_line(environ, request, response, duration)
+        else:
+            values = {
+                atom: get(environ, request, response, duration) for atom, get in self._getters
+            }
+            line = self._fmt % values
+        self._write(line + "\n")
+
+    def _time(self, e: Mapping[str, Any], q: Request, r: Response, d: float) -> str:
+        second = int(self._clock())
+        stamp = self._stamp
+        if stamp[0] != second:
+            tm = time.localtime(second)
+            offset = tm.tm_gmtoff // 60
+            sign = "-" if offset < 0 else "+"
+            hours, minutes = divmod(abs(offset), 60)
+            text = (
+                f"[{tm.tm_mday:02d}/{_MONTHS[tm.tm_mon - 1]}/{tm.tm_year}:"
+                f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d} {sign}{hours:02d}{minutes:02d}]"
+            )
+            # One tuple, assigned at once: threads never see a second paired with another's text.
+            stamp = self._stamp = (second, text)
+        return stamp[1]
+
+    def _logfmt_line(
+        self, environ: Mapping[str, Any], request: Request, response: Response, duration: float
+    ) -> str:
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR") or environ.get("REMOTE_ADDR") or "-"
+        parts = [
+            f"method={_value(request.method)}",
+            f"path={_quote(request.raw_target)}",
+            f"status={response.status_code}",
+            f"bytes={response.body_bytes}",
+            f"duration_ms={duration * 1000:.1f}",
+            f"request_id={_value(environ.get('HTTP_X_REQUEST_ID') or '-')}",
+            f"fwd={_quote(forwarded)}",
+        ]
+        queue_ms = _queue_ms(environ.get("HTTP_X_REQUEST_START"), self._clock() - duration)
+        if queue_ms is not None:
+            parts.append(f"queue_ms={queue_ms}")
+        return " ".join(parts)
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").translate(_ESCAPES) + '"'
+
+
+def _value(text: str) -> str:
+    """A logfmt value, quoted only when it has to be."""
+    if text and text.isprintable() and not any(c in text for c in ' "=\\'):
+        return text
+    return _quote(text)
+
+
+def _queue_ms(header: str | None, started: float) -> int | None:
+    """Milliseconds between the router stamping the request and the app starting on it."""
+    if not header:
+        return None
+    text = header.strip().removeprefix("t=")
+    try:
+        stamp = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(stamp) or stamp <= 0:
+        return None
+    # Routers disagree on the unit (Heroku: milliseconds; "t=" forms: microseconds; nginx's
+    # $msec: seconds with a fraction). Their magnitudes today are 1e15, 1e12 and 1e9.
+    if stamp > 1e14:
+        stamp_ms = stamp / 1000
+    elif stamp > 1e11:
+        stamp_ms = stamp
+    else:
+        stamp_ms = stamp * 1000
+    return max(0, round(started * 1000 - stamp_ms))

@@ -1,0 +1,567 @@
+"""The master process.
+
+How this works: the master binds every listening socket, optionally imports the app
+(`--preload`), then forks workers and watches them from one loop. Signal handlers only queue
+the signal and wake the loop (through `signal.set_wakeup_fd`); the loop then, in order,
+dispatches queued signals to `handle_<name>` methods, reads heartbeats from the workers'
+pipes, reaps dead workers, kills silent ones, and brings the pool to its target size. Every
+deadline uses `time.monotonic()`. The master never parses HTTP.
+
+Stopping (TERM) is a state of the loop, not a nested loop: the master closes its listening
+sockets, tells workers to finish, and SIGKILLs whatever is left after `graceful_timeout`.
+HUP replaces workers one at a time: a new worker must report ready before the next old one
+is told to stop, so capacity never drops and memory never doubles.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import os
+import selectors
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from dynocorn import __version__, apploader, process, sockets
+from dynocorn.channel import MasterChannel
+from dynocorn.worker_handle import WorkerHandle
+from dynocorn.workers import worker_class_for
+
+if TYPE_CHECKING:
+    from dynocorn.config import Config
+    from dynocorn.logs import Logs
+    from dynocorn.workers.base import Worker
+
+WORKER_BOOT_ERROR = 3
+APP_LOAD_ERROR = 4
+# After SIGABRT on timeout, how long the worker gets to answer its client before SIGKILL.
+ABORT_GRACE = 2.0
+# A worker that dies this soon after it was spawned counts towards the crash-loop backoff.
+CRASH_WINDOW = 5.0
+MAX_SPAWN_DELAY = 5.0
+LOOP_TICK = 1.0
+REEXEC_COMMAND_VARIABLE = "DYNOCORN_REEXEC"
+
+SIGNAL_NAMES: dict[int, str] = {
+    signal.SIGHUP: "hup",
+    signal.SIGQUIT: "quit",
+    signal.SIGINT: "int",
+    signal.SIGTERM: "term",
+    signal.SIGTTIN: "ttin",
+    signal.SIGTTOU: "ttou",
+    signal.SIGUSR1: "usr1",
+    signal.SIGUSR2: "usr2",
+    signal.SIGWINCH: "winch",
+    signal.SIGCHLD: "chld",
+}
+
+
+class HaltServer(Exception):
+    def __init__(self, reason: str, exit_status: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.exit_status = exit_status
+
+
+class Arbiter:
+    def __init__(
+        self,
+        cfg: Config,
+        logs: Logs,
+        reload_config: Callable[[], Config],
+    ) -> None:
+        self.cfg = cfg
+        self.logs = logs
+        self.log = logs.error
+        self.reload_config = reload_config
+        self.pid = os.getpid()
+        self.listeners: list[sockets.Listener] = []
+        self.workers: dict[int, WorkerHandle] = {}
+        self.num_workers: int = cfg.workers
+        self.worker_age = 0
+        self.app: apploader.WSGIApp | None = None
+        self.worker_class: type[Worker] = worker_class_for(cfg)
+        self.signal_queue: deque[int] = deque()
+        self.selector = selectors.DefaultSelector()
+        self.stopping = False
+        self.stop_deadline = 0.0
+        self.exit_status = 0
+        self.replacing: deque[int] = deque()  # old workers a HUP is replacing, oldest first
+        self.replacement: int | None = None  # the new worker that must be ready first
+        self.spawn_delay = 0.0
+        self.spawn_not_before = 0.0
+        self.reexec_pid = 0
+        self.pidfile: process.Pidfile | None = None
+        self.master_name = cfg.proc_name or cfg.wsgi_app or "dynocorn"
+
+    # -- start-up
+
+    def run(self) -> int:
+        try:
+            self.start()
+            while True:
+                self.loop_once()
+                if self.stopping and not self.workers:
+                    break
+        except HaltServer as halt:
+            self.stopping = True  # other workers failing the same way are expected now
+            self.exit_status = halt.exit_status
+            self.shutdown(halt.reason)
+            return self.exit_status
+        except KeyboardInterrupt:
+            self.shutdown_now()
+        self.shutdown(None)
+        return self.exit_status
+
+    def start(self) -> None:
+        cfg = self.cfg
+        self.log.info(f"Starting dynocorn {__version__}")
+        cfg.on_starting(self)
+        self.init_signals()
+        if cfg.pidfile:
+            self.pidfile = process.Pidfile(cfg.pidfile)
+            self.pidfile.write(self.pid)
+        try:
+            self.listeners = sockets.create_listeners(
+                cfg.bind, backlog=cfg.backlog, reuse_port=cfg.reuse_port, environ=os.environ
+            )
+        except sockets.BindError as error:
+            self.log.error(str(error))
+            raise HaltServer("Could not bind the listening sockets.", 1) from None
+        for listener in self.listeners:
+            self.log.info(f"Listening at: {listener.url} ({self.pid})")
+        self.log.info(f"Using worker: {self.cfg.worker_class}")
+        process.set_title(f"dynocorn: master [{self.master_name}]")
+        if cfg.preload_app:
+            self.preload()
+        cfg.when_ready(self)
+
+    def preload(self) -> None:
+        try:
+            self.app = apploader.load_app(self.cfg.wsgi_app)
+        except (apploader.AppImportError, apploader.AppLoadError) as error:
+            self.log.exception(f"Failed to load the app with --preload: {error}")
+            raise HaltServer("App failed to load.", 1) from None
+        # Objects that exist now are shared copy-on-write with every worker; freezing them
+        # keeps the collector from touching (and so copying) their pages in each worker.
+        gc.collect()
+        gc.freeze()
+
+    def init_signals(self) -> None:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        self.wakeup_read = read_fd
+        self.wakeup_write = write_fd
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        self.selector.register(read_fd, selectors.EVENT_READ, None)
+        for sig in SIGNAL_NAMES:
+            signal.signal(sig, self.queue_signal)
+
+    def queue_signal(self, signum: int, frame: Any) -> None:
+        self.signal_queue.append(signum)
+
+    # -- the loop
+
+    def loop_once(self) -> None:
+        self.wait(self.next_timeout())
+        while self.signal_queue:
+            signum = self.signal_queue.popleft()
+            name = SIGNAL_NAMES[signum]
+            if name != "chld":
+                self.log.info(f"Handling signal: {name}")
+            getattr(self, f"handle_{name}")()
+        self.reap_workers()
+        now = time.monotonic()
+        self.murder_workers(now)
+        if self.stopping:
+            if now >= self.stop_deadline:
+                self.kill_workers(signal.SIGKILL)
+        else:
+            self.manage_workers(now)
+
+    def next_timeout(self) -> float:
+        if self.signal_queue:
+            return 0.0
+        return LOOP_TICK
+
+    def wait(self, timeout: float) -> None:
+        for key, _ in self.selector.select(timeout):
+            if key.data is None:
+                try:
+                    while os.read(self.wakeup_read, 4096):
+                        pass
+                except (BlockingIOError, InterruptedError):
+                    pass
+            else:
+                self.read_channel(key.data)
+
+    def read_channel(self, handle: WorkerHandle) -> None:
+        messages = handle.channel.read()
+        if messages is None:  # the worker closed its end: it is exiting
+            self.selector.unregister(handle.channel.fd)
+            handle.channel_open = False
+            return
+        now = time.monotonic()
+        for kind, payload in messages:
+            handle.last_seen = now
+            if kind == "ready":
+                handle.ready = True
+            elif kind == "retiring" and not handle.stopping:
+                # It finishes its requests and exits by itself: start its successor now.
+                handle.stopping = True
+                handle.stop_requested_at = now
+            elif kind == "stats":
+                handle.stats = payload
+
+    # -- signals
+
+    def handle_chld(self) -> None:
+        pass  # reap_workers runs on every pass of the loop
+
+    def handle_hup(self) -> None:
+        self.log.info("Hang up: Master")
+        try:
+            new_cfg = self.reload_config()
+        except Exception as error:
+            self.log.error(f"Reload failed, keeping the running configuration: {error}")
+            return
+        old_workers = self.num_workers
+        self.cfg = new_cfg
+        self.num_workers = new_cfg.workers
+        self.worker_class = worker_class_for(new_cfg)
+        self.cfg.on_reload(self)
+        if self.num_workers != old_workers:
+            self.cfg.nworkers_changed(self, self.num_workers, old_workers)
+        self.replacing = deque(
+            pid
+            for pid in sorted(self.workers, key=lambda p: self.workers[p].age)
+            if not self.workers[pid].stopping
+        )
+        self.replacement = None
+
+    def handle_term(self) -> None:
+        self.begin_stop(graceful=True)
+
+    def handle_int(self) -> None:
+        self.begin_stop(graceful=False)
+
+    def handle_quit(self) -> None:
+        self.begin_stop(graceful=False)
+
+    def handle_ttin(self) -> None:
+        self.set_num_workers(self.num_workers + 1)
+
+    def handle_ttou(self) -> None:
+        if self.num_workers > 1:
+            self.set_num_workers(self.num_workers - 1)
+
+    def handle_usr1(self) -> None:
+        self.logs.reopen()
+        self.kill_workers(signal.SIGUSR1)
+
+    def handle_usr2(self) -> None:
+        self.reexec()
+
+    def handle_winch(self) -> None:
+        if self.cfg.daemon:
+            self.log.info("graceful stop of workers")
+            self.set_num_workers(0)
+        else:
+            self.log.debug("SIGWINCH ignored. Not daemonized")
+
+    def set_num_workers(self, count: int) -> None:
+        old = self.num_workers
+        self.num_workers = count
+        self.cfg.nworkers_changed(self, count, old)
+
+    # -- stopping
+
+    def begin_stop(self, graceful: bool) -> None:
+        if self.stopping and graceful:
+            return  # Heroku may send TERM more than once; the first deadline stands
+        first = not self.stopping
+        self.stopping = True
+        if first:
+            self.close_listeners()
+            self.stop_deadline = time.monotonic() + (self.cfg.graceful_timeout if graceful else 0)
+        if graceful:
+            self.kill_workers(signal.SIGTERM)
+        else:
+            self.stop_deadline = min(self.stop_deadline, time.monotonic() + 1.0)
+            self.kill_workers(signal.SIGQUIT)
+
+    def close_listeners(self) -> None:
+        # Unix socket files stay when a re-executed master is serving on them.
+        unlink = self.reexec_pid == 0 and not self.is_reexec_child()
+        for listener in self.listeners:
+            listener.close(unlink=unlink)
+        self.listeners = []
+
+    def is_reexec_child(self) -> bool:
+        return os.environ.get(REEXEC_COMMAND_VARIABLE) == str(os.getppid())
+
+    def shutdown(self, reason: str | None) -> None:
+        if self.workers:
+            self.kill_workers(signal.SIGKILL)
+            self.reap_workers(wait=True)
+        self.close_listeners()
+        self.log.info("Shutting down: Master")
+        if reason:
+            self.log.info(f"Reason: {reason}")
+        if self.pidfile is not None:
+            self.pidfile.remove(self.pid)
+        try:
+            self.cfg.on_exit(self)
+        except Exception:
+            self.log.exception("on_exit hook failed")
+
+    def shutdown_now(self) -> None:
+        self.kill_workers(signal.SIGKILL)
+
+    # -- workers
+
+    def manage_workers(self, now: float) -> None:
+        if self.replacing:
+            self.continue_replacing()
+            return
+        active = sorted(
+            (handle for handle in self.workers.values() if not handle.stopping),
+            key=lambda handle: handle.age,
+        )
+        missing = self.num_workers - len(active)
+        if missing > 0 and now >= self.spawn_not_before:
+            # In a crash loop, one at a time with a growing delay; else all at once.
+            for _ in range(1 if self.spawn_delay else missing):
+                self.spawn_worker()
+            self.spawn_not_before = now + self.spawn_delay
+        for handle in active[: max(0, -missing)]:  # the oldest go first
+            self.stop_worker(handle)
+
+    def continue_replacing(self) -> None:
+        if self.replacement is not None:
+            handle = self.workers.get(self.replacement)
+            if handle is not None and not handle.ready:
+                return  # still booting: the old worker keeps serving meanwhile
+            self.replacement = None
+            while self.replacing:
+                old = self.workers.get(self.replacing.popleft())
+                if old is not None and not old.stopping:
+                    self.stop_worker(old)
+                    break
+        if not self.replacing:
+            return
+        self.replacement = self.spawn_worker()
+
+    def stop_worker(self, handle: WorkerHandle) -> None:
+        handle.stopping = True
+        handle.stop_requested_at = time.monotonic()
+        self.signal_worker(handle.pid, signal.SIGTERM)
+
+    def spawn_worker(self) -> int:
+        self.worker_age += 1
+        read_fd, write_fd = os.pipe()
+        worker = self.worker_class(
+            self.worker_age,
+            self.pid,
+            self.listeners,
+            self.app,
+            self.cfg,
+            self.logs,
+            write_fd,
+        )
+        self.cfg.pre_fork(self, worker)
+        pid = os.fork()
+        if pid:
+            os.close(write_fd)
+            handle = WorkerHandle(pid, self.worker_age, MasterChannel(read_fd), time.monotonic())
+            handle.worker = worker
+            self.workers[pid] = handle
+            self.selector.register(read_fd, selectors.EVENT_READ, handle)
+            return pid
+        os.close(read_fd)
+        self.run_worker(worker)
+        raise AssertionError("unreachable")
+
+    def run_worker(self, worker: Worker) -> None:
+        """In the child: never returns."""
+        status = 0
+        try:
+            self.become_worker()
+            worker.pid = os.getpid()
+            self.log.info(f"Booting worker with pid: {worker.pid}")
+            self.cfg.post_fork(self, worker)
+            worker.init_process()
+        except SystemExit as exit_:
+            status = exit_.code if isinstance(exit_.code, int) else 1
+        except apploader.AppImportError:
+            self.log.exception("Exception in worker process")
+            status = WORKER_BOOT_ERROR
+        except apploader.AppLoadError as error:
+            self.log.error(str(error))
+            status = APP_LOAD_ERROR
+        except BaseException:
+            self.log.exception("Exception in worker process")
+            status = 1
+        finally:
+            self.log.info(f"Worker exiting (pid: {worker.pid})")
+            try:
+                self.cfg.worker_exit(self, worker)
+            except Exception:
+                self.log.exception("worker_exit hook failed")
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            os._exit(status)
+
+    def become_worker(self) -> None:
+        """Drop what only the master needs: its signal handlers and the other pipes."""
+        signal.set_wakeup_fd(-1)
+        for sig in SIGNAL_NAMES:
+            signal.signal(sig, signal.SIG_DFL)
+        self.selector.close()
+        for fd in (self.wakeup_read, self.wakeup_write):
+            os.close(fd)
+        for handle in self.workers.values():
+            handle.channel.close()
+
+    def reap_workers(self, wait: bool = False) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, 0 if wait else os.WNOHANG)
+            except ChildProcessError:
+                return
+            except InterruptedError:
+                continue
+            if pid == 0:
+                return
+            if pid == self.reexec_pid:
+                self.reexec_pid = 0
+                self.log.info("Re-executed master exited; keeping the old one")
+                if self.pidfile is not None and self.cfg.pidfile:
+                    self.pidfile.rename(self.cfg.pidfile)
+                    self.pidfile.write(self.pid)
+                continue
+            handle = self.workers.pop(pid, None)
+            if handle is None:
+                continue
+            self.forget_channel(handle)
+            self.report_exit(handle, status)
+            if handle.worker is not None:
+                try:
+                    self.cfg.child_exit(self, handle.worker)
+                except Exception:
+                    self.log.exception("child_exit hook failed")
+            if wait and not self.workers:
+                return
+
+    def forget_channel(self, handle: WorkerHandle) -> None:
+        if handle.channel_open:
+            try:
+                self.selector.unregister(handle.channel.fd)
+            except (KeyError, ValueError):
+                pass
+        handle.channel.close()
+
+    def report_exit(self, handle: WorkerHandle, status: int) -> None:
+        pid = handle.pid
+        if os.WIFEXITED(status):
+            code = os.WEXITSTATUS(status)
+            if code == WORKER_BOOT_ERROR and not self.stopping:
+                raise HaltServer("Worker failed to boot.", WORKER_BOOT_ERROR)
+            if code == APP_LOAD_ERROR and not self.stopping:
+                raise HaltServer("App failed to load.", APP_LOAD_ERROR)
+            if code != 0:
+                self.log.error(f"Worker (pid:{pid}) exited with code {code}")
+        elif os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            if sig == signal.SIGKILL and not handle.killed:
+                self.log.error(f"Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?")
+            elif not (handle.killed or (handle.stopping and sig == signal.SIGTERM)):
+                self.log.error(f"Worker (pid:{pid}) was sent {signal.Signals(sig).name}!")
+        died_early = time.monotonic() - handle.spawned_at < CRASH_WINDOW
+        crashed = (
+            not handle.stopping
+            and not self.stopping
+            and (not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0)
+        )
+        if crashed and died_early:
+            self.spawn_delay = min(MAX_SPAWN_DELAY, max(0.1, self.spawn_delay * 2))
+            self.log.warning(
+                f"Worker crashed soon after start; next spawn in {self.spawn_delay:.1f}s"
+            )
+        elif not crashed:
+            self.spawn_delay = 0.0
+
+    def murder_workers(self, now: float) -> None:
+        """Kill workers that stopped sending heartbeats (a hung request or a stuck loop)."""
+        timeout = self.cfg.timeout
+        for handle in list(self.workers.values()):
+            if handle.aborted_at:
+                if now - handle.aborted_at > ABORT_GRACE and not handle.killed:
+                    self.kill_worker(handle, signal.SIGKILL)
+                continue
+            if timeout and now - handle.last_seen > timeout:
+                self.log.critical(f"WORKER TIMEOUT (pid:{handle.pid})")
+                handle.aborted_at = now
+                self.signal_worker(handle.pid, signal.SIGABRT)
+            elif not self.stopping and handle.overdue(self.cfg.graceful_timeout, now):
+                self.kill_worker(handle, signal.SIGKILL)
+
+    def kill_worker(self, handle: WorkerHandle, sig: int) -> None:
+        if sig == signal.SIGKILL:
+            handle.killed = True
+        self.signal_worker(handle.pid, sig)
+
+    def kill_workers(self, sig: int) -> None:
+        for handle in list(self.workers.values()):
+            if sig in (signal.SIGTERM, signal.SIGQUIT):
+                handle.stopping = True
+            self.kill_worker(handle, sig)
+
+    def signal_worker(self, pid: int, sig: int) -> None:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+        except OSError as error:
+            if error.errno != errno.ESRCH:
+                raise
+
+    # -- USR2: a new master on the same sockets
+
+    def reexec(self) -> None:
+        if self.reexec_pid:
+            self.log.warning("USR2 signal ignored. Child exists.")
+            return
+        if self.is_reexec_child():
+            self.log.warning("USR2 signal ignored. Parent exists.")
+            return
+        if self.pidfile is not None and self.cfg.pidfile:
+            self.pidfile.rename(f"{self.cfg.pidfile}.oldbin")
+        pid = os.fork()
+        if pid:
+            self.reexec_pid = pid
+            return
+        try:
+            self.cfg.pre_exec(self)
+            environ = dict(os.environ)
+            sockets.export_for_reexec(self.listeners, environ)
+            environ[REEXEC_COMMAND_VARIABLE] = str(self.pid)
+            package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            environ["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [package_root, environ.get("PYTHONPATH", "")])
+            )
+            os.chdir(self.cfg.cwd)
+            argv = [sys.executable, "-m", "dynocorn", *self.cfg.argv]
+            os.execve(sys.executable, argv, environ)
+        except BaseException:
+            self.log.exception("Re-exec failed")
+        finally:
+            os._exit(1)

@@ -1,0 +1,570 @@
+"""PEP 3333 glue between the sans-IO HTTP layer and a WSGI application.
+
+Nothing here touches a socket: the worker passes in callables that read (`fill`), send and
+sendfile. Everything that is the same for every request is computed once per worker in
+`EnvironBuilder`, so the per-request work is one dict display plus the header loop.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any, TextIO
+from urllib.parse import unquote_to_bytes
+
+from dynocorn import __version__
+from dynocorn.http import LAST_CHUNK, Request, ResponsePlan, encode_chunk, plan_response
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Callable[[bytes], None]]], Iterable[bytes]]
+Peer = tuple[str, int] | str
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Caches keyed by client-controlled strings stop growing at this size, so a client sending
+# endless distinct header names or hosts costs a little speed, never memory.
+_CACHE_LIMIT = 1024
+
+
+@dataclass(frozen=True)
+class WSGISettings:
+    multithread: bool
+    multiprocess: bool
+    errors: TextIO
+    forwarded_allow_ips: list[str]
+    secure_scheme_headers: dict[str, str]
+    script_name: str = ""
+    sendfile: bool = True
+
+
+# "Content-Type" -> "CONTENT_TYPE", "X-Request-Id" -> "HTTP_X_REQUEST_ID". Clients send the
+# same few spellings over and over, so one dict lookup replaces upper() + replace() + concat.
+_HEADER_KEYS: dict[str, str] = {}
+
+
+def _header_key(name: str) -> str:
+    key = name.upper().replace("-", "_")
+    if key != "CONTENT_TYPE" and key != "CONTENT_LENGTH":
+        key = "HTTP_" + key
+    if len(_HEADER_KEYS) < _CACHE_LIMIT:
+        _HEADER_KEYS[name] = key
+    return key
+
+
+def _join_repeated(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """The slow path for requests that repeat a header: join the values with commas."""
+    headers: dict[str, str] = {}
+    for name, value in pairs:
+        key = _HEADER_KEYS.get(name) or _header_key(name)
+        old = headers.get(key)
+        if old is None:
+            headers[key] = value
+        elif key != "CONTENT_LENGTH":  # the parser only lets identical copies through
+            headers[key] = f"{old},{value}"
+    return headers
+
+
+def _split_host(host: str) -> tuple[str, str]:
+    """`example.com:8080` -> (`example.com`, `8080`); IPv6 keeps its brackets, as in URLs."""
+    if host.startswith("["):
+        end = host.find("]")
+        if end < 0:
+            return host, ""
+        name, rest = host[: end + 1], host[end + 1 :]
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        name, _, port = host.partition(":")
+    return name, port if port.isdigit() else ""
+
+
+class EnvironBuilder:
+    """Builds the environ for each request; constant parts are computed once per worker."""
+
+    def __init__(self, settings: WSGISettings, sockname: tuple[str, int] | str | None) -> None:
+        script_name = settings.script_name.rstrip("/")
+        self._script_name = script_name
+        self._script_prefix = script_name + "/"
+        self._base: dict[str, Any] = {
+            "wsgi.version": (1, 0),
+            "wsgi.errors": settings.errors,
+            "wsgi.multithread": settings.multithread,
+            "wsgi.multiprocess": settings.multiprocess,
+            "wsgi.run_once": False,
+            "wsgi.file_wrapper": FileWrapper,
+            "wsgi.input_terminated": True,
+            "SERVER_SOFTWARE": f"dynocorn/{__version__}",
+            "SCRIPT_NAME": script_name,
+        }
+        self._base_size = len(self._base)
+        # Without a Host header (HTTP/1.0) the socket names the server; a unix socket has
+        # only a path and no port, as in gunicorn.
+        if isinstance(sockname, tuple):
+            self._server = (str(sockname[0]), str(sockname[1]))
+        else:
+            self._server = (sockname or "", "")
+        self._hosts: dict[str, tuple[str, str]] = {}
+        self._secure = [
+            (_header_key(name), value.lower())
+            for name, value in settings.secure_scheme_headers.items()
+        ]
+        self._trust_all = False
+        self._trusted_ips: set[str] = set()
+        self._trusted_nets: list[Network] = []
+        for entry in settings.forwarded_allow_ips:
+            entry = entry.strip()
+            if entry == "*":
+                self._trust_all = True
+            elif "/" in entry:
+                self._trusted_nets.append(ipaddress.ip_network(entry, strict=False))
+            elif entry:
+                self._trusted_ips.add(entry)
+                self._trusted_ips.add(str(ipaddress.ip_address(entry)))
+        self._trust_cache: dict[str, bool] = {}
+
+    def build(self, request: Request, wsgi_input: Input, peer: Peer) -> dict[str, Any]:
+        # Measured: copying the base and storing keys one by one beats building the
+        # headers or the fixed keys as a separate dict first and merging it.
+        environ = self._base.copy()
+        pairs = request.headers
+        keys = _HEADER_KEYS
+        for name, value in pairs:
+            environ[keys.get(name) or _header_key(name)] = value
+        if len(environ) != self._base_size + len(pairs):  # a repeated header was overwritten
+            environ = self._base.copy()
+            environ.update(_join_repeated(pairs))
+        scheme = self._scheme(environ, peer) if self._secure else "http"
+        host = environ.get("HTTP_HOST")
+        if host:
+            parsed = self._hosts.get(host)
+            if parsed is None:
+                parsed = _split_host(host)
+                if len(self._hosts) < _CACHE_LIMIT:
+                    self._hosts[host] = parsed
+            environ["SERVER_NAME"], port = parsed
+            environ["SERVER_PORT"] = port or ("443" if scheme == "https" else "80")
+        else:
+            environ["SERVER_NAME"], environ["SERVER_PORT"] = self._server
+        path = request.path
+        script_name = self._script_name
+        if script_name and (path == script_name or path.startswith(self._script_prefix)):
+            path = path[len(script_name) :]
+        if "%" in path:
+            path = unquote_to_bytes(path).decode("latin-1")
+        environ["PATH_INFO"] = path
+        environ["REQUEST_METHOD"] = request.method
+        environ["QUERY_STRING"] = request.query
+        environ["RAW_URI"] = request.raw_target
+        environ["SERVER_PROTOCOL"] = request.version
+        environ["wsgi.url_scheme"] = scheme
+        environ["wsgi.input"] = wsgi_input
+        if isinstance(peer, tuple):
+            environ["REMOTE_ADDR"] = peer[0]
+            environ["REMOTE_PORT"] = str(peer[1])
+        else:  # a unix-socket peer: its name (usually ""), no port, as in gunicorn
+            environ["REMOTE_ADDR"] = peer
+        return environ
+
+    def _scheme(self, headers: dict[str, Any], peer: Peer) -> str:
+        # Contradicting headers (one secure, another not) mean someone other than the proxy
+        # wrote one of them; gunicorn answers 400, dynocorn settles on the safe "http".
+        secure = False
+        for key, wanted in self._secure:
+            value = headers.get(key)
+            if value is not None:
+                if value.lower() != wanted:
+                    return "http"
+                secure = True
+        return "https" if secure and self.trusts(peer) else "http"
+
+    def trusts(self, peer: Peer) -> bool:
+        """Whether `peer` may tell us the scheme: a listed proxy, or any unix-socket peer."""
+        if self._trust_all or not isinstance(peer, tuple):
+            return True
+        address = peer[0]
+        if address in self._trusted_ips:
+            return True
+        verdict = self._trust_cache.get(address)
+        if verdict is None:
+            verdict = self._lookup(address)
+            if len(self._trust_cache) < _CACHE_LIMIT:
+                self._trust_cache[address] = verdict
+        return verdict
+
+    def _lookup(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            candidates.append(ip.ipv4_mapped)  # "::ffff:10.0.0.1" from a dual-stack socket
+        return any(
+            str(candidate) in self._trusted_ips
+            or any(
+                candidate in net for net in self._trusted_nets if net.version == candidate.version
+            )
+            for candidate in candidates
+        )
+
+
+class Input:
+    """wsgi.input: streams the request body and never reads past its end.
+
+    The parser appends body bytes to `request.body`; this consumes them from the front, so
+    bytes of a pipelined next request stay in the parser, out of reach.
+    """
+
+    __slots__ = ("_fill", "_request", "on_first_read")
+
+    def __init__(self, request: Request, fill: Callable[[], bool]) -> None:
+        self._request = request
+        self._fill = fill
+        self.on_first_read: Callable[[], None] | None = None
+
+    def _more(self) -> bool:
+        """Wait for more body bytes; only called with an empty buffer."""
+        if self._request.complete:
+            return False
+        callback = self.on_first_read
+        if callback is not None:
+            # The client of an "Expect: 100-continue" request sends the body only when told.
+            self.on_first_read = None
+            callback()
+        return self._fill()
+
+    def read(self, size: int | None = -1) -> bytes:
+        body = self._request.body
+        if size is None or size < 0:
+            chunks = []
+            while True:
+                if body:
+                    chunks.append(bytes(body))
+                    body.clear()
+                if not self._more():
+                    return b"".join(chunks)
+        if len(body) >= size:
+            data = bytes(body[:size])
+            del body[:size]
+            return data
+        # Apps (multipart parsers especially) expect read(n) to return n bytes unless the
+        # body ends, so wait for them rather than returning a short read.
+        out = bytearray()
+        while len(out) < size:
+            if body:
+                take = size - len(out)
+                out += body[:take]
+                del body[:take]
+            elif not self._more():
+                break
+        return bytes(out)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        body = self._request.body
+        limit = size if size is not None and size >= 0 else sys.maxsize
+        end = body.find(b"\n", 0, limit)
+        if end >= 0:
+            line = bytes(body[: end + 1])
+            del body[: end + 1]
+            return line
+        out = bytearray()
+        while len(out) < limit:
+            if body:
+                end = body.find(b"\n", 0, limit - len(out))
+                take = end + 1 if end >= 0 else min(len(body), limit - len(out))
+                out += body[:take]
+                del body[:take]
+                if end >= 0:
+                    break
+            elif not self._more():
+                break
+        return bytes(out)
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines = []
+        total = 0
+        for line in self:
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.readline, b"")
+
+    def drain(self, limit: int) -> bool:
+        """Discard the unread body, up to `limit` bytes; True if the connection is reusable."""
+        request = self._request
+        body = request.body
+        if self.on_first_read is not None and not request.complete:
+            # The client still waits for 100 Continue: whether it sends the body anyway is
+            # unknowable, so the connection cannot carry another request.
+            return False
+        left = limit
+        while True:
+            if body:
+                if len(body) > left:
+                    body.clear()
+                    return False
+                left -= len(body)
+                body.clear()
+            if request.complete:
+                return True
+            if not self._fill():
+                return False
+
+
+class FileWrapper:
+    """wsgi.file_wrapper: iterates a file in blocks; Response sends regular files by sendfile."""
+
+    def __init__(self, filelike: Any, blksize: int = 8192) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = self.filelike.read
+        while data := read(self.blksize):
+            yield data
+
+    def close(self) -> None:
+        close = getattr(self.filelike, "close", None)
+        if close is not None:
+            close()
+
+
+def _file_span(filelike: Any) -> tuple[int, int] | None:
+    """(offset, bytes left) of a regular file, or None for pipes, sockets and file-likes."""
+    try:
+        st = os.fstat(filelike.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        # tell(), not lseek(): a buffered file that was read from is ahead on the fd.
+        offset = int(filelike.tell())
+    except (AttributeError, OSError, ValueError):
+        return None
+    return offset, max(st.st_size - offset, 0)
+
+
+class Response:
+    """start_response, the write() callable, and sending the application's result.
+
+    The head is planned lazily at the first non-empty body chunk so head and chunk leave in
+    one send(), and a result whose whole body is known up front gets a Content-Length
+    instead of chunked framing.
+    """
+
+    __slots__ = (
+        "_ended",
+        "_plan",
+        "_send",
+        "_sendfile",
+        "body_bytes",
+        "headers",
+        "headers_sent",
+        "keep_alive",
+        "request",
+        "status",
+        "status_code",
+        "truncated",
+    )
+
+    def __init__(
+        self,
+        request: Request,
+        send: Callable[[bytes], None],
+        *,
+        keep_alive: bool,
+        sendfile: Callable[[Any, int, int], int] | None = None,
+    ) -> None:
+        self.request = request
+        self._send = send
+        self._sendfile = sendfile
+        self.keep_alive = keep_alive
+        self.status: str | None = None
+        self.status_code = 0
+        self.headers: list[tuple[str, str]] = []
+        self.headers_sent = False
+        self.body_bytes = 0
+        self.truncated = False  # the app wrote more than its Content-Length; worth a log line
+        self._plan: ResponsePlan | None = None
+        self._ended = False
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self.headers_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None  # PEP 3333: break the frame <-> traceback cycle
+        elif self.status is not None:
+            raise RuntimeError("start_response() called again without exc_info")
+        self.status = status
+        self.headers = headers
+        self._plan = None  # a plan made for the replaced status is void
+        code = status[:3]
+        self.status_code = int(code) if code.isdigit() else 0
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        if not isinstance(data, bytes):
+            raise TypeError(f"WSGI body items must be bytes, not {type(data).__name__}")
+        if not data:
+            return  # PEP 3333: empty items must not trigger sending the head
+        if not self.headers_sent:
+            self._start(data, complete=False)
+            return
+        payload = self._frame(data)
+        if payload:
+            self._send(payload)
+
+    def send_result(self, result: Iterable[bytes]) -> None:
+        try:
+            if not self.headers_sent:
+                if type(result) is list or type(result) is tuple:
+                    body = result[0] if len(result) == 1 else b"".join(result)
+                    if not isinstance(body, bytes):
+                        raise TypeError(f"WSGI body items must be bytes, not {type(body).__name__}")
+                    self._start(body, complete=True)
+                    return
+                if isinstance(result, FileWrapper) and self._send_file(result):
+                    return
+            for data in result:
+                self.write(data)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+
+    def finish(self) -> None:
+        if not self.headers_sent:
+            self._start(b"", complete=True)
+        plan = self._plan
+        assert plan is not None
+        if plan.chunked and plan.send_body and not self._ended:
+            self._ended = True
+            self._send(LAST_CHUNK)
+        if (
+            plan.send_body
+            and plan.content_length is not None
+            and self.body_bytes < plan.content_length
+        ):
+            self.keep_alive = False  # the client waits for bytes that will never come
+
+    def send_error(self, status: int = 500) -> bool:
+        """Replace an unsent response with a short error; False when the head already left."""
+        if self.headers_sent:
+            return False
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Error"
+        body = f"{phrase}\n".encode()
+        headers = [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+        self.status = f"{status} {phrase}"
+        self.status_code = status
+        self.headers = headers
+        self.keep_alive = False
+        plan = self._plan_head()
+        self._ended = True
+        self.headers_sent = True
+        if plan.send_body:
+            self.body_bytes = len(body)
+            self._send(plan.head + body)
+        else:
+            self._send(plan.head)
+        return True
+
+    def _plan_head(self) -> ResponsePlan:
+        if self.status is None:
+            raise RuntimeError("the application did not call start_response()")
+        request = self.request
+        plan = plan_response(
+            self.status,
+            self.headers,
+            version=request.version,
+            method=request.method,
+            keep_alive=self.keep_alive,
+        )
+        self._plan = plan
+        self.keep_alive = plan.keep_alive
+        return plan
+
+    def _add_length(self, length: int) -> None:
+        """Declare the length of a body known in full, unless the app framed it already."""
+        code = self.status_code
+        if code < 200 or code == 204 or code == 304:
+            return
+        if length == 0 and self.request.method == "HEAD":
+            return  # the app did not say how long the GET body would be
+        for name, _ in self.headers:
+            lowered = name.lower()
+            if lowered == "content-length" or lowered == "transfer-encoding":
+                return
+        # A new list: apps often pass the same module-level headers list on every request.
+        self.headers = [*self.headers, ("Content-Length", str(length))]
+
+    def _start(self, data: bytes, *, complete: bool) -> None:
+        if complete and self._plan is None:
+            self._add_length(len(data))
+        plan = self._plan or self._plan_head()
+        payload = self._frame(data) if data else b""
+        if complete and plan.chunked and plan.send_body:
+            payload += LAST_CHUNK
+            self._ended = True
+        self.headers_sent = True  # set first: after a partial send, no error page may follow
+        self._send(plan.head + payload if payload else plan.head)
+
+    def _frame(self, data: bytes) -> bytes:
+        """What goes on the wire for `data`: capped at Content-Length, chunk-framed."""
+        plan = self._plan
+        assert plan is not None
+        if not plan.send_body:
+            return b""
+        if plan.content_length is not None:
+            room = plan.content_length - self.body_bytes
+            if len(data) > room:
+                data = data[:room]
+                self.truncated = True
+                self.keep_alive = False
+                if not data:
+                    return b""
+        self.body_bytes += len(data)
+        return encode_chunk(data) if plan.chunked else data
+
+    def _send_file(self, wrapper: FileWrapper) -> bool:
+        """Send a regular file with sendfile(); False leaves it to plain iteration."""
+        span = _file_span(wrapper.filelike)
+        if span is None:
+            return False
+        offset, size = span
+        self._add_length(size)  # known length: no chunked framing even without sendfile
+        if self._sendfile is None:
+            return False
+        plan = self._plan_head()
+        if plan.chunked:
+            return False
+        self.headers_sent = True
+        self._send(plan.head)
+        if not plan.send_body:
+            return True
+        count = size if plan.content_length is None else min(size, plan.content_length)
+        while count > 0:
+            sent = self._sendfile(wrapper.filelike, offset, count)
+            if sent <= 0:
+                break  # the file shrank; finish() sees the short body and closes
+            offset += sent
+            count -= sent
+            self.body_bytes += sent
+        return True
+
+
+def call_app(app: WSGIApp, environ: dict[str, Any], response: Response) -> None:
+    """Run the app and send its response; exceptions go to the worker, which logs them and
+    calls `response.send_error()`."""
+    response.send_result(app(environ, response.start_response))
+    response.finish()

@@ -1,0 +1,312 @@
+"""The master: signals, worker lifecycle, exit codes, hooks, as a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from server import Server, running
+
+
+def get(server: Server, path: str = "/", timeout: float = 10.0) -> requests.Response:
+    return requests.get(f"http://127.0.0.1:{server.port}{path}", timeout=timeout)
+
+
+def poll(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class SteadyLoad:
+    """A client thread sending requests back to back, counting every outcome."""
+
+    def __init__(self, server: Server, path: str = "/") -> None:
+        self.server = server
+        self.path = path
+        self.ok = 0
+        self.failed: list[str] = []
+        self.pids: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        session = requests.Session()
+        deadline = time.monotonic() + 60  # bounded, whatever happens
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                response = session.get(
+                    f"http://127.0.0.1:{self.server.port}{self.path}", timeout=10
+                )
+                if response.status_code == 200:
+                    self.ok += 1
+                    self.pids.add(response.text)
+                else:
+                    self.failed.append(str(response.status_code))
+            except requests.RequestException as error:
+                self.failed.append(repr(error))
+
+    def __enter__(self) -> SteadyLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+
+def test_log_lines_people_alert_on(tmp_path: Path) -> None:
+    with running(["-w", "2", "testapps:hello"], workers=2) as srv:
+        srv.wait_for(r"\[INFO\] Starting dynocorn \d+\.\d+\.\d+")
+        srv.wait_for(r"\[INFO\] Listening at: http://127\.0\.0\.1:\d+ \(\d+\)")
+        srv.wait_for(r"\[INFO\] Using worker: sync")
+        assert len(srv.booted_pids()) == 2
+    srv.wait_for(r"\[INFO\] Handling signal: term")
+    srv.wait_for(r"\[INFO\] Worker exiting \(pid: \d+\)", count=2)
+    srv.wait_for(r"\[INFO\] Shutting down: Master")
+    assert srv.process.returncode == 0
+
+
+def test_term_lets_the_request_in_flight_finish() -> None:
+    with running(["-w", "1", "testapps:routes"]) as srv:
+        with ThreadPoolExecutor(1) as pool:
+            future = pool.submit(get, srv, "/sleep?seconds=2")
+            time.sleep(0.5)  # let the request reach the app: there is no log line to wait for
+            started = time.monotonic()
+            srv.signal(signal.SIGTERM)
+            response = future.result(10)
+        assert response.status_code == 200
+        assert srv.wait_exit(20) == 0
+        assert time.monotonic() - started < 10
+        # New connections are refused once it is gone.
+        with pytest.raises(requests.ConnectionError):
+            get(srv, "/", timeout=2)
+
+
+def test_term_to_master_and_workers_at_once_like_heroku() -> None:
+    with running(["-w", "2", "testapps:routes"], workers=2) as srv:
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(get, srv, "/sleep?seconds=1.5") for _ in range(2)]
+            time.sleep(0.5)
+            for pid in [srv.pid, *srv.worker_pids()]:
+                os.kill(pid, signal.SIGTERM)
+            results = [future.result(10) for future in futures]
+        assert [r.status_code for r in results] == [200, 200]
+        assert srv.wait_exit(20) == 0
+
+
+def test_int_stops_quickly() -> None:
+    with running(["-w", "2", "testapps:hello"], workers=2) as srv:
+        srv.signal(signal.SIGINT)
+        assert srv.wait_exit(10) == 0
+
+
+def test_graceful_timeout_bounds_the_stop() -> None:
+    with (
+        running(["--graceful-timeout", "2", "testapps:routes"]) as srv,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        pool.submit(get, srv, "/hang", 30)
+        time.sleep(0.5)
+        started = time.monotonic()
+        srv.signal(signal.SIGTERM)
+        assert srv.wait_exit(15) == 0
+        assert time.monotonic() - started < 6
+
+
+def test_hup_replaces_every_worker_without_failing_a_request() -> None:
+    with running(["-w", "2", "testapps:sleepy"], workers=2, env={}) as srv:
+        old = set(srv.worker_pids())
+        assert len(old) == 2
+        with SteadyLoad(srv, "/?seconds=0.01") as load:
+            poll(lambda: load.ok > 5, what="traffic")
+            srv.signal(signal.SIGHUP)
+            poll(lambda: not (set(srv.worker_pids()) & old), 30, "old workers to go")
+            poll(lambda: len(srv.worker_pids()) == 2, 30, "two new workers")
+            seen = load.ok
+            poll(lambda: load.ok > seen + 5, what="traffic after the reload")
+        assert load.failed == []
+        new = set(srv.worker_pids())
+        assert len(new) == 2 and not (new & old)
+        assert {int(pid) for pid in load.pids} & new  # served by the new workers
+
+
+def test_ttin_and_ttou_change_the_worker_count() -> None:
+    with running(["-w", "2", "testapps:hello"], workers=2) as srv:
+        srv.signal(signal.SIGTTIN)
+        poll(lambda: len(srv.worker_pids()) == 3, what="3 workers")
+        # One at a time: the kernel merges a signal sent while the same one is pending.
+        srv.signal(signal.SIGTTOU)
+        poll(lambda: len(srv.worker_pids()) == 2, what="2 workers")
+        srv.signal(signal.SIGTTOU)
+        poll(lambda: len(srv.worker_pids()) == 1, what="1 worker")
+        assert get(srv).status_code == 200
+
+
+def test_a_killed_worker_is_replaced() -> None:
+    with running(["-w", "2", "testapps:hello"], workers=2) as srv:
+        victim = srv.worker_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        poll(
+            lambda: victim not in srv.worker_pids() and len(srv.worker_pids()) == 2,
+            what="replacement",
+        )
+        srv.wait_for(rf"Worker \(pid:{victim}\) was sent SIGKILL! Perhaps out of memory\?")
+        for _ in range(10):
+            assert get(srv).status_code == 200
+
+
+def test_hung_request_times_out_with_500_and_the_worker_is_replaced() -> None:
+    with running(["-w", "1", "-t", "2", "testapps:routes"]) as srv:
+        victim = srv.worker_pids()[0]
+        started = time.monotonic()
+        response = get(srv, "/hang", timeout=20)
+        assert response.status_code == 500
+        assert time.monotonic() - started < 10
+        srv.wait_for(rf"WORKER TIMEOUT \(pid:{victim}\)")
+        poll(lambda: len(srv.worker_pids()) == 1 and victim not in srv.worker_pids())
+        assert get(srv).status_code == 200
+
+
+def test_timeout_zero_disables_it() -> None:
+    with running(["-w", "1", "-t", "0", "testapps:routes"]) as srv:
+        assert get(srv, "/sleep?seconds=2").status_code == 200
+        assert "WORKER TIMEOUT" not in srv.log
+
+
+@pytest.mark.parametrize(
+    ("app", "code", "reason"),
+    [
+        ("broken_import:app", 3, "Worker failed to boot."),
+        ("no_such_module:app", 3, "Worker failed to boot."),
+        ("testapps:missing", 4, "App failed to load."),
+        ("testapps:not_callable", 4, "App failed to load."),
+    ],
+)
+def test_boot_failures_stop_the_master_with_their_exit_code(
+    app: str, code: int, reason: str
+) -> None:
+    srv = Server(["-w", "2", app])
+    try:
+        assert srv.wait_exit(30) == code
+        srv.wait_for(rf"Reason: {reason}")
+    finally:
+        srv.kill_group()
+
+
+def test_preload_failure_exits_1() -> None:
+    srv = Server(["--preload", "no_such_module:app"])
+    try:
+        assert srv.wait_exit(30) == 1
+    finally:
+        srv.kill_group()
+
+
+def test_preload_serves_from_the_master_import() -> None:
+    with running(["--preload", "-w", "2", "testapps:routes"], workers=2) as srv:
+        assert get(srv, "/echo").json()["multiprocess"] is True
+
+
+def test_max_requests_recycles_without_losing_requests() -> None:
+    with running(["-w", "2", "--max-requests", "20", "testapps:sleepy"], workers=2) as srv:
+        with SteadyLoad(srv, "/?seconds=0") as load:
+            poll(lambda: load.ok >= 120, 60, "120 requests")
+        assert load.failed == []
+        assert len(load.pids) >= 4  # workers were replaced along the way
+        srv.wait_for(r"Autorestarting worker after current request")
+
+
+def test_pidfile_and_hooks(tmp_path: Path) -> None:
+    pidfile = tmp_path / "master.pid"
+    marks = tmp_path / "marks.txt"
+    config = tmp_path / "conf.py"
+    config.write_text(
+        f"MARKS = {str(marks)!r}\n"
+        "def _mark(text):\n"
+        "    with open(MARKS, 'a') as handle:\n"
+        "        handle.write(text + '\\n')\n"
+        "def on_starting(server): _mark('on_starting')\n"
+        "def when_ready(server): _mark('when_ready')\n"
+        "def pre_fork(server, worker): _mark('pre_fork')\n"
+        "def post_fork(server, worker): _mark('post_fork')\n"
+        "def post_worker_init(worker): _mark('post_worker_init')\n"
+        "def pre_request(worker, req): _mark('pre_request ' + req.method)\n"
+        "def post_request(worker, req, environ, resp): _mark('post_request')\n"
+        "def worker_exit(server, worker): _mark('worker_exit')\n"
+        "def child_exit(server, worker): _mark('child_exit')\n"
+        "def on_exit(server): _mark('on_exit')\n"
+    )
+    with running(["-c", str(config), "-p", str(pidfile), "testapps:hello"]) as srv:
+        assert pidfile.read_text().strip() == str(srv.pid)
+        assert get(srv).status_code == 200
+    assert not pidfile.exists()
+    lines = marks.read_text().split("\n")
+    for mark in [
+        "on_starting",
+        "when_ready",
+        "pre_fork",
+        "post_fork",
+        "post_worker_init",
+        "pre_request GET",
+        "post_request",
+        "worker_exit",
+        "child_exit",
+        "on_exit",
+    ]:
+        assert mark in lines, mark
+    assert lines.index("on_starting") < lines.index("pre_fork") < lines.index("on_exit")
+
+
+def test_usr2_reexec_then_old_master_term() -> None:
+    with running(["-w", "1", "testapps:sleepy"]) as srv:
+        with SteadyLoad(srv, "/?seconds=0.01") as load:
+            poll(lambda: load.ok > 5, what="traffic")
+            old_workers = set(srv.worker_pids())
+            srv.signal(signal.SIGUSR2)
+            # The new master is a child of the old one, with its own worker.
+            poll(lambda: len(srv.worker_pids()) == 2, 30, "the new master")
+            new_master = (set(srv.worker_pids()) - old_workers).pop()
+            srv.signal(signal.SIGTERM)
+            assert srv.wait_exit(30) == 0
+            seen = load.ok
+            poll(lambda: load.ok > seen + 5, 30, "traffic served by the new master")
+        try:
+            assert load.failed == []
+        finally:
+            os.kill(new_master, signal.SIGTERM)
+            poll(lambda: not Path(f"/proc/{new_master}").exists(), 30, "new master to stop")
+
+
+def test_access_log_in_gunicorn_format(tmp_path: Path) -> None:
+    with running(["--access-logfile", "-", "testapps:hello"]) as srv:
+        requests.get(
+            f"http://127.0.0.1:{srv.port}/x?y=1", headers={"User-Agent": "probe/1"}, timeout=5
+        )
+        line = srv.wait_for(r'"GET /x\?y=1 HTTP/1.1" 200 13', stdout=True)[0].string
+        assert line.startswith("127.0.0.1 - - [")
+        assert line.endswith('"-" "probe/1"')
+
+
+def test_heroku_access_log_is_logfmt_on_stdout() -> None:
+    env = {"DYNO": "web.1"}
+    with running(["testapps:hello"], env=env) as srv:
+        now_ms = int(time.time() * 1000) - 12
+        requests.get(
+            f"http://127.0.0.1:{srv.port}/x",
+            headers={"X-Request-Id": "abc-123", "X-Request-Start": str(now_ms)},
+            timeout=5,
+        )
+        line = srv.wait_for(r"method=GET path=", stdout=True)[0].string
+        assert 'path="/x" status=200 bytes=13' in line
+        assert "request_id=abc-123" in line
+        assert "queue_ms=" in line

@@ -35,14 +35,33 @@ class Server:
         env: dict[str, str] | None = None,
         bind: str | None = "127.0.0.1:0",
     ) -> None:
+        command = [*DYNOCORN, *(["-b", bind] if bind else []), "--no-env-file", *args]
+        self._start(command, env or {}, cwd, ())
+
+    @classmethod
+    def from_command(
+        cls,
+        command: list[str],
+        env: dict[str, str] | None = None,
+        *,
+        cwd: Path = APPS,
+        pass_fds: tuple[int, ...] = (),
+    ) -> Server:
+        """A server started by a command of the test's own (a launcher, a wrapper)."""
+        server = cls.__new__(cls)
+        server._start(command, env or {}, cwd, pass_fds)
+        return server
+
+    def _start(
+        self, command: list[str], env: dict[str, str], cwd: Path, pass_fds: tuple[int, ...]
+    ) -> None:
         environ = {
             "PATH": os.environ["PATH"],
             "HOME": os.environ.get("HOME", "/tmp"),
             "PYTHONPATH": str(REPO / "lib"),
             "PYTHONUNBUFFERED": "1",
-            **(env or {}),
+            **env,
         }
-        command = [*DYNOCORN, *(["-b", bind] if bind else []), "--no-env-file", *args]
         self.process = subprocess.Popen(
             command,
             cwd=cwd,
@@ -50,6 +69,7 @@ class Server:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            pass_fds=pass_fds,
             start_new_session=True,  # its own process group: ours to clean up, nobody else's
         )
         self.lines: list[str] = []
@@ -128,11 +148,18 @@ class Server:
 
     def worker_pids(self) -> list[int]:
         """Live children of the master (by parent PID, no guessing by name)."""
+        pids = []
         try:
             children = psutil.Process(self.pid).children()
-        except psutil.NoSuchProcess:
+        except (psutil.Error, OSError):
             return []
-        return [child.pid for child in children if child.status() != psutil.STATUS_ZOMBIE]
+        for child in children:
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE:
+                    pids.append(child.pid)
+            except (psutil.Error, OSError):
+                pass  # exited between the two looks
+        return pids
 
     def signal(self, sig: int) -> None:
         os.kill(self.pid, sig)

@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     if config.daemon:
         process.daemonize()
     logs = Logs.from_config(config)
+    if config.capture_output and config.errorlog != "-":
+        capture_output(config.errorlog)
     for warning in config.warnings:
         logs.error.warning(warning)
 
@@ -85,6 +87,16 @@ def prepare_process(config: config_module.Config) -> None:
         key, _, value = pair.partition("=")
         os.environ[key] = value
     os.umask(config.umask)
+
+
+def capture_output(path: str) -> None:
+    """The app's print() and stray stderr go to the error log file (gunicorn's semantics)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def check_app(config: config_module.Config) -> int:

@@ -9,6 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+
 def set_title(title: str) -> None:
     """Name the process in `ps` when the optional setproctitle extra is installed."""
     try:

@@ -112,6 +112,7 @@ _SETTINGS: list[Setting] = [
         "threads", "Worker processes", "Threads per worker for `gthread` (more than 1 with "
         "`sync` means `gthread`).",
         default=1, flags=("--threads",), parse=v.positive_int, metavar="INT",
+        implemented=False,
     ),
     Setting(
         "worker_connections", "Worker processes",
@@ -167,12 +168,14 @@ _SETTINGS: list[Setting] = [
         "max_worker_memory", "Memory",
         "Soft per-worker memory limit (e.g. `300MB`); a worker above it is recycled.",
         flags=("--max-worker-memory",), parse=v.size_bytes, metavar="SIZE",
+        implemented=False,
     ),
     Setting(
         "metrics_interval", "Memory",
         "Seconds between runtime-metrics lines on stdout (0 = off).",
         default=20.0, flags=("--metrics-interval",), parse=v.non_negative_float,
         metavar="SECONDS",
+        implemented=False,
     ),
     # -- Security
     Setting(

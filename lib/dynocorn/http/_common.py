@@ -10,6 +10,7 @@ _MONTHS = (
     b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
 )  # fmt: skip
 
+_clock = time.time  # replaced in tests
 _second = -1
 _date = b""
 _server_date = b""  # b"Server: dynocorn\r\nDate: ...\r\n", the lines almost every response needs
@@ -29,7 +30,7 @@ def _refresh(second: int) -> None:
 
 def http_date(now: float | None = None) -> bytes:
     """The IMF-fixdate for ``now`` (default: the wall clock), recomputed once a second."""
-    second = int(time.time() if now is None else now)
+    second = int(_clock() if now is None else now)
     if second != _second:
         _refresh(second)
     return _date
@@ -37,7 +38,7 @@ def http_date(now: float | None = None) -> bytes:
 
 def server_date_lines(now: float | None = None) -> bytes:
     """``Server`` and ``Date`` header lines, cached like :func:`http_date`."""
-    second = int(time.time() if now is None else now)
+    second = int(_clock() if now is None else now)
     if second != _second:
         _refresh(second)
     return _server_date

@@ -5,15 +5,20 @@ How this works
 The parser keeps each request head in its own hands until the blank line that ends it
 has arrived, then deals with the whole head at once:
 
-1. limits, on the raw text (request line -> 414, field count and line size -> 431);
-2. the request line, with one regex: a method token, single spaces, a target of
+1. the request line, with one regex: a method token, single spaces, a target of
    printable ASCII and ``HTTP/1.0`` or ``HTTP/1.1`` (other ``HTTP/x.y`` -> 505);
+2. limits, on the raw text (request line -> 414, field count and line size -> 431),
+   skipped for heads too short to break any;
 3. llhttp (httptools), fed exactly that head, validates the rest in C: header syntax,
    bare LF, control characters, obsolete folding, ``Content-Length`` syntax and
    duplicates, ``Content-Length`` with ``Transfer-Encoding``, codings not ending in
    ``chunked``. Its single callback tells whether the message is already complete and
    what the client wants for keep-alive;
-4. one regex pass splits the header lines llhttp has just accepted.
+4. one regex pass splits the header lines llhttp has just accepted, dropping names
+   with "_" and the whitespace around values;
+5. only when llhttp expects a body do we look at the framing headers, and refuse what
+   llhttp lets through: a coding list other than a single ``chunked`` (``gzip,
+   chunked``, ``,chunked``, a repeated header) and chunked on HTTP/1.0.
 
 A head that is still arriving is checked as it grows (limits, bare LF, the request
 line once complete), so an endless line is refused rather than buffered forever.
@@ -31,7 +36,6 @@ Not supported by design: ``CONNECT`` (400) and protocol upgrades (a request carr
 
 import re
 from collections import deque
-from functools import lru_cache
 from typing import NoReturn
 
 import httptools
@@ -59,7 +63,6 @@ _METHOD = r"[!$%&'*+\-.^_`|~0-9A-Z]{3,20}"
 _TARGET = r"[\x21-\x7e]+"  # printable ASCII: no controls, spaces or raw non-ASCII
 _REQUEST_LINE = re.compile(rf"({_METHOD}) ({_TARGET}) (HTTP/1\.[01])\r\n")
 _OTHER_VERSION = re.compile(rf"{_METHOD} {_TARGET} HTTP/\d\.\d\r\n")
-# Only used on heads llhttp accepted: "name:" OWS value CRLF, trailing OWS kept.
 # Used on heads llhttp accepted: "\n" name ":" OWS value OWS "\r". The request line
 # holds no LF, so matching may start at 0. The second form skips names containing "_":
 # the leading LF anchors each match to a line start, so such a line is dropped whole.
@@ -187,12 +190,6 @@ def _new_validator() -> tuple[httptools.HttpRequestParser, _HeadProtocol]:
     return proto.llhttp, proto
 
 
-@lru_cache(maxsize=64)
-def _long_line_patterns(field_size: int) -> tuple[re.Pattern[str], re.Pattern[bytes]]:
-    longer = f"[^\\r\\n]{{{field_size + 1}}}"
-    return re.compile(longer), re.compile(longer.encode("ascii"))
-
-
 def _split_target(target: str) -> tuple[str, str]:
     """Path and query of any target llhttp accepted (origin, absolute or "*" form)."""
     target = target.partition("#")[0]
@@ -210,6 +207,14 @@ def _split_target(target: str) -> tuple[str, str]:
             target = "/" + target
     path, _, query = target.partition("?")
     return path, query
+
+
+def _empty_lines(data: bytes | bytearray, pos: int) -> int:
+    """How many bytes of CRLF pairs start at ``pos``."""
+    end = pos
+    while data.startswith(b"\r\n", end):
+        end += 2
+    return end - pos
 
 
 def _head_for_llhttp(method: str, head: bytes) -> bytes:
@@ -247,8 +252,6 @@ class RequestParser:
         "_line_start",
         "_lines",
         "_llhttp",
-        "_long_line",
-        "_long_line_bytes",
         "_max_head",
         "_overhead",
         "_proto",
@@ -264,7 +267,6 @@ class RequestParser:
         self._line_cap = limits.request_line or limits.max_head
         self._fields_cap = limits.max_fields
         self._field_cap = limits.field_size or limits.max_head
-        self._long_line, self._long_line_bytes = _long_line_patterns(self._field_cap)
         self._max_head = limits.max_head
         self._drop_underscore = limits.drop_underscore_headers
         self._header_lines = _HEADER_LINES_NO_UNDERSCORE if self._drop_underscore else _HEADER_LINES
@@ -324,8 +326,8 @@ class RequestParser:
                 text = head.decode("latin-1")
                 match = _REQUEST_LINE.match(text)
                 if match is None:
-                    if text.startswith("\r\n"):  # an empty line before a request line
-                        pos += 2
+                    if text.startswith("\r\n"):  # empty lines before a request line
+                        pos += _empty_lines(data, pos)
                         continue
                     _refuse_request_line(text, self._line_cap)
                 if len(text) > self._check_from:  # short heads cannot break a limit
@@ -423,20 +425,20 @@ class RequestParser:
 
     def _check_head_limits(self, text: str) -> None:
         """Limits on a complete head whose request line matched."""
-        headers_at = text.find("\n") + 1
-        if headers_at - 2 > self._line_cap:
+        # Splitting is linear; a regex hunting for a long line would be quadratic.
+        lines = text.split("\r\n")  # request line, fields, "", ""
+        if len(lines[0]) > self._line_cap:
             raise URITooLong(f"request line longer than {self._line_cap} bytes")
-        if text.count("\n", headers_at) - 1 > self._fields_cap:
+        if len(lines) - 3 > self._fields_cap:
             raise HeaderFieldsTooLarge(f"more than {self._fields_cap} header fields")
-        if self._long_line.search(text, headers_at):
+        if len(lines) > 3 and max(map(len, lines[1:-2])) > self._field_cap:
             raise HeaderFieldsTooLarge(f"header line longer than {self._field_cap} bytes")
 
     def _check_partial_head(self) -> None:
         """Refuse a head still arriving as soon as it cannot become valid or too big."""
         buf = self._buf
         if buf.startswith(b"\r\n"):  # empty lines before a request line are ignored
-            while buf.startswith(b"\r\n"):
-                del buf[:2]
+            del buf[: _empty_lines(buf, 0)]
             self._scanned = self._lines = self._line_start = 0
         size = len(buf)
         if not size:
@@ -459,17 +461,19 @@ class RequestParser:
                     _refuse_request_line(text, self._line_cap)
                 if line_end > self._line_cap:
                     raise URITooLong(f"request line longer than {self._line_cap} bytes")
-                header_start = line_end + 2
+                fields_start = line_end + 2
             else:
-                header_start = self._line_start
+                fields_start = self._line_start
             self._lines += ends
             if self._lines - 1 > self._fields_cap:
                 raise HeaderFieldsTooLarge(f"more than {self._fields_cap} header fields")
-            if size - header_start > self._field_cap and self._long_line_bytes.search(
-                buf, header_start
+            line_start = buf.rfind(b"\n") + 1
+            # Field lines completed by this data: only the longest matters.
+            if line_start - fields_start > self._field_cap + 2 and (
+                max(map(len, buf[fields_start:line_start].split(b"\r\n"))) > self._field_cap
             ):
                 raise HeaderFieldsTooLarge(f"header line longer than {self._field_cap} bytes")
-            self._line_start = buf.rfind(b"\n") + 1
+            self._line_start = line_start
         # The unfinished line, not counting a CR that may start its line end.
         unfinished = size - self._line_start - (buf[-1] == 13)
         if not self._lines:

@@ -56,11 +56,11 @@ class ResponsePlan:
     send_body: bool  # False for HEAD, 1xx, 204 and 304: discard the app's body bytes
 
 
-def encode_chunk(data: bytes) -> bytes:
+def encode_chunk(data: bytes | bytearray | memoryview) -> bytes:
     """One chunk of a chunked body; nothing for empty data (that would end the body)."""
     if not data:
         return b""
-    return b"%x\r\n%b\r\n" % (len(data), data)
+    return b"".join((b"%x\r\n" % len(data), data, b"\r\n"))
 
 
 def _status_line(status: str) -> tuple[bytes, int]:

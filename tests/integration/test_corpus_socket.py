@@ -1,0 +1,112 @@
+"""The request corpus replayed over a real socket against the echo app.
+
+Valid cases must produce one answer per request, in order, carrying what the corpus says the
+request was. Refused cases must get their status and a closed connection; a second request
+sent behind them on the same connection must never reach the app (the echo app records
+every request it runs).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+from corpus_cases import Case, load_cases
+from rawhttp import RawResponse, read_response
+from server import Server, running
+
+CASES = load_cases()
+MODES = ["whole", "bytewise", "random"]
+
+
+@pytest.fixture(scope="module")
+def echo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("echo") / "seen.jsonl"
+    log.touch()
+    with running(["-w", "2", "testapps:echo"], workers=2, env={"ECHO_LOG": str(log)}) as srv:
+        srv.echo_log = log  # type: ignore[attr-defined]
+        yield srv
+
+
+def send(sock: socket.socket, raw: bytes, mode: str, seed: int) -> None:
+    if mode == "whole":
+        sock.sendall(raw)
+    elif mode == "bytewise":
+        for index in range(len(raw)):
+            sock.sendall(raw[index : index + 1])
+    else:
+        rng = random.Random(seed)
+        position = 0
+        while position < len(raw):
+            step = rng.randint(1, 40)
+            sock.sendall(raw[position : position + step])
+            position += step
+
+
+def responses_until_close(
+    sock: socket.socket, limit: int, methods: list[str] | None = None
+) -> list[RawResponse]:
+    stream = sock.makefile("rb")
+    got: list[RawResponse] = []
+    while len(got) < limit:
+        method = methods[len(got)] if methods and len(got) < len(methods) else "GET"
+        try:
+            response = read_response(stream, method)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if response is None:
+            break
+        if 100 <= response.status < 200:
+            continue  # 100 Continue before the final answer
+        got.append(response)
+    return got
+
+
+def connect(server: Server) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", [c for c in CASES if c.valid], ids=lambda c: c.name)
+def test_valid_case(echo_server: Server, case: Case, mode: str) -> None:
+    expected = case.requests
+    with connect(echo_server) as sock:
+        send(sock, case.raw, mode, seed=hash(case.name) & 0xFFFF)
+        got = responses_until_close(sock, len(expected), [r["method"] for r in expected])
+    assert len(got) == len(expected), f"{case.name}: {len(got)} answers for {len(expected)}"
+    for response, request in zip(got, expected, strict=True):
+        assert response.status == 200
+        if request["method"] == "HEAD":
+            assert response.body == b""
+            continue
+        seen = json.loads(response.body)
+        assert seen["method"] == request["method"]
+        assert seen["path"] == unquote(request["path"], encoding="latin-1")
+        assert seen["query"] == request["query"]
+        assert seen["body"] == request["body"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", [c for c in CASES if not c.valid], ids=lambda c: c.name)
+def test_refused_case_and_the_request_behind_it(echo_server: Server, case: Case, mode: str) -> None:
+    marker = f"/behind-{case.name.replace('/', '-')}-{mode}"
+    follow_up = f"GET {marker} HTTP/1.1\r\nHost: h\r\n\r\n".encode()
+    with connect(echo_server) as sock:
+        try:
+            send(sock, case.raw + follow_up, mode, seed=hash(case.name) & 0xFFFF)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused and closed while we were still sending: fine
+        got = responses_until_close(sock, 10)
+    assert got, f"{case.name}: no answer"
+    assert got[-1].status == case.status, f"{case.name}: {got[-1].status} != {case.status}"
+    assert all(r.status == 200 for r in got[:-1])
+    log: Path = echo_server.echo_log  # type: ignore[attr-defined]
+    assert marker not in log.read_text(), f"{case.name}: the request behind it ran"

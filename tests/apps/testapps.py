@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import time
@@ -188,27 +189,50 @@ def write_callable(environ: Environ, start_response: StartResponse) -> Iterable[
 
 def routes(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     """One app for most integration tests, by path."""
+    # Every route runs under wsgiref's validator, except those that are invalid on purpose
+    # and sendfile (the validator's wrapper would hide the file from the server).
     table: dict[str, Callable[[Environ, StartResponse], Iterable[bytes]]] = {
         "/echo": validated_echo,
-        "/crash": crash,
-        "/sleep": sleepy,
-        "/hang": hang,
-        "/stream": stream,
-        "/download": download,
-        "/upload": upload,
-        "/lazy": lazy_reader,
+        "/crash": validator(crash),
+        "/sleep": validator(sleepy),
+        "/hang": validator(hang),
+        "/stream": validator(stream),
+        "/download": validator(download),
+        "/upload": validator(upload),
+        "/lazy": validator(lazy_reader),
         "/bad-header": bad_header,
         "/bad-status": bad_status,
-        "/exc-info": exc_info_app,
-        "/write": write_callable,
+        "/exc-info": validator(exc_info_app),
+        "/write": validator(write_callable),
+        "/closing": validator(closing),
+        "/sendfile": sendfile,
     }
-    if environ["PATH_INFO"] == "/sendfile":
-        return sendfile(environ, start_response)
-    if environ["PATH_INFO"] == "/closing":
-        return closing(environ, start_response)
     first_segment = "/" + environ["PATH_INFO"].split("/")[1]
     handler = table.get(first_segment, validator(hello))
     return handler(environ, start_response)
 
 
 not_callable = 3
+
+
+def environment(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """The process's environment variable ?name, its uid, and whether `extra_module` imports."""
+    name = environ["QUERY_STRING"].partition("name=")[2]
+    data = json.dumps(
+        {
+            "value": os.environ.get(name),
+            "uid": os.getuid(),
+            "umask": _umask(),
+            "extra_module": importlib.util.find_spec("extra_module") is not None,
+        }
+    ).encode()
+    start_response(
+        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+    )
+    return [data]
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current

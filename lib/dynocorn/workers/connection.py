@@ -1,0 +1,109 @@
+"""One client connection: its socket, its parser, and blocking-with-a-timeout I/O.
+
+The socket is non-blocking between requests (the worker's loop watches it); while a request
+is served it may block, but never longer than `io_timeout` per operation, so a client that
+stops reading or sending cannot hold a worker, or a thread, past that.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+from dynocorn.http import HTTPError, RequestParser
+from dynocorn.wsgi import EnvironBuilder
+
+
+class ConnectionAborted(OSError):
+    """The worker gave up on this connection (a request timeout) while a thread used it."""
+
+
+class Connection:
+    __slots__ = (
+        "aborted",
+        "builder",
+        "fd",
+        "last_active",
+        "lock",
+        "parser",
+        "peer",
+        "queued",
+        "sock",
+        "started",
+    )
+
+    def __init__(
+        self, sock: socket.socket, peer: Any, parser: RequestParser, builder: EnvironBuilder
+    ) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.parser = parser
+        self.builder = builder
+        self.last_active = time.monotonic()
+        # When the unfinished request's first byte came; -1.0 before any byte, 0.0 idle.
+        self.started = -1.0
+        self.queued = False
+        # Only the threaded worker sets these: another thread may answer for a stuck one.
+        self.lock: threading.Lock | None = None
+        self.aborted = False
+
+    def send_all(self, data: bytes, io_timeout: float) -> None:
+        sock = self.sock
+        if self.lock is not None:
+            with self.lock:
+                if self.aborted:
+                    raise ConnectionAborted("the request timed out")
+                self._send_all(sock, data, io_timeout)
+        else:
+            self._send_all(sock, data, io_timeout)
+
+    @staticmethod
+    def _send_all(sock: socket.socket, data: bytes, io_timeout: float) -> None:
+        try:
+            sent = sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        if sent < len(data):
+            # The client is slower than us: wait for it, up to io_timeout per send.
+            sock.settimeout(io_timeout)
+            try:
+                sock.sendall(memoryview(data)[sent:])
+            finally:
+                sock.setblocking(False)
+
+    def sendfile(self, file: Any, offset: int, count: int, io_timeout: float) -> int:
+        sock = self.sock
+        sock.settimeout(io_timeout)
+        try:
+            return sock.sendfile(file, offset, count)
+        finally:
+            sock.setblocking(False)
+
+    def fill(self, io_timeout: float) -> bool:
+        """More body for wsgi.input: wait (up to io_timeout) for the client to send it."""
+        sock = self.sock
+        sock.settimeout(io_timeout)
+        try:
+            data = sock.recv(65536)
+        except OSError:
+            return False
+        finally:
+            sock.setblocking(False)
+        try:
+            if not data:
+                self.parser.feed_eof()
+                return False
+            self.parser.feed(data)
+        except HTTPError:
+            return False
+        return True
+
+    def refuse(self, error: HTTPError) -> None:
+        """Best effort: the status of a bad request, before the caller closes."""
+        try:
+            self.sock.send(error.render())
+        except OSError:
+            pass

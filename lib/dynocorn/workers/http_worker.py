@@ -1,0 +1,123 @@
+"""What every built-in worker class does with one parsed request: run the app and answer.
+
+The classes differ only in who calls `handle()`: the sync worker's loop inline, a gthread
+pool thread, or a gevent greenlet. `handle()` never closes the connection itself: it says
+whether the connection may serve another request, and the caller, which owns the
+connection's place in its loop, acts on that.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+from dynocorn.http import CONTINUE, Limits, Request
+from dynocorn.sockets import Listener
+from dynocorn.workers.base import Worker, WorkerAbort
+from dynocorn.workers.connection import Connection
+from dynocorn.wsgi import EnvironBuilder, Input, Response, WSGISettings
+
+DRAIN_LIMIT = 65536  # unread body we discard to keep a connection; beyond, we close it
+
+
+class HttpWorker(Worker):
+    def setup_http(self) -> None:
+        cfg = self.cfg
+        self.limits = Limits(
+            request_line=cfg.limit_request_line,
+            fields=cfg.limit_request_fields,
+            field_size=cfg.limit_request_field_size,
+        )
+        self.keepalive = float(cfg.keepalive)
+        # A blocked send or recv gives up before the master's timeout would kill us.
+        self.io_timeout = min(cfg.timeout / 2, 30.0) if cfg.timeout else 30.0
+        settings = WSGISettings(
+            multithread=self.multithread,
+            multiprocess=cfg.workers > 1,
+            errors=sys.stderr,
+            forwarded_allow_ips=cfg.forwarded_allow_ips,
+            secure_scheme_headers=cfg.secure_scheme_headers,
+            script_name=os.environ.get("SCRIPT_NAME", ""),
+            sendfile=cfg.sendfile,
+        )
+        self.builders: dict[int, EnvironBuilder] = {
+            listener.fileno(): EnvironBuilder(settings, _sockname(listener))
+            for listener in self.listeners
+        }
+        self.has_pre_request = not _is_default_hook(cfg.pre_request)
+        self.has_post_request = not _is_default_hook(cfg.post_request)
+
+    def handle(self, connection: Connection, request: Request) -> bool:
+        """Serve one request; True if the connection may serve the next one."""
+        io_timeout = self.io_timeout
+        # The last request before max-requests recycling says so: the client must not send
+        # another on this connection, which is about to close.
+        last = self.nr + 1 >= self.max_requests
+        keep_alive = request.keep_alive and self.alive and self.keepalive > 0 and not last
+        body = Input(request, lambda: connection.fill(io_timeout))
+        if request.expect_continue:
+            body.on_first_read = lambda: connection.send_all(CONTINUE, io_timeout)
+        environ = connection.builder.build(request, body, connection.peer)
+        response = Response(
+            request,
+            lambda data: connection.send_all(data, io_timeout),
+            keep_alive=keep_alive,
+            sendfile=(lambda f, o, c: connection.sendfile(f, o, c, io_timeout))
+            if self.cfg.sendfile
+            else None,
+        )
+        started = time.perf_counter()
+        keep = True
+        try:
+            if self.has_pre_request:
+                self.cfg.pre_request(self, request)
+            assert self.wsgi is not None
+            result = self.wsgi(environ, response.start_response)
+            response.send_result(result)
+            response.finish()
+        except WorkerAbort:
+            self.log.error(f"Request aborted at timeout: {request.method} {request.raw_target}")
+            _send_error(response)
+            raise
+        except OSError as error:
+            self.log.debug(f"Client went away: {error}")
+            keep = False
+        except Exception:
+            self.log.exception(f"Error handling request {request.raw_target}")
+            _send_error(response)
+            keep = False
+        finally:
+            self.request_done()
+            if self.access_log is not None:
+                self.access_log.log(environ, request, response, time.perf_counter() - started)
+            if self.has_post_request:
+                try:
+                    self.cfg.post_request(self, request, environ, response)
+                except Exception:
+                    self.log.exception("post_request hook failed")
+        return keep and response.keep_alive and body.drain(DRAIN_LIMIT)
+
+    def new_connection(self, sock: Any, peer: Any, listener_fd: int) -> Connection:
+        from dynocorn.http import RequestParser
+
+        return Connection(sock, peer, RequestParser(self.limits), self.builders[listener_fd])
+
+
+def _send_error(response: Response) -> None:
+    try:
+        response.send_error(500)
+    except OSError:
+        pass
+
+
+def _sockname(listener: Listener) -> Any:
+    try:
+        return listener.sock.getsockname()
+    except OSError:
+        return None
+
+
+def _is_default_hook(hook: Any) -> bool:
+    return getattr(hook, "__name__", "") == "_no_hook"

@@ -141,6 +141,7 @@ class Arbiter:
         cfg.when_ready(self)
 
     def preload(self) -> None:
+        self.worker_class.before_preload(self.log)
         try:
             self.app = apploader.load_app(self.cfg.wsgi_app)
         except (apploader.AppImportError, apploader.AppLoadError) as error:

@@ -167,6 +167,10 @@ def load(
 
     detected = _detect_platform(environ, root, ipv6, sources)
     _apply_platform_defaults(values, sources, detected, environ)
+    if values["worker_class"] == "sync" and values["threads"] > 1:
+        # gunicorn's rule: threads with the sync class means the threaded worker.
+        values["worker_class"] = "gthread"
+        sources["worker_class"] = f"{sources['threads']} (threads={values['threads']})"
     warnings.extend(_unimplemented_warnings(values, sources))
     return Config(
         values=values,

@@ -112,7 +112,6 @@ _SETTINGS: list[Setting] = [
         "threads", "Worker processes", "Threads per worker for `gthread` (more than 1 with "
         "`sync` means `gthread`).",
         default=1, flags=("--threads",), parse=v.positive_int, metavar="INT",
-        implemented=False,
     ),
     Setting(
         "worker_connections", "Worker processes",

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from server import Server, running
+from worker_classes import WORKER_CLASSES
 
 
 def get(server: Server, path: str = "/", timeout: float = 10.0) -> requests.Response:
@@ -77,8 +78,9 @@ def test_log_lines_people_alert_on(tmp_path: Path) -> None:
     assert srv.process.returncode == 0
 
 
-def test_term_lets_the_request_in_flight_finish() -> None:
-    with running(["-w", "1", "testapps:routes"]) as srv:
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_term_lets_the_request_in_flight_finish(worker_args: list[str]) -> None:
+    with running([*worker_args, "-w", "1", "testapps:routes"]) as srv:
         with ThreadPoolExecutor(1) as pool:
             future = pool.submit(get, srv, "/sleep?seconds=2")
             time.sleep(0.5)  # let the request reach the app: there is no log line to wait for
@@ -93,8 +95,9 @@ def test_term_lets_the_request_in_flight_finish() -> None:
             get(srv, "/", timeout=2)
 
 
-def test_term_to_master_and_workers_at_once_like_heroku() -> None:
-    with running(["-w", "2", "testapps:routes"], workers=2) as srv:
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_term_to_master_and_workers_at_once_like_heroku(worker_args: list[str]) -> None:
+    with running([*worker_args, "-w", "2", "testapps:routes"], workers=2) as srv:
         with ThreadPoolExecutor(2) as pool:
             futures = [pool.submit(get, srv, "/sleep?seconds=1.5") for _ in range(2)]
             time.sleep(0.5)
@@ -105,15 +108,17 @@ def test_term_to_master_and_workers_at_once_like_heroku() -> None:
         assert srv.wait_exit(20) == 0
 
 
-def test_int_stops_quickly() -> None:
-    with running(["-w", "2", "testapps:hello"], workers=2) as srv:
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_int_stops_quickly(worker_args: list[str]) -> None:
+    with running([*worker_args, "-w", "2", "testapps:hello"], workers=2) as srv:
         srv.signal(signal.SIGINT)
         assert srv.wait_exit(10) == 0
 
 
-def test_graceful_timeout_bounds_the_stop() -> None:
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_graceful_timeout_bounds_the_stop(worker_args: list[str]) -> None:
     with (
-        running(["--graceful-timeout", "2", "testapps:routes"]) as srv,
+        running([*worker_args, "--graceful-timeout", "2", "testapps:routes"]) as srv,
         ThreadPoolExecutor(1) as pool,
     ):
         pool.submit(get, srv, "/hang", 30)
@@ -124,8 +129,9 @@ def test_graceful_timeout_bounds_the_stop() -> None:
         assert time.monotonic() - started < 6
 
 
-def test_hup_replaces_every_worker_without_failing_a_request() -> None:
-    with running(["-w", "2", "testapps:sleepy"], workers=2, env={}) as srv:
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_hup_replaces_every_worker_without_failing_a_request(worker_args: list[str]) -> None:
+    with running([*worker_args, "-w", "2", "testapps:sleepy"], workers=2, env={}) as srv:
         old = set(srv.worker_pids())
         assert len(old) == 2
         with SteadyLoad(srv, "/?seconds=0.01") as load:
@@ -141,8 +147,9 @@ def test_hup_replaces_every_worker_without_failing_a_request() -> None:
         assert {int(pid) for pid in load.pids} & new  # served by the new workers
 
 
-def test_ttin_and_ttou_change_the_worker_count() -> None:
-    with running(["-w", "2", "testapps:hello"], workers=2) as srv:
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_ttin_and_ttou_change_the_worker_count(worker_args: list[str]) -> None:
+    with running([*worker_args, "-w", "2", "testapps:hello"], workers=2) as srv:
         srv.signal(signal.SIGTTIN)
         poll(lambda: len(srv.worker_pids()) == 3, what="3 workers")
         # One at a time: the kernel merges a signal sent while the same one is pending.
@@ -153,8 +160,9 @@ def test_ttin_and_ttou_change_the_worker_count() -> None:
         assert get(srv).status_code == 200
 
 
-def test_a_killed_worker_is_replaced() -> None:
-    with running(["-w", "2", "testapps:hello"], workers=2) as srv:
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_a_killed_worker_is_replaced(worker_args: list[str]) -> None:
+    with running([*worker_args, "-w", "2", "testapps:hello"], workers=2) as srv:
         victim = srv.worker_pids()[0]
         os.kill(victim, signal.SIGKILL)
         poll(
@@ -212,13 +220,17 @@ def test_preload_failure_exits_1() -> None:
         srv.kill_group()
 
 
-def test_preload_serves_from_the_master_import() -> None:
-    with running(["--preload", "-w", "2", "testapps:routes"], workers=2) as srv:
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_preload_serves_from_the_master_import(worker_args: list[str]) -> None:
+    with running([*worker_args, "--preload", "-w", "2", "testapps:routes"], workers=2) as srv:
         assert get(srv, "/echo").json()["multiprocess"] is True
 
 
-def test_max_requests_recycles_without_losing_requests() -> None:
-    with running(["-w", "2", "--max-requests", "20", "testapps:sleepy"], workers=2) as srv:
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_max_requests_recycles_without_losing_requests(worker_args: list[str]) -> None:
+    with running(
+        [*worker_args, "-w", "2", "--max-requests", "20", "testapps:sleepy"], workers=2
+    ) as srv:
         with SteadyLoad(srv, "/?seconds=0") as load:
             poll(lambda: load.ok >= 120, 60, "120 requests")
         assert load.failed == []
@@ -267,8 +279,9 @@ def test_pidfile_and_hooks(tmp_path: Path) -> None:
     assert lines.index("on_starting") < lines.index("pre_fork") < lines.index("on_exit")
 
 
-def test_usr2_reexec_then_old_master_term() -> None:
-    with running(["-w", "1", "testapps:sleepy"]) as srv:
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_usr2_reexec_then_old_master_term(worker_args: list[str]) -> None:
+    with running([*worker_args, "-w", "1", "testapps:sleepy"]) as srv:
         with SteadyLoad(srv, "/?seconds=0.01") as load:
             poll(lambda: load.ok > 5, what="traffic")
             old_workers = set(srv.worker_pids())

@@ -12,9 +12,9 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-from test_master import SteadyLoad, poll
 
 from server import APPS, REPO, Server, running
+from test_master import SteadyLoad, poll
 
 
 def test_raw_env_pythonpath_and_umask(tmp_path: Path) -> None:

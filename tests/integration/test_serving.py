@@ -15,15 +15,20 @@ import requests
 
 from rawhttp import connect, exchange, got_eof, read_response
 from server import Server, running
+from worker_classes import WORKER_CLASSES
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=WORKER_CLASSES)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     files = tmp_path_factory.mktemp("files")
     payload = files / "payload.bin"
     payload.write_bytes(bytes(range(256)) * 4096 * 3)  # 3 MiB
     env = {"SENDFILE_PATH": str(payload), "CLOSE_MARKER": str(files / "closed.txt")}
-    with running(["-w", "2", "--timeout", "30", "testapps:routes"], workers=2, env=env) as srv:
+    args = [*request.param, "-w", "2", "--timeout", "30", "testapps:routes"]
+    with running(args, workers=2, env=env) as srv:
+        srv.worker_args = request.param  # type: ignore[attr-defined]
         srv.files = files  # type: ignore[attr-defined]
         yield srv
 
@@ -60,7 +65,8 @@ def test_echo_environ(server: Server) -> None:
     assert seen["remote_addr"] == "127.0.0.1"
     assert seen["scheme"] == "http"
     assert seen["multiprocess"] is True
-    assert seen["multithread"] is False
+    threaded = "gthread" in server.worker_args  # type: ignore[attr-defined]
+    assert seen["multithread"] is threaded
 
 
 def test_percent_decoded_path(server: Server) -> None:
@@ -297,9 +303,10 @@ def test_dual_stack_bind_serves_ipv4_too() -> None:
         assert requests.get(f"http://[::1]:{srv.port}/", timeout=5).status_code == 200
 
 
-def test_unix_socket(tmp_path: Path) -> None:
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_unix_socket(tmp_path: Path, worker_args: list[str]) -> None:
     path = tmp_path / "dynocorn.sock"
-    with running(["testapps:hello"], bind=f"unix:{path}") as srv:
+    with running([*worker_args, "testapps:hello"], bind=f"unix:{path}") as srv:
         assert srv.url == f"unix:{path}"
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(5)
@@ -310,8 +317,10 @@ def test_unix_socket(tmp_path: Path) -> None:
     assert not path.exists()
 
 
-def test_connections_are_not_left_open_forever(tmp_path: Path) -> None:
-    with running(["--keep-alive", "1", "testapps:hello"]) as srv, connect(srv.port) as sock:
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_connections_are_not_left_open_forever(worker_args: list[str]) -> None:
+    args = [*worker_args, "--keep-alive", "1", "testapps:hello"]
+    with running(args) as srv, connect(srv.port) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         stream = sock.makefile("rb")
         assert read_response(stream) is not None

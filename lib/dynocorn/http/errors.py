@@ -52,6 +52,13 @@ class HeaderFieldsTooLarge(HTTPError):
     reason = "Request Header Fields Too Large"
 
 
+class InternalServerError(HTTPError):
+    """Sent by the server for a request it gave up on (a request timeout)."""
+
+    status = 500
+    reason = "Internal Server Error"
+
+
 class VersionNotSupported(HTTPError):
     status = 505
     reason = "HTTP Version Not Supported"

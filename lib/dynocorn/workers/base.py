@@ -30,7 +30,7 @@ from dynocorn.channel import WorkerChannel
 
 if TYPE_CHECKING:
     from dynocorn.config import Config
-    from dynocorn.logs import Logs
+    from dynocorn.logs import ErrorLog, Logs
     from dynocorn.sockets import Listener
 
 
@@ -76,6 +76,14 @@ class Worker:
     def __repr__(self) -> str:
         return f"<Worker {self.pid}>"
 
+    @classmethod
+    def before_preload(cls, log: ErrorLog) -> None:
+        """Called in the master before `--preload` imports the app (gevent patches here)."""
+
+    @classmethod
+    def before_app_import(cls, log: ErrorLog) -> None:
+        """Called in the worker before it imports the app (when not preloaded)."""
+
     # -- in the child, right after fork
 
     def init_process(self) -> None:
@@ -88,6 +96,7 @@ class Worker:
         process.switch_user(uid, gid, self.cfg.initgroups)
         self.init_signals()
         if self.wsgi is None:
+            self.before_app_import(self.log)
             self.wsgi = apploader.load_app(self.cfg.wsgi_app)
         if self.cfg.max_worker_lifetime > 0:
             # Up to 10% jitter so workers started together do not all restart together.

@@ -30,6 +30,7 @@ class Connection:
         "parser",
         "peer",
         "queued",
+        "sent",
         "sock",
         "started",
     )
@@ -49,6 +50,7 @@ class Connection:
         # Only the threaded worker sets these: another thread may answer for a stuck one.
         self.lock: threading.Lock | None = None
         self.aborted = False
+        self.sent = 0  # bytes sent for the current request, counted only when locked
 
     def send_all(self, data: bytes, io_timeout: float) -> None:
         sock = self.sock
@@ -56,6 +58,7 @@ class Connection:
             with self.lock:
                 if self.aborted:
                     raise ConnectionAborted("the request timed out")
+                self.sent += len(data)
                 self._send_all(sock, data, io_timeout)
         else:
             self._send_all(sock, data, io_timeout)
@@ -75,6 +78,15 @@ class Connection:
                 sock.setblocking(False)
 
     def sendfile(self, file: Any, offset: int, count: int, io_timeout: float) -> int:
+        if self.lock is not None:
+            with self.lock:
+                if self.aborted:
+                    raise ConnectionAborted("the request timed out")
+                self.sent += count
+                return self._sendfile(file, offset, count, io_timeout)
+        return self._sendfile(file, offset, count, io_timeout)
+
+    def _sendfile(self, file: Any, offset: int, count: int, io_timeout: float) -> int:
         sock = self.sock
         sock.settimeout(io_timeout)
         try:

@@ -36,6 +36,7 @@ NEW_CONNECTION_GRACE = 5.0  # seconds a new connection may take to send its firs
 HEAD_TIMEOUT = 30.0  # seconds from a request's first byte to its complete head
 LOOP_TICK = 1.0
 RETIRE_LINGER = 5.0  # seconds a retiring worker keeps idle kept-alive connections
+TERM_LINGER = 0.2  # seconds of quiet before a stopping worker closes an idle connection
 
 
 class SyncWorker(HttpWorker):
@@ -134,6 +135,10 @@ class SyncWorker(HttpWorker):
         """Waiting in the queue (or, in the threaded worker, being served)."""
         return connection.queued
 
+    def blocks_exit(self, connection: Connection) -> bool:
+        """Whether a graceful stop must wait for this connection's request."""
+        return self.in_use(connection)
+
     def accept(self, listener: Listener) -> None:
         listener_fd = listener.fileno()
         for _ in range(ACCEPT_BATCH):
@@ -199,6 +204,7 @@ class SyncWorker(HttpWorker):
         if not keep:
             self.close(connection)
             return
+        connection.last_active = time.monotonic()
         requests = connection.parser.requests
         if requests and ready(requests[0]):
             connection.queued = True
@@ -259,20 +265,23 @@ class SyncWorker(HttpWorker):
     def finish_pass(self) -> bool:
         """Serve what is ready, close what is idle; True while something is still pending.
 
-        Stopping on TERM closes idle connections at once: the platform is stopping the
-        dyno and sends no more. Retiring (max-requests, lifetime) keeps an idle connection
-        until its own keep-alive timeout (at most RETIRE_LINGER: its successor is already
-        running, and two processes cost memory), answering with `Connection: close` whatever comes
-        meanwhile, so a client that reuses it at that moment is served, not reset.
+        An idle connection is closed only once it has been quiet for a moment: a client in
+        the middle of a burst sends its next request within milliseconds of an answer, and
+        closing under it would lose that request. Whatever arrives meanwhile is answered
+        with `Connection: close`. On TERM the moment is short (TERM_LINGER), so stopping
+        stays quick; retiring (max-requests, lifetime) waits up to the connection's own
+        keep-alive timeout, at most RETIRE_LINGER (its successor already runs, and two
+        processes cost memory).
         """
         pending = False
         now = time.monotonic()
-        linger = 0.0 if self.terminating else min(self.keepalive, RETIRE_LINGER)
+        linger = TERM_LINGER if self.terminating else RETIRE_LINGER
+        linger = min(self.keepalive, linger)
         for connection in list(self.connections.values()):
             if connection.fd not in self.connections:
                 continue
             if self.in_use(connection) and not connection.queued:
-                pending = True
+                pending = pending or self.blocks_exit(connection)
                 continue
             if connection.queued:
                 connection.queued = False

@@ -1,0 +1,108 @@
+"""The threaded worker: real concurrency, a real request timeout, bounded connections."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from rawhttp import connect
+from server import APPS, REPO, running
+from test_master import poll
+
+
+def get(port: int, path: str, timeout: float = 20.0) -> requests.Response:
+    return requests.get(f"http://127.0.0.1:{port}{path}", timeout=timeout)
+
+
+def test_eight_threads_run_eight_requests_at_once() -> None:
+    with running(["-w", "1", "--threads", "8", "testapps:routes"]) as srv:
+        started = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda _: get(srv.port, "/sleep?seconds=1"), range(8)))
+        elapsed = time.monotonic() - started
+        assert [r.status_code for r in results] == [200] * 8
+        assert elapsed < 3.0, f"8 requests of 1 s took {elapsed:.1f} s"
+        print(f"8 concurrent 1 s requests with --threads 8: {elapsed:.2f} s")
+
+
+def test_a_request_past_timeout_is_reported_and_the_worker_replaced() -> None:
+    with running(["-w", "1", "--threads", "4", "-t", "2", "testapps:routes"]) as srv:
+        victim = srv.worker_pids()[0]
+        with ThreadPoolExecutor(2) as pool:
+            stuck = pool.submit(get, srv.port, "/sleep?seconds=6")
+            # Others keep being served while one request is stuck.
+            time.sleep(0.3)  # let the slow request start first; nothing to poll for
+            for _ in range(5):
+                assert get(srv.port, "/").status_code == 200
+            response = stuck.result(20)
+        assert response.status_code == 500
+        line = srv.wait_for(rf"WORKER TIMEOUT \(pid:{victim}\) request GET /sleep\?seconds=6")[0]
+        assert line is not None
+        assert "in sleepy" in srv.log and "time.sleep" in srv.log  # the thread's stack
+        poll(
+            lambda: victim not in srv.worker_pids() and len(srv.worker_pids()) == 1,
+            20,
+            "the worker to be replaced",
+        )
+        assert get(srv.port, "/").status_code == 200
+
+
+def test_threads_mean_gthread_in_print_config() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dynocorn",
+            "--no-env-file",
+            "--threads",
+            "4",
+            "--print-config",
+            "app:app",
+        ],
+        cwd=APPS,
+        env={**os.environ, "PYTHONPATH": str(REPO / "lib")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert "worker_class = 'gthread'  # command line (threads=4)" in result.stdout
+
+
+def test_connections_past_the_limit_wait_in_the_backlog() -> None:
+    args = [
+        "-w",
+        "1",
+        "--threads",
+        "2",
+        "--worker-connections",
+        "2",
+        "--keep-alive",
+        "30",
+        "testapps:hello",
+    ]
+    with running(args) as srv:
+        first, second = connect(srv.port), connect(srv.port)
+        try:
+            for sock in (first, second):
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+                assert b"Hello, World!" in sock.recv(4096)
+            with connect(srv.port) as third:
+                third.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+                third.settimeout(1.0)
+                try:
+                    data = third.recv(4096)
+                except TimeoutError:
+                    data = b""
+                assert data == b"", "a third connection was served past worker_connections"
+                first.close()  # a slot frees: the waiting connection is accepted and served
+                third.settimeout(10)
+                assert b"Hello, World!" in third.recv(4096)
+        finally:
+            first.close()
+            second.close()

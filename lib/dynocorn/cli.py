@@ -50,13 +50,13 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
             "dynocorn: error: No application module specified.\n"
         )
         return EXIT_USAGE
+    prepare_process(config)  # first: a worker class of the user's may live in the app's dir
     try:
         worker_class_for(config)
     except WorkerClassError as error:
         source = config.source("worker_class")
         sys.stderr.write(f"Error: worker_class = {config.worker_class!r} from {source}: {error}\n")
         return EXIT_CONFIG
-    prepare_process(config)
     if config.check_config:
         return check_app(config)
     if config.daemon:

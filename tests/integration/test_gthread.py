@@ -106,3 +106,30 @@ def test_connections_past_the_limit_wait_in_the_backlog() -> None:
         finally:
             first.close()
             second.close()
+
+
+def test_a_users_worker_class_by_dotted_path() -> None:
+    with running(["-k", "custom_worker.Loud", "testapps:hello"]) as srv:
+        srv.wait_for(r"custom worker class is serving")
+        assert get(srv.port, "/").text == "Hello, World!"
+
+
+def test_a_bad_worker_class_is_one_line_and_exit_1() -> None:
+    for name, why in [
+        ("custom_worker.NotAWorker", "is not a subclass of dynocorn.workers.base.Worker"),
+        ("nowhere.Thing", "cannot load nowhere.Thing"),
+        ("threaded", "unknown worker class 'threaded'"),
+    ]:
+        result = subprocess.run(
+            [sys.executable, "-m", "dynocorn", "--no-env-file", "-k", name, "testapps:hello"],
+            cwd=APPS,
+            env={**os.environ, "PYTHONPATH": str(REPO / "lib")},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith(f"Error: worker_class = '{name}' from command line: ")
+        assert why in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 import os
 import re
 import time
@@ -16,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from dynocorn.http import Request
+from dynocorn.metrics.queue import queue_ms
 from dynocorn.wsgi import Response
 
 DEFAULT_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
@@ -220,9 +220,10 @@ class AccessLog:
             f"request_id={_value(environ.get('HTTP_X_REQUEST_ID') or '-')}",
             f"fwd={_quote(forwarded)}",
         ]
-        queue_ms = _queue_ms(environ.get("HTTP_X_REQUEST_START"), self._clock() - duration)
-        if queue_ms is not None:
-            parts.append(f"queue_ms={queue_ms}")
+        # Queue time ends when the app started on the request, not when it finished.
+        queued = queue_ms(environ.get("HTTP_X_REQUEST_START"), self._clock() - duration)
+        if queued is not None:
+            parts.append(f"queue_ms={round(queued)}")
         return " ".join(parts)
 
 
@@ -235,25 +236,3 @@ def _value(text: str) -> str:
     if text and text.isprintable() and not any(c in text for c in ' "=\\'):
         return text
     return _quote(text)
-
-
-def _queue_ms(header: str | None, started: float) -> int | None:
-    """Milliseconds between the router stamping the request and the app starting on it."""
-    if not header:
-        return None
-    text = header.strip().removeprefix("t=")
-    try:
-        stamp = float(text)
-    except ValueError:
-        return None
-    if not math.isfinite(stamp) or stamp <= 0:
-        return None
-    # Routers disagree on the unit (Heroku: milliseconds; "t=" forms: microseconds; nginx's
-    # $msec: seconds with a fraction). Their magnitudes today are 1e15, 1e12 and 1e9.
-    if stamp > 1e14:
-        stamp_ms = stamp / 1000
-    elif stamp > 1e11:
-        stamp_ms = stamp
-    else:
-        stamp_ms = stamp * 1000
-    return max(0, round(started * 1000 - stamp_ms))

@@ -163,7 +163,7 @@ def _env_size(environ: Mapping[str, str], name: str, unit: str) -> Limit | None:
 
 
 def _cgroup2_memory(root: Path) -> Limit | None:
-    hierarchy = _find_cgroup2(root)
+    hierarchy = find_cgroup2(root)
     if hierarchy is None:
         return None
     candidates = [
@@ -177,7 +177,7 @@ def _cgroup2_memory(root: Path) -> Limit | None:
 
 
 def _cgroup1_memory(root: Path) -> Limit | None:
-    hierarchy = _find_cgroup1(root, "memory")
+    hierarchy = find_cgroup1(root, "memory")
     if hierarchy is None:
         return None
     amounts = [
@@ -224,7 +224,7 @@ def _affinity_count() -> int:
 
 
 def _cgroup2_cpus(root: Path) -> Limit | None:
-    hierarchy = _find_cgroup2(root)
+    hierarchy = find_cgroup2(root)
     if hierarchy is None:
         return None
     counts = []
@@ -236,7 +236,7 @@ def _cgroup2_cpus(root: Path) -> Limit | None:
 
 
 def _cgroup1_cpus(root: Path) -> Limit | None:
-    hierarchy = _find_cgroup1(root, "cpu")
+    hierarchy = find_cgroup1(root, "cpu")
     if hierarchy is None:
         return None
     counts = [
@@ -276,7 +276,7 @@ def _render_cpus(environ: Mapping[str, str]) -> Limit | None:
 
 
 @dataclass(frozen=True)
-class _Hierarchy:
+class CgroupHierarchy:
     mount: Path  # where the hierarchy is mounted, under root
     mount_root: str  # the cgroup shown at the top of that mount ("/" unless in a container)
     path: str  # this process's cgroup, from /proc/self/cgroup
@@ -307,29 +307,31 @@ class _Mount:
     options: frozenset[str]
 
 
-def _find_cgroup2(root: Path) -> _Hierarchy | None:
+def find_cgroup2(root: Path) -> CgroupHierarchy | None:
     path = _cgroup_paths(root).get("", "/")
     mounts = _mounts(root)
     if mounts is None:
         # No mountinfo: the conventional place, if it is a cgroup2 mount.
         mount = root / "sys/fs/cgroup"
-        return _Hierarchy(mount, "/", path) if (mount / "cgroup.controllers").exists() else None
+        return (
+            CgroupHierarchy(mount, "/", path) if (mount / "cgroup.controllers").exists() else None
+        )
     for mount_entry in mounts:
         if mount_entry.fstype == "cgroup2":
-            return _Hierarchy(_under(root, mount_entry.point), mount_entry.root, path)
+            return CgroupHierarchy(_under(root, mount_entry.point), mount_entry.root, path)
     return None
 
 
-def _find_cgroup1(root: Path, controller: str) -> _Hierarchy | None:
+def find_cgroup1(root: Path, controller: str) -> CgroupHierarchy | None:
     path = _cgroup_paths(root).get(controller, "/")
     mounts = _mounts(root)
     if mounts is None:
         mount = root / "sys/fs/cgroup" / controller  # often a symlink to "cpu,cpuacct"
-        return _Hierarchy(mount, "/", path) if mount.is_dir() else None
+        return CgroupHierarchy(mount, "/", path) if mount.is_dir() else None
     for mount_entry in mounts:
         # Compare whole options: "cpu" must not match a "cpuset" or "cpuacct" mount.
         if mount_entry.fstype == "cgroup" and controller in mount_entry.options:
-            return _Hierarchy(_under(root, mount_entry.point), mount_entry.root, path)
+            return CgroupHierarchy(_under(root, mount_entry.point), mount_entry.root, path)
     return None
 
 

@@ -28,8 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 from dynocorn import __version__, apploader, process, sockets
 from dynocorn.channel import MasterChannel
+from dynocorn.logs import LogFile
+from dynocorn.metrics.monitor import MemoryMonitor
 from dynocorn.worker_handle import WorkerHandle
 from dynocorn.workers import worker_class_for
+from dynocorn.workers.base import FORK_SIGNALS
 
 if TYPE_CHECKING:
     from dynocorn.config import Config
@@ -97,6 +100,10 @@ class Arbiter:
         self.reexec_pid = 0
         self.pidfile: process.Pidfile | None = None
         self.master_name = cfg.proc_name or cfg.wsgi_app or "dynocorn"
+        # The runtime-metrics lines go to stdout, as the platform's own do.
+        self.metrics_out = LogFile("-", sys.stdout)
+        self.monitor = MemoryMonitor(cfg, self.log, self.metrics_out.write, os.environ)
+        self.unaffordable_logged = False
 
     # -- start-up
 
@@ -139,6 +146,7 @@ class Arbiter:
         if cfg.preload_app:
             self.preload()
         cfg.when_ready(self)
+        self.monitor.begin(time.monotonic())
 
     def preload(self) -> None:
         self.worker_class.before_preload(self.log)
@@ -179,6 +187,8 @@ class Arbiter:
         self.reap_workers()
         now = time.monotonic()
         self.murder_workers(now)
+        if self.monitor.due(now):
+            self.act_on_memory(now)
         if self.stopping:
             if now >= self.stop_deadline:
                 self.kill_workers(signal.SIGKILL)
@@ -188,7 +198,18 @@ class Arbiter:
     def next_timeout(self) -> float:
         if self.signal_queue:
             return 0.0
-        return LOOP_TICK
+        return min(LOOP_TICK, self.monitor.next_wakeup(time.monotonic()))
+
+    def act_on_memory(self, now: float) -> None:
+        decisions = self.monitor.sample(now, list(self.workers.values()))
+        if self.stopping:
+            return
+        for handle, reason in decisions.stop:
+            if not handle.stopping:
+                self.log.warning(f"Worker (pid:{handle.pid}) {reason}: replacing it")
+                self.stop_worker(handle)
+        if decisions.workers is not None and decisions.workers != self.num_workers:
+            self.set_num_workers(decisions.workers)
 
     def wait(self, timeout: float) -> None:
         for key, _ in self.selector.select(timeout):
@@ -216,7 +237,10 @@ class Arbiter:
                 # It finishes its requests and exits by itself: start its successor now.
                 handle.stopping = True
                 handle.stop_requested_at = now
-            elif kind == "stats":
+            elif kind == "stats" and isinstance(payload, dict):
+                queue = payload.pop("queue", None)
+                if isinstance(queue, list):
+                    self.monitor.add_queue_samples(queue)
                 handle.stats = payload
 
     # -- signals
@@ -233,6 +257,7 @@ class Arbiter:
             return
         old_workers = self.num_workers
         self.cfg = new_cfg
+        self.monitor.configure(new_cfg)
         self.num_workers = new_cfg.workers
         self.worker_class = worker_class_for(new_cfg)
         self.cfg.on_reload(self)
@@ -338,6 +363,8 @@ class Arbiter:
         if missing > 0 and now >= self.spawn_not_before:
             # In a crash loop, one at a time with a growing delay; else all at once.
             for _ in range(1 if self.spawn_delay else missing):
+                if not self.affordable():
+                    break
                 self.spawn_worker()
             self.spawn_not_before = now + self.spawn_delay
         for handle in active[: max(0, -missing)]:  # the oldest go first
@@ -349,14 +376,35 @@ class Arbiter:
             if handle is not None and not handle.ready:
                 return  # still booting: the old worker keeps serving meanwhile
             self.replacement = None
-            while self.replacing:
-                old = self.workers.get(self.replacing.popleft())
-                if old is not None and not old.stopping:
-                    self.stop_worker(old)
-                    break
+            self.stop_next_old_worker()
         if not self.replacing:
             return
+        if not self.affordable():
+            # No room for one more: let an old worker go first, then start its successor.
+            if not any(h.stopping for h in self.workers.values()):
+                self.stop_next_old_worker()
+            return
         self.replacement = self.spawn_worker()
+
+    def stop_next_old_worker(self) -> None:
+        while self.replacing:
+            old = self.workers.get(self.replacing.popleft())
+            if old is not None and not old.stopping:
+                self.stop_worker(old)
+                return
+
+    def affordable(self) -> bool:
+        """One more worker fits in the memory quota (say so once when it does not)."""
+        if self.monitor.can_afford(list(self.workers.values())):
+            self.unaffordable_logged = False
+            return True
+        if not self.unaffordable_logged:
+            self.unaffordable_logged = True
+            self.log.warning(
+                "Not starting a worker: it would take the dyno over its memory quota "
+                f"({self.monitor.quota_text()})"
+            )
+        return False
 
     def stop_worker(self, handle: WorkerHandle) -> None:
         handle.stopping = True
@@ -376,8 +424,12 @@ class Arbiter:
             write_fd,
         )
         self.cfg.pre_fork(self, worker)
+        # Signals wait until the child has its own handlers: a TERM arriving between fork
+        # and then would otherwise run the master's handler in the child, and be lost.
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORK_SIGNALS)
         pid = os.fork()
         if pid:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORK_SIGNALS)
             os.close(write_fd)
             handle = WorkerHandle(pid, self.worker_age, MasterChannel(read_fd), time.monotonic())
             handle.worker = worker
@@ -453,6 +505,7 @@ class Arbiter:
             if handle is None:
                 continue
             self.forget_channel(handle)
+            self.monitor.forget(handle)
             self.report_exit(handle, status)
             if handle.worker is not None:
                 try:
@@ -484,6 +537,7 @@ class Arbiter:
             sig = os.WTERMSIG(status)
             if sig == signal.SIGKILL and not handle.killed:
                 self.log.error(f"Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?")
+                self.log.error(f"Worker (pid:{pid}) {self.monitor.last_seen(handle)}")
             elif not (handle.killed or (handle.stopping and sig == signal.SIGTERM)):
                 self.log.error(f"Worker (pid:{pid}) was sent {signal.Signals(sig).name}!")
         died_early = time.monotonic() - handle.spawned_at < CRASH_WINDOW

@@ -165,16 +165,27 @@ _SETTINGS: list[Setting] = [
     ),
     Setting(
         "max_worker_memory", "Memory",
-        "Soft per-worker memory limit (e.g. `300MB`); a worker above it is recycled.",
+        "Soft per-worker limit on private memory (USS, e.g. `300MB`): a worker above it "
+        "finishes its request and is replaced.",
         flags=("--max-worker-memory",), parse=v.size_bytes, metavar="SIZE",
-        implemented=False,
+    ),
+    Setting(
+        "max_worker_memory_hard", "Memory",
+        "Hard per-worker limit: a worker above it is stopped (TERM, then KILL after "
+        "`graceful_timeout`). Default: 1.5 x `max_worker_memory`.",
+        flags=("--max-worker-memory-hard",), parse=v.size_bytes, metavar="SIZE",
+    ),
+    Setting(
+        "memory_budget", "Memory",
+        "Share of the memory quota the dyno may use before the largest worker is recycled "
+        "(`0.9` or `90%`).",
+        default=0.9, flags=("--memory-budget",), parse=v.fraction, metavar="FRACTION",
     ),
     Setting(
         "metrics_interval", "Memory",
         "Seconds between runtime-metrics lines on stdout (0 = off).",
         default=20.0, flags=("--metrics-interval",), parse=v.non_negative_float,
         metavar="SECONDS",
-        implemented=False,
     ),
     # -- Security
     Setting(
@@ -354,17 +365,14 @@ _SETTINGS: list[Setting] = [
     Setting(
         "statsd_host", "Logging", "StatsD server, `HOST:PORT`.",
         flags=("--statsd-host",), parse=v.optional_str, metavar="STATSD_ADDR",
-        implemented=False,
     ),
     Setting(
         "statsd_prefix", "Logging", "Prefix of StatsD metric names.",
         default="", flags=("--statsd-prefix",), parse=v.as_str, metavar="STATSD_PREFIX",
-        implemented=False,
     ),
     Setting(
         "dogstatsd_tags", "Logging", "Comma-separated DogStatsD tags, `key:value`.",
         default="", flags=("--dogstatsd-tags",), parse=v.as_str, metavar="DOGSTATSD_TAGS",
-        implemented=False,
     ),
     # -- Process naming
     Setting(

@@ -230,3 +230,14 @@ def hook(value: Any) -> Callable[..., Any]:
     if not callable(value):
         raise ValueError("not a function")
     return value  # type: ignore[no-any-return]
+
+
+def fraction(value: Any) -> float:
+    """A share of something, more than 0 and at most 1 (`0.9`), or a percentage (`90%`)."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        number = non_negative_float(value.strip()[:-1]) / 100
+    else:
+        number = non_negative_float(value)
+    if not 0 < number <= 1:
+        raise ValueError("must be more than 0 and at most 1 (or 90%)")
+    return number

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dynocorn.channel import MasterChannel
+from dynocorn.metrics.memory import ProcessMemory
 
 if TYPE_CHECKING:
     from dynocorn.workers.base import Worker
@@ -24,11 +25,18 @@ class WorkerHandle:
     aborted_at: float | None = None  # SIGABRT sent on timeout
     killed: bool = False  # SIGKILL sent by us (not the kernel's OOM killer)
     channel_open: bool = True
-    stats: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)  # the worker's last report
+    memory: ProcessMemory | None = None  # the master's last sample of it
     worker: Worker | None = None  # the object the hooks were given before the fork
 
     def __post_init__(self) -> None:
         self.last_seen = self.spawned_at
+
+    @property
+    def requests(self) -> int:
+        """Requests served, as the worker last reported."""
+        count = self.stats.get("requests", 0)
+        return count if isinstance(count, int) else 0
 
     def overdue(self, graceful_timeout: float, now: float) -> bool:
         """Told to stop more than graceful_timeout ago and still alive."""

@@ -65,7 +65,9 @@ def test_echo_environ(server: Server) -> None:
     assert seen["remote_addr"] == "127.0.0.1"
     assert seen["scheme"] == "http"
     assert seen["multiprocess"] is True
-    threaded = "gthread" in server.worker_args  # type: ignore[attr-defined]
+    # gevent says True as gunicorn's async workers do: requests do run concurrently.
+    args = server.worker_args  # type: ignore[attr-defined]
+    threaded = "gthread" in args or "gevent" in args
     assert seen["multithread"] is threaded
 
 

@@ -84,6 +84,10 @@ class Percentiles:
         # q * n first: exact for a whole q, so the rank is never off by one float ulp.
         return ordered[max(0, math.ceil(q * len(ordered) / 100) - 1)]
 
+    def samples(self) -> list[float]:
+        """The kept values, in no particular order."""
+        return list(self._samples)
+
     def p95(self) -> float | None:
         return self.percentile(95)
 

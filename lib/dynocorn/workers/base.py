@@ -27,6 +27,27 @@ from typing import TYPE_CHECKING
 
 from dynocorn import apploader, process
 from dynocorn.channel import WorkerChannel
+from dynocorn.metrics.memory import read_process_memory, read_rss
+from dynocorn.metrics.queue import Percentiles
+from dynocorn.metrics.statsd import StatsD, parse_statsd_host
+
+MB = 2**20
+# Blocked by the master around fork(); a worker unblocks them once its handlers are in place.
+FORK_SIGNALS = {
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+    signal.SIGCHLD,
+    signal.SIGABRT,
+}
+MEMORY_CHECK_EVERY = 0.25  # seconds: the cheap RSS check runs after a request at most this often
+MIN_REQUESTS_FOR_RECYCLING = 10  # a worker is not recycled for memory before this
 
 if TYPE_CHECKING:
     from dynocorn.config import Config
@@ -72,6 +93,11 @@ class Worker:
         self.max_requests = cfg.max_requests + jitter if cfg.max_requests > 0 else sys.maxsize
         self.retire_at = float("inf")
         self._retiring_logged = False
+        self.memory_limit: int | None = cfg.max_worker_memory
+        self.memory_check_due = 0.0
+        self.boot_uss: int | None = None
+        self.queue_times = Percentiles(256)  # since the last report to the master
+        self.statsd: StatsD | None = None
 
     def __repr__(self) -> str:
         return f"<Worker {self.pid}>"
@@ -102,10 +128,26 @@ class Worker:
             # Up to 10% jitter so workers started together do not all restart together.
             lifetime = self.cfg.max_worker_lifetime * (1 + random.uniform(0, 0.1))
             self.retire_at = time.monotonic() + lifetime
+        self.check_footprint()
+        if self.cfg.statsd_host:
+            host, port = parse_statsd_host(self.cfg.statsd_host)
+            self.statsd = StatsD(host, port, self.cfg.statsd_prefix, self.cfg.dogstatsd_tags)
         self.cfg.post_worker_init(self)
         self.booted = True
         self.channel.ready()
+        self.notify()
         self.run()
+
+    def check_footprint(self) -> None:
+        """A fresh worker already over max_worker_memory would be recycled in a loop."""
+        if self.memory_limit is None:
+            return
+        memory = read_process_memory(self.pid)
+        if memory is None:
+            return
+        self.boot_uss = memory.uss
+        if memory.uss > self.memory_limit:
+            self.memory_limit = None  # the master logs the warning, once for all workers
 
     def init_signals(self) -> None:
         for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2, signal.SIGWINCH):
@@ -119,6 +161,8 @@ class Worker:
         # A signal must not restart a blocking accept/recv in a way that hides it.
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             signal.siginterrupt(sig, False)
+        # Now a signal sent while we were being forked is delivered, to these handlers.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORK_SIGNALS)
 
     def handle_exit(self, signum: int, frame: FrameType | None) -> None:
         self.alive = False
@@ -142,7 +186,14 @@ class Worker:
         raise NotImplementedError
 
     def notify(self) -> None:
-        self.channel.beat()
+        """The heartbeat, carrying what the master's metrics need."""
+        figures: dict[str, object] = {"requests": self.nr}
+        if self.boot_uss is not None:
+            figures["boot_uss"] = self.boot_uss
+        if len(self.queue_times):
+            figures["queue"] = [round(ms, 2) for ms in self.queue_times.samples()]
+            self.queue_times.reset()
+        self.channel.stats(figures)
 
     def parent_changed(self) -> bool:
         return os.getppid() != self.ppid
@@ -151,6 +202,28 @@ class Worker:
         self.nr += 1
         if self.nr >= self.max_requests:
             self.retire("max requests")
+        if self.memory_limit is not None:
+            self.check_memory()
+
+    def check_memory(self) -> None:
+        """After a request: RSS is cheap (statm) and bounds USS, so USS is read only when
+        RSS is over the limit, and neither more than four times a second."""
+        now = time.monotonic()
+        if now < self.memory_check_due or self.memory_limit is None:
+            return
+        self.memory_check_due = now + MEMORY_CHECK_EVERY
+        if read_rss() <= self.memory_limit or self.nr < MIN_REQUESTS_FOR_RECYCLING:
+            return
+        memory = read_process_memory(self.pid)
+        if memory is None or memory.uss <= self.memory_limit:
+            return
+        self.memory_limit = None  # once is enough
+        self.log.info(
+            f"Worker (pid:{self.pid}) uses {memory.uss / MB:.1f}MB of private memory, over "
+            f"max_worker_memory {self.cfg.max_worker_memory / MB:.1f}MB, after {self.nr} "
+            "requests"
+        )
+        self.retire("max worker memory")
 
     def check_lifetime(self, now: float) -> None:
         if now >= self.retire_at:

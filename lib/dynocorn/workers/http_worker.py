@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from dynocorn.http import CONTINUE, Limits, Request
+from dynocorn.metrics.queue import queue_ms
 from dynocorn.sockets import Listener
 from dynocorn.workers.base import Worker, WorkerAbort
 from dynocorn.workers.connection import Connection
@@ -60,6 +61,11 @@ class HttpWorker(Worker):
         if request.expect_continue:
             body.on_first_read = lambda: connection.send_all(CONTINUE, io_timeout)
         environ = connection.builder.build(request, body, connection.peer)
+        request_start = environ.get("HTTP_X_REQUEST_START")
+        if request_start is not None:
+            queued = queue_ms(request_start, time.time())
+            if queued is not None:
+                self.queue_times.add(queued)
         response = Response(
             request,
             lambda data: connection.send_all(data, io_timeout),
@@ -90,8 +96,11 @@ class HttpWorker(Worker):
             keep = False
         finally:
             self.request_done()
+            duration = time.perf_counter() - started
             if self.access_log is not None:
-                self.access_log.log(environ, request, response, time.perf_counter() - started)
+                self.access_log.log(environ, request, response, duration)
+            if self.statsd is not None:
+                self.statsd.request(response.status_code, duration * 1000)
             if self.has_post_request:
                 try:
                     self.cfg.post_request(self, request, environ, response)

@@ -1,0 +1,423 @@
+"""The gevent worker (`-k gevent`) as a real process: concurrency, HTTP, signals, timeouts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from rawhttp import connect, exchange, got_eof, read_response
+from server import REPO, Server, running
+from worker_classes import HAVE_GEVENT
+
+needs_gevent = pytest.mark.skipif(not HAVE_GEVENT, reason="gevent is not installed")
+GEVENT = ["-k", "gevent"]
+
+
+def get(server: Server, path: str = "/", timeout: float = 10.0) -> requests.Response:
+    return requests.get(f"http://127.0.0.1:{server.port}{path}", timeout=timeout)
+
+
+def poll(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class SteadyLoad:
+    """A client thread sending requests back to back, counting every outcome."""
+
+    def __init__(self, server: Server, path: str) -> None:
+        self.url = f"http://127.0.0.1:{server.port}{path}"
+        self.ok = 0
+        self.failed: list[str] = []
+        self.pids: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        session = requests.Session()
+        deadline = time.monotonic() + 60  # bounded, whatever happens
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                response = session.get(self.url, timeout=10)
+                if response.status_code == 200:
+                    self.ok += 1
+                    self.pids.add(response.text)
+                else:
+                    self.failed.append(str(response.status_code))
+            except requests.RequestException as error:
+                self.failed.append(repr(error))
+
+    def __enter__(self) -> SteadyLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    """One single-process gevent server for the tests that do not stop or signal it."""
+    if not HAVE_GEVENT:
+        pytest.skip("gevent is not installed")
+    with running([*GEVENT, "-w", "1", "--keep-alive", "5", "testapps:routes"]) as srv:
+        yield srv
+
+
+# -- concurrency
+
+
+@needs_gevent
+def test_a_hundred_cooperative_sleeps_overlap_in_one_process() -> None:
+    with running([*GEVENT, "-w", "1", "gevent_apps:app"]) as srv, ThreadPoolExecutor(100) as pool:
+        started = time.monotonic()
+        futures = [pool.submit(get, srv, "/sleep?seconds=1", 20) for _ in range(100)]
+        responses = [future.result(30) for future in futures]
+        elapsed = time.monotonic() - started
+    assert [r.status_code for r in responses] == [200] * 100
+    assert len({r.text for r in responses}) == 1  # one worker process served them all
+    assert elapsed < 4, f"100 requests sleeping 1 s took {elapsed:.1f} s"
+
+
+@needs_gevent
+def test_worker_connections_bounds_what_one_worker_takes_on() -> None:
+    args = [*GEVENT, "-w", "1", "--worker-connections", "2", "gevent_apps:app"]
+    with running(args) as srv, ThreadPoolExecutor(4) as pool:
+        started = time.monotonic()
+        futures = [pool.submit(get, srv, "/gsleep?seconds=1", 20) for _ in range(4)]
+        assert [future.result(30).status_code for future in futures] == [200] * 4
+        elapsed = time.monotonic() - started
+    assert 2 <= elapsed < 5  # two at a time; the others waited in the listen backlog
+
+
+@needs_gevent
+def test_patched_before_the_app_import_and_environ_flags() -> None:
+    with running([*GEVENT, "-w", "1", "gevent_apps:app"]) as srv:
+        state = get(srv, "/state").json()
+    assert state["socket_patched_at_import"] is True
+    assert state["time_patched"] is True
+    # As gunicorn's gevent worker: requests may run concurrently in one process.
+    assert state["multithread"] is True
+    assert state["multiprocess"] is False
+    assert "gevent:" not in srv.log  # no patching warnings for a well-behaved start
+
+
+@needs_gevent
+def test_multiprocess_with_more_than_one_worker() -> None:
+    with running([*GEVENT, "-w", "2", "gevent_apps:app"], workers=2) as srv:
+        state = get(srv, "/state").json()
+    assert state["multiprocess"] is True
+    assert state["multithread"] is True
+
+
+# -- HTTP over the same layers as the sync worker
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(server: Server) -> None:
+    with connect(server.port) as sock:
+        stream = sock.makefile("rb")
+        pids = set()
+        for _ in range(5):
+            sock.sendall(b"GET /echo HTTP/1.1\r\nHost: h\r\n\r\n")
+            response = read_response(stream)
+            assert response is not None and response.status == 200
+            assert response.header("Connection") != "close"
+            pids.add(json.loads(response.body)["pid"])
+        assert len(pids) == 1
+
+
+def test_pipelined_requests_are_answered_in_order(server: Server) -> None:
+    data = b"".join(b"GET /echo?n=%d HTTP/1.1\r\nHost: h\r\n\r\n" % n for n in range(5))
+    responses, _ = exchange(server.port, data, responses=5)
+    assert [json.loads(r.body)["query"] for r in responses] == [f"n={n}" for n in range(5)]
+
+
+def test_chunked_upload(server: Server) -> None:
+    pieces = [os.urandom(100_000) for _ in range(30)]
+    response = requests.post(
+        f"http://127.0.0.1:{server.port}/upload", data=iter(pieces), timeout=20
+    )  # a generator body: requests sends it chunked
+    whole = b"".join(pieces)
+    assert response.json() == {"length": len(whole), "sha256": hashlib.sha256(whole).hexdigest()}
+
+
+def test_a_bad_request_is_refused_with_its_status_and_closed(server: Server) -> None:
+    responses, closed = exchange(server.port, b"GET / HTTP/1.1\r\nHost : h\r\n\r\n")
+    assert responses[0].status == 400
+    assert closed
+    assert get(server).status_code == 200
+
+
+def test_an_app_error_is_a_500_and_the_worker_goes_on(server: Server) -> None:
+    assert get(server, "/crash").status_code == 500
+    assert get(server).status_code == 200
+
+
+@needs_gevent
+def test_a_request_cut_off_by_the_client_is_refused() -> None:
+    with running([*GEVENT, "testapps:hello"]) as srv, connect(srv.port) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHo")
+        sock.shutdown(socket.SHUT_WR)
+        response = read_response(sock.makefile("rb"))
+        assert response is not None and response.status == 400
+
+
+@needs_gevent
+def test_a_stalled_body_gets_408() -> None:
+    # -t 2 makes the per-read timeout 1 s (the head timeout is a fixed 30 s, too long here).
+    with running([*GEVENT, "-t", "2", "testapps:routes"]) as srv, connect(srv.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
+        started = time.monotonic()
+        response = read_response(sock.makefile("rb"))
+        assert response is not None and response.status == 408
+        assert time.monotonic() - started < 5
+        assert response.header("Connection") == "close"
+
+
+@needs_gevent
+def test_idle_connections_are_closed_after_the_keep_alive_timeout() -> None:
+    with running([*GEVENT, "--keep-alive", "1", "testapps:hello"]) as srv, connect(srv.port) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        stream = s.makefile("rb")
+        assert read_response(stream) is not None
+        started = time.monotonic()
+        assert got_eof(s, stream, wait=5.0)
+        assert time.monotonic() - started < 3
+
+
+# -- signals and recycling
+
+
+@needs_gevent
+def test_term_lets_requests_in_flight_finish() -> None:
+    with running([*GEVENT, "-w", "1", "gevent_apps:app"]) as srv, ThreadPoolExecutor(5) as pool:
+        futures = [pool.submit(get, srv, "/sleep?seconds=2", 20) for _ in range(5)]
+        srv.wait_for(r"gevent_apps: /sleep started", count=5)
+        with connect(srv.port) as idle:  # an idle keep-alive connection must not hold it up
+            started = time.monotonic()
+            srv.signal(signal.SIGTERM)
+            assert [future.result(20).status_code for future in futures] == [200] * 5
+            assert srv.wait_exit(20) == 0
+            assert got_eof(idle, idle.makefile("rb"), wait=1.0)
+        assert time.monotonic() - started < 5
+    with pytest.raises(requests.ConnectionError):
+        get(srv, "/", timeout=2)
+
+
+@needs_gevent
+def test_term_answers_requests_received_with_connection_close() -> None:
+    with running([*GEVENT, "-w", "1", "gevent_apps:app"]) as srv, connect(srv.port) as sock:
+        # Two pipelined requests: the first is in the app when TERM comes, the second waits.
+        sock.sendall(
+            b"GET /sleep?seconds=1 HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"
+        )
+        srv.wait_for(r"gevent_apps: /sleep started")
+        srv.signal(signal.SIGTERM)
+        stream = sock.makefile("rb")
+        first, second = read_response(stream), read_response(stream)
+        assert first is not None and first.status == 200
+        assert second is not None and second.status == 200
+        assert second.header("Connection") == "close"
+        assert srv.wait_exit(20) == 0
+
+
+@needs_gevent
+def test_idle_keep_alive_connections_do_not_delay_term() -> None:
+    with running([*GEVENT, "--keep-alive", "30", "testapps:hello"]) as srv, connect(srv.port) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        stream = s.makefile("rb")
+        assert read_response(stream) is not None
+        started = time.monotonic()
+        srv.signal(signal.SIGTERM)
+        assert got_eof(s, stream, wait=5.0)
+        assert srv.wait_exit(10) == 0
+        assert time.monotonic() - started < 2
+
+
+@needs_gevent
+def test_a_retiring_worker_keeps_idle_connections_only_briefly() -> None:
+    # Keep-alive 30 s, but a retiring worker keeps an idle connection at most 5 s.
+    args = [*GEVENT, "--max-requests", "2", "--keep-alive", "30", "testapps:hello"]
+    with running(args) as srv, connect(srv.port) as kept:
+        kept.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        stream = kept.makefile("rb")
+        assert read_response(stream) is not None
+        started = time.monotonic()
+        assert get(srv).status_code == 200  # the last request: it retires
+        assert got_eof(kept, stream, wait=10.0)
+        assert 4 < time.monotonic() - started < 8
+        # The successor must have its own signal handlers before the master's TERM comes.
+        srv.wait_for(r"Booting worker with pid", count=2)
+
+
+@needs_gevent
+def test_graceful_timeout_bounds_the_stop() -> None:
+    args = [*GEVENT, "--graceful-timeout", "2", "gevent_apps:app"]
+    with running(args) as srv, ThreadPoolExecutor(1) as pool:
+        pool.submit(get, srv, "/gsleep?seconds=30", 40)
+        srv.wait_for(r"gevent_apps: /gsleep started")
+        started = time.monotonic()
+        srv.signal(signal.SIGTERM)
+        assert srv.wait_exit(15) == 0
+        assert time.monotonic() - started < 6
+
+
+@needs_gevent
+def test_int_stops_quickly() -> None:
+    with running([*GEVENT, "-w", "1", "gevent_apps:app"]) as srv, ThreadPoolExecutor(1) as pool:
+        pool.submit(get, srv, "/gsleep?seconds=30", 40)
+        srv.wait_for(r"gevent_apps: /gsleep started")
+        started = time.monotonic()
+        srv.signal(signal.SIGINT)
+        assert srv.wait_exit(10) == 0
+        assert time.monotonic() - started < 3
+
+
+@needs_gevent
+def test_hup_replaces_every_worker_without_failing_a_request() -> None:
+    with running([*GEVENT, "-w", "2", "gevent_apps:app"], workers=2) as srv:
+        old = set(srv.worker_pids())
+        with SteadyLoad(srv, "/gsleep?seconds=0.01") as load:
+            poll(lambda: load.ok > 5, what="traffic")
+            srv.signal(signal.SIGHUP)
+            poll(lambda: not (set(srv.worker_pids()) & old), 30, "old workers to go")
+            poll(lambda: len(srv.worker_pids()) == 2, 30, "two new workers")
+            seen = load.ok
+            poll(lambda: load.ok > seen + 5, what="traffic after the reload")
+        assert load.failed == []
+
+
+@needs_gevent
+def test_max_requests_recycles_without_losing_requests() -> None:
+    args = [*GEVENT, "-w", "2", "--max-requests", "20", "gevent_apps:app"]
+    with running(args, workers=2) as srv:
+        with SteadyLoad(srv, "/") as load:
+            poll(lambda: load.ok >= 120, 60, "120 requests")
+        assert load.failed == []
+        assert len(load.pids) >= 4  # workers were replaced along the way
+        srv.wait_for(r"Autorestarting worker after current request")
+
+
+@needs_gevent
+def test_a_retiring_worker_still_answers_an_idle_connection_reused_meanwhile() -> None:
+    args = [*GEVENT, "-w", "1", "--max-requests", "2", "--keep-alive", "5", "gevent_apps:app"]
+    with running(args) as srv, connect(srv.port) as kept:
+        kept.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        stream = kept.makefile("rb")
+        first = read_response(stream)
+        assert first is not None and first.status == 200
+        assert get(srv).text == first.body.decode()  # the second request: it retires
+        srv.wait_for(r"Autorestarting worker after current request")
+        kept.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        third = read_response(stream)
+        assert third is not None and third.status == 200
+        assert third.body == first.body  # the retiring worker, not its successor
+        assert third.header("Connection") == "close"
+        # The successor is forked as the old worker retires; stopping the master before
+        # the child has its own signal handlers would lose that child's TERM (an arbiter
+        # race, whatever the worker class).
+        srv.wait_for(r"Booting worker with pid", count=2)
+
+
+@needs_gevent
+def test_preload_patches_in_the_master_and_survives_term_and_hup() -> None:
+    args = [*GEVENT, "--preload", "-w", "2", "gevent_apps:app"]
+    with running(args, workers=2) as srv:
+        state = get(srv, "/state").json()
+        assert state["socket_patched_at_import"] is True  # imported by the master, patched
+        assert state["socket_patched"] is True
+        old = set(srv.worker_pids())
+        with SteadyLoad(srv, "/gsleep?seconds=0.01") as load:
+            poll(lambda: load.ok > 5, what="traffic")
+            srv.signal(signal.SIGHUP)
+            poll(lambda: not (set(srv.worker_pids()) & old), 30, "old workers to go")
+            poll(lambda: len(srv.worker_pids()) == 2, 30, "two new workers")
+            seen = load.ok
+            poll(lambda: load.ok > seen + 5, what="traffic after the reload")
+        assert load.failed == []
+        # The master still reaps and replaces a worker that dies.
+        victim = srv.worker_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        poll(lambda: victim not in srv.worker_pids() and len(srv.worker_pids()) == 2)
+        with ThreadPoolExecutor(1) as pool:
+            future = pool.submit(get, srv, "/sleep?seconds=1", 20)
+            srv.wait_for(r"gevent_apps: /sleep started", count=1)
+            srv.signal(signal.SIGTERM)
+            assert future.result(20).status_code == 200
+        assert srv.wait_exit(20) == 0
+    assert "gevent:" not in srv.log
+    srv.wait_for(r"Shutting down: Master")
+
+
+@needs_gevent
+def test_an_app_imported_before_the_patch_is_warned_about(tmp_path: Path) -> None:
+    config = tmp_path / "early.conf.py"
+    config.write_text("import gevent_apps  # noqa: F401\n")
+    with running([*GEVENT, "-c", str(config), "gevent_apps:app"]) as srv:
+        srv.wait_for(r"\[WARNING\] 'gevent_apps' was imported before gevent patched")
+        assert get(srv, "/state").json()["socket_patched_at_import"] is False
+
+
+# -- timeouts: code that holds the hub
+
+
+@needs_gevent
+def test_a_busy_loop_times_out_with_500_and_the_worker_is_replaced() -> None:
+    with running([*GEVENT, "-w", "1", "-t", "2", "gevent_apps:app"]) as srv:
+        victim = srv.worker_pids()[0]
+        with ThreadPoolExecutor(2) as pool:
+            sleeper = pool.submit(get, srv, "/gsleep?seconds=0.5", 20)
+            srv.wait_for(r"gevent_apps: /gsleep started")
+            started = time.monotonic()
+            busy = pool.submit(get, srv, "/busy", 20)
+            assert busy.result(20).status_code == 500
+            # The request that was waiting behind the stuck one is answered, not reset.
+            assert sleeper.result(20).status_code == 200
+        assert time.monotonic() - started < 10
+        srv.wait_for(rf"WORKER TIMEOUT \(pid:{victim}\)")
+        srv.wait_for(r"Request aborted at timeout: GET /busy")
+        poll(lambda: len(srv.worker_pids()) == 1 and victim not in srv.worker_pids())
+        assert get(srv).status_code == 200
+        # It exited by itself, within the master's grace, rather than being killed.
+        srv.wait_for(rf"Worker \(pid:{victim}\) exited with code 1")
+
+
+@needs_gevent
+def test_a_cooperative_wait_does_not_trip_the_timeout() -> None:
+    with running([*GEVENT, "-w", "1", "-t", "2", "gevent_apps:app"]) as srv:
+        assert get(srv, "/gsleep?seconds=4").status_code == 200
+    assert "WORKER TIMEOUT" not in srv.log
+
+
+# -- without gevent
+
+
+def test_missing_gevent_is_one_line_naming_the_extra(tmp_path: Path) -> None:
+    fake = tmp_path / "gevent"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError(\"No module named 'gevent'\")\n")
+    pythonpath = os.pathsep.join([str(tmp_path), str(REPO / "lib")])
+    srv = Server([*GEVENT, "testapps:hello"], env={"PYTHONPATH": pythonpath})
+    try:
+        assert srv.wait_exit(30) == 1
+    finally:
+        srv.kill_group()
+    assert srv.lines == [
+        "Error: worker_class = 'gevent' from command line: "
+        "the gevent worker needs gevent: pip install 'dynocorn[gevent]'"
+    ]

@@ -1,0 +1,192 @@
+"""Runtime metrics on stdout, and memory-aware worker management, on the real server."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from pathlib import Path
+
+import requests
+
+from server import running
+from test_master import SteadyLoad, poll
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "PLATFORM.md"
+
+
+def heroku_example_patterns() -> list[re.Pattern[str]]:
+    """The two example lines of PLATFORM.md, with every number made a number pattern."""
+    text = SHARED.read_text() if SHARED.exists() else ""
+    examples = [line for line in text.splitlines() if line.startswith("source=web.1 dyno=")]
+    if len(examples) != 2:  # shared/ is not beside this checkout: the same lines, inline
+        examples = [
+            "source=web.1 dyno=heroku.2808254.d97d0ea7-cf3d-411b-b453-d2943a50b456 "
+            "sample#load_avg_1m=2.46 sample#load_avg_5m=1.06 sample#load_avg_15m=0.99",
+            "source=web.1 dyno=heroku.2808254.d97d0ea7-cf3d-411b-b453-d2943a50b456 "
+            "sample#memory_total=21.00MB sample#memory_rss=21.22MB sample#memory_cache=0.00MB "
+            "sample#memory_swap=0.00MB sample#memory_pgpgin=348836pages "
+            "sample#memory_pgpgout=343403pages sample#memory_quota=512.00MB",
+        ]
+    patterns = []
+    for example in examples:
+        regex = re.escape(example)
+        regex = regex.replace(
+            re.escape("heroku.2808254.d97d0ea7-cf3d-411b-b453-d2943a50b456"), r"(?P<dyno>\S+)"
+        )
+        regex = re.sub(r"\d+\\\.\d\d", r"\\d+\\.\\d\\d", regex)  # 2.46, 21.00
+        regex = re.sub(r"=\d+pages", r"=\\d+pages", regex)
+        patterns.append(re.compile("^" + regex + "$"))
+    return patterns
+
+
+LOAD, MEMORY = heroku_example_patterns()
+WORKERS = re.compile(
+    r"^source=web\.1 sample#workers=(?P<n>\d+)"
+    r"(?: sample#worker\.\d+\.pid=\d+ sample#worker\.\d+\.rss=\d+\.\d\dMB"
+    r" sample#worker\.\d+\.pss=\d+\.\d\dMB sample#worker\.\d+\.uss=\d+\.\d\dMB"
+    r" sample#worker\.\d+\.requests=\d+)*"
+    r" sample#master\.pss=\d+\.\d\dMB sample#requests_per_sec=\d+\.\d\d"
+    r"(?: sample#queue_ms_p95=\d+\.\d\d)?$"
+)
+
+
+def metrics_args(quota: str = "512MB") -> list[str]:
+    return ["--metrics-interval", "1", "--memory-quota", quota, "--access-logfile", "/dev/null"]
+
+
+def test_the_lines_match_herokus_format_exactly() -> None:
+    env = {"DYNO": "web.1", "HEROKU_DYNO_ID": "d97d0ea7-cf3d-411b-b453-d2943a50b456"}
+    with running(["-w", "2", *metrics_args(), "testapps:hello"], workers=2, env=env) as srv:
+        stamp = int(time.time() * 1000) - 25
+        for _ in range(5):
+            requests.get(
+                f"http://127.0.0.1:{srv.port}/", headers={"X-Request-Start": str(stamp)}, timeout=5
+            )
+        line = srv.wait_for(r"^source=web\.1 sample#workers=2 .*queue_ms_p95", stdout=True)[0]
+        assert WORKERS.match(line.string), line.string
+        loads = [m.string for m in srv.wait_for(r"sample#load_avg_1m", stdout=True, count=2)]
+        memories = [m.string for m in srv.wait_for(r"sample#memory_total", stdout=True, count=2)]
+    for load in loads:
+        match = LOAD.match(load)
+        assert match, load
+        assert match.group("dyno") == "d97d0ea7-cf3d-411b-b453-d2943a50b456"
+    for memory in memories:
+        assert MEMORY.match(memory), memory
+        assert memory.endswith("sample#memory_quota=512.00MB")
+    queue = float(re.search(r"queue_ms_p95=(\S+)", line.string).group(1))  # type: ignore[union-attr]
+    assert 20 <= queue < 5000
+
+
+def test_a_stable_dyno_id_without_herokus() -> None:
+    with running([*metrics_args(), "testapps:hello"], env={"DYNO": "web.2"}) as srv:
+        first, second = srv.wait_for(r"^source=web\.2 dyno=", stdout=True, count=4)[:2]
+    dyno = re.compile(r"dyno=(\S+)")
+    assert dyno.search(first.string).group(1) == dyno.search(second.string).group(1)  # type: ignore[union-attr]
+    assert re.fullmatch(r"dynocorn\.\d+\.[0-9a-f-]{36}", dyno.search(first.string).group(1))  # type: ignore[union-attr]
+
+
+def test_r14_lines_when_over_the_quota() -> None:
+    with running(["-w", "1", *metrics_args("8MB"), "testapps:hello"], env={"DYNO": "web.1"}) as srv:
+        memory = srv.wait_for(r"sample#memory_total", stdout=True)[0]
+        index = srv.stdout_lines.index(memory.string)
+        srv.wait_for(r"^Error R14 \(Memory quota exceeded\)$", stdout=True)
+        lines = srv.stdout_lines
+    assert re.fullmatch(r"Process running mem=\d+M\(\d+\.\d%\)", lines[index + 1]), lines[index + 1]
+    assert lines[index + 2] == "Error R14 (Memory quota exceeded)"
+
+
+def test_a_leaking_app_is_recycled_without_failing_a_request() -> None:
+    args = ["-w", "2", *metrics_args(), "--max-worker-memory", "64MB", "leaky:app"]
+    with running(args, workers=2, env={"DYNO": "web.1"}) as srv:
+        first = set(srv.worker_pids())
+        with SteadyLoad(srv) as load:
+
+            def samples() -> int:
+                return sum("sample#memory_total" in line for line in list(srv.stdout_lines))
+
+            poll(
+                lambda: len(set(srv.worker_pids()) - first) >= 2 and samples() >= 8,
+                60,
+                "two recycled workers and eight memory samples",
+            )
+        assert load.failed == [], load.failed[:5]
+        assert load.ok > 100
+        srv.wait_for(r"over max_worker_memory 64\.0MB")
+        srv.wait_for(r"sample#memory_total=", stdout=True)
+        totals = [
+            float(m.group(1))
+            for line in srv.stdout_lines
+            if (m := re.search(r"sample#memory_total=(\d+\.\d\d)MB", line))
+        ]
+    assert max(totals) < 512, totals
+    print(
+        f"leaking app: {load.ok} requests, 0 failed, {len(totals)} samples, max total "
+        f"{max(totals):.1f} MB"
+    )
+
+
+def test_a_limit_below_the_footprint_warns_instead_of_flapping() -> None:
+    args = ["-w", "2", *metrics_args(), "--max-worker-memory", "1MB", "testapps:hello"]
+    with running(args, workers=2) as srv:
+        first = set(srv.worker_pids())
+        srv.wait_for(r"max_worker_memory 1\.0MB is below the app's footprint")
+        for _ in range(50):
+            requests.get(f"http://127.0.0.1:{srv.port}/", timeout=5)
+        srv.wait_for(r"sample#workers=2", stdout=True, count=3)
+        assert set(srv.worker_pids()) == first  # nobody was recycled
+
+
+def test_statsd_receives_counters_timers_and_gauges() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.settimeout(10)
+        port = listener.getsockname()[1]
+        args = [
+            "-w",
+            "1",
+            *metrics_args(),
+            "--statsd-host",
+            f"127.0.0.1:{port}",
+            "--statsd-prefix",
+            "app",
+            "--dogstatsd-tags",
+            "env:test",
+            "testapps:hello",
+        ]
+        with running(args) as srv:
+            for _ in range(3):
+                requests.get(f"http://127.0.0.1:{srv.port}/", timeout=5)
+            packets: list[str] = []
+            deadline = time.monotonic() + 15
+            wanted = ("gunicorn.requests", "memory.worker.1.uss_mb")
+            while time.monotonic() < deadline and not all(
+                any(name in packet for packet in packets) for name in wanted
+            ):
+                packets.append(listener.recv(65536).decode())
+    joined = "\n".join(packets)
+    assert "app.gunicorn.requests:1|c|#env:test" in joined
+    assert re.search(r"app\.gunicorn\.request\.duration:[\d.]+\|ms", joined)
+    assert "app.gunicorn.request.status.200:1|c" in joined
+    assert re.search(r"app\.gunicorn\.workers:1\|g", joined)
+    assert re.search(r"app\.memory\.total_mb:[\d.]+\|g", joined)
+    assert re.search(r"app\.memory\.worker\.1\.uss_mb:[\d.]+\|g", joined)
+
+
+def test_metrics_can_be_turned_off() -> None:
+    with running(["--metrics-interval", "0", "testapps:hello"], env={"DYNO": "web.1"}) as srv:
+        requests.get(f"http://127.0.0.1:{srv.port}/", timeout=5)
+        srv.wait_for(r"method=GET", stdout=True)
+        time.sleep(1.5)  # proving an absence: wait past when a 1 s line would have come
+        assert not any("sample#" in line for line in srv.stdout_lines)
+
+
+def test_a_killed_worker_reports_its_last_memory() -> None:
+    with running(["-w", "1", *metrics_args(), "testapps:hello"]) as srv:
+        srv.wait_for(r"sample#workers=1 sample#worker.1.pid", stdout=True)
+        victim = srv.worker_pids()[0]
+        import os
+        import signal
+
+        os.kill(victim, signal.SIGKILL)
+        srv.wait_for(rf"Worker \(pid:{victim}\) last sample: USS \d+\.\dMB")

@@ -147,6 +147,7 @@ class Arbiter:
             self.preload()
         cfg.when_ready(self)
         self.monitor.begin(time.monotonic())
+        self.manage_workers(time.monotonic())  # now, not after the loop's first wait
 
     def preload(self) -> None:
         self.worker_class.before_preload(self.log)

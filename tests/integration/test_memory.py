@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 import time
 from pathlib import Path
@@ -185,8 +187,39 @@ def test_a_killed_worker_reports_its_last_memory() -> None:
     with running(["-w", "1", *metrics_args(), "testapps:hello"]) as srv:
         srv.wait_for(r"sample#workers=1 sample#worker.1.pid", stdout=True)
         victim = srv.worker_pids()[0]
-        import os
-        import signal
-
         os.kill(victim, signal.SIGKILL)
         srv.wait_for(rf"Worker \(pid:{victim}\) last sample: USS \d+\.\dMB")
+
+
+def test_over_the_budget_the_largest_worker_is_recycled() -> None:
+    args = ["-w", "2", *metrics_args("100MB"), "leaky:app"]
+    with running(args, workers=2) as srv:
+        with SteadyLoad(srv) as load:
+            srv.wait_for(
+                r"is the largest worker .* over 90% of the quota 100\.0MB: replacing it", timeout=60
+            )
+            seen = load.ok
+            poll(lambda: load.ok > seen + 20, 30, "traffic after the recycle")
+        assert load.failed == [], load.failed[:5]
+
+
+def test_no_worker_is_started_past_the_quota() -> None:
+    with running(["-w", "1", *metrics_args("8MB"), "testapps:hello"]) as srv:
+        srv.wait_for(r"sample#workers=1 sample#worker\.1\.pid", stdout=True)  # measured
+        srv.signal(signal.SIGTTIN)
+        srv.wait_for(r"Not starting a worker: it would take the dyno over its memory quota")
+        assert len(srv.worker_pids()) == 1
+
+
+def test_auto_refines_the_worker_count_from_a_measured_worker() -> None:
+    env = {"WEB_CONCURRENCY": "auto"}
+    args = ["--metrics-interval", "1", "--memory-quota", "512MB", "testapps:hello"]
+    with running(args, workers=2, env=env) as srv:
+        assert len(srv.worker_pids()) == 2  # 512 MB / 256 MB per worker, before measuring
+        session = requests.Session()
+        for _ in range(250):
+            session.get(f"http://127.0.0.1:{srv.port}/", timeout=5)
+        line = srv.wait_for(r"WEB_CONCURRENCY=auto: a worker measured .* so (\d+) workers")[0]
+        count = int(line.group(1))
+        assert count > 2  # a hello worker is far smaller than 256 MB
+        poll(lambda: len(srv.worker_pids()) == count, 30, f"{count} workers")

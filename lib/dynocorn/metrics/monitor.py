@@ -93,6 +93,7 @@ class MemoryMonitor:
         self.footprint_warned = False
         self.refined = False
         self.budget_victim: int | None = None
+        self.too_big_warned = False
 
     def configure(self, cfg: Config) -> None:
         """(Re)read the settings: at start and on HUP."""
@@ -245,6 +246,8 @@ class MemoryMonitor:
                     )
         if self.quota and total.total > self.budget * self.quota:
             self.recycle_largest(total, serving, decisions)
+        else:
+            self.too_big_warned = False
         if self.auto and not self.refined:
             decisions.workers = self.refine(master, serving)
         return decisions
@@ -272,7 +275,11 @@ class MemoryMonitor:
         chosen = {handle.pid for handle, _ in decisions.stop}
         candidates = [h for h in serving if h.pid not in chosen]
         if len(candidates) < 1 or (len(serving) <= 1 and not chosen):
-            # With a single worker, recycling it frees nothing for long: say so instead.
+            # With a single worker, recycling it frees nothing for long: say so instead,
+            # once until the dyno is back under its budget.
+            if self.too_big_warned:
+                return
+            self.too_big_warned = True
             self.log.warning(
                 f"Dyno memory {mb(total.total)} is over {self.budget:.0%} of the quota "
                 f"{mb(self.quota or 0)} with one worker: the app itself is too big for the dyno"

@@ -1,0 +1,144 @@
+"""Local runs as users do them: `honcho start` with a Procfile, and a .env file."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from server import REPO, Server
+
+VENV_BIN = Path(sys.executable).parent
+HONCHO = str(VENV_BIN / "honcho")
+
+
+def free_port_pair() -> int:
+    """A base port whose next one is free too (honcho gives web.2 base + 1)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base >= 65535:
+            continue
+        with socket.socket() as first, socket.socket() as second:
+            try:
+                first.bind(("", base))
+                second.bind(("", base + 1))
+            except OSError:
+                continue
+        return base
+    raise AssertionError("no free pair of ports")
+
+
+def honcho(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Server:
+    environ = {
+        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
+    return Server.from_command([HONCHO, "start", *args], environ, cwd=cwd)
+
+
+def stop_honcho(server: Server, sig: int = signal.SIGTERM) -> float:
+    """Signal honcho (which stops its children) and return how long it took to exit."""
+    started = time.monotonic()
+    os.kill(server.pid, sig)
+    try:
+        server.wait_exit(15)
+    finally:
+        server.kill_group()
+    return time.monotonic() - started
+
+
+def answers(port: int, host: str = "127.0.0.1") -> requests.Response:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return requests.get(f"http://{host}:{port}/", timeout=2)
+        except requests.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_procfile_example_under_honcho_with_two_instances() -> None:
+    base = free_port_pair()
+    env = {"DYNOCORN_CMD_ARGS": "--metrics-interval 1"}
+    srv = honcho(["-f", "Procfile.example", "-p", str(base), "-c", "web=2"], REPO, env)
+    try:
+        assert answers(base).text == "Hello, World!"
+        assert answers(base + 1).text == "Hello, World!"
+        assert answers(base, "[::1]").status_code == 200  # dual stack, as on the platform
+        srv.wait_for(r"web\.1 .*\| source=web\.1 dyno=\S+ sample#load_avg_1m", stdout=True)
+        srv.wait_for(r"web\.2 .*\| source=web\.2 dyno=\S+ sample#memory_total", stdout=True)
+    finally:
+        elapsed = stop_honcho(srv)
+    output = "\n".join(srv.stdout_lines)
+    assert elapsed < 5.0, f"honcho took {elapsed:.1f} s to stop:\n{output}"
+    assert "SIGKILL" not in output
+    assert len(re.findall(r"\[INFO\] Shutting down: Master", output)) == 2
+    print(f"honcho stop with two instances: {elapsed:.2f} s")
+
+
+def test_ctrl_c_stops_cleanly() -> None:
+    base = free_port_pair()
+    srv = honcho(["-f", "Procfile.example", "-p", str(base)], REPO)
+    try:
+        answers(base)
+    finally:
+        elapsed = stop_honcho(srv, signal.SIGINT)
+    output = "\n".join(srv.stdout_lines)
+    assert elapsed < 5.0
+    assert "SIGKILL" not in output
+    assert "Shutting down: Master" in output
+
+
+def make_project(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(REPO / "examples" / "hello.py", project / "app.py")
+    (project / "Procfile").write_text("web: dynocorn app:app\n")
+    # Quoted: honcho's own .env reader drops the spaces of an unquoted value.
+    (project / ".env").write_text('WEB_CONCURRENCY=3\nDYNOCORN_CMD_ARGS="--metrics-interval 1"\n')
+    return project
+
+
+def test_env_file_under_honcho(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    base = free_port_pair()
+    srv = honcho(["-p", str(base)], project)
+    try:
+        answers(base)
+        srv.wait_for(r"\| source=web\.1 sample#workers=3 ", stdout=True)
+    finally:
+        stop_honcho(srv)
+
+
+def test_env_file_with_dynocorn_run_directly(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    command = [sys.executable, "-m", "dynocorn", "-b", "127.0.0.1:0", "app:app"]
+    env = {"PYTHONPATH": str(REPO / "lib")}
+    srv = Server.from_command(command, env, cwd=project)
+    try:
+        srv.wait_listening(workers=3)
+        assert len(srv.worker_pids()) == 3
+    finally:
+        srv.stop()
+        srv.kill_group()
+    # A real environment variable wins over .env.
+    srv = Server.from_command(command, {**env, "WEB_CONCURRENCY": "2"}, cwd=project)
+    try:
+        srv.wait_listening(workers=2)
+        time.sleep(0.5)  # proving there is no third worker: give it the time to appear
+        assert len(srv.worker_pids()) == 2
+    finally:
+        srv.stop()
+        srv.kill_group()

@@ -35,3 +35,16 @@ docs: install
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# `make bench`: dynocorn against gunicorn and granian on this machine (bench/README.md).
+# SERVERS, APPS, MODES, ROUNDS, DURATION and QUICK=1 pass through the environment.
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+.PHONY: bench
+bench: install $(BENCH_STAMP)
+	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	$(BIN)/python bench/run.py
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python bench/install.py
+	touch $@

@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         group = groups.get(setting.section) or parser.add_argument_group(setting.section)
         groups[setting.section] = group
-        options: dict[str, Any] = {"dest": setting.name, "help": setting.help}
+        # argparse formats help with %: a literal one (`90%`, `%(h)s`) must be doubled.
+        options: dict[str, Any] = {"dest": setting.name, "help": setting.help.replace("%", "%%")}
         if setting.action in ("store", "append"):
             options.update(action=setting.action, metavar=setting.metavar)
         else:

@@ -51,11 +51,7 @@ class ThreadWorker(SyncWorker):
         super().setup()
         self.pool = ThreadPoolExecutor(self.cfg.threads, thread_name_prefix="dynocorn-request")
         self.in_flight: dict[int, InFlight] = {}
-        self.returned: deque[InFlight] = deque()
-        self.wake_read, self.wake_write = os.pipe()
-        os.set_blocking(self.wake_read, False)
-        os.set_blocking(self.wake_write, False)
-        self.selector.register(self.wake_read, selectors.EVENT_READ, None)
+        self.returned: deque[InFlight] = deque()  # done requests; the wake-up pipe says so
 
     # -- handing requests to threads and taking connections back
 
@@ -87,11 +83,7 @@ class ThreadWorker(SyncWorker):
                 pass  # the pipe is full: the loop is already due to wake up
 
     def on_wakeup(self) -> None:
-        try:
-            while os.read(self.wake_read, 4096):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
+        super().on_wakeup()
         while self.returned:
             record = self.returned.popleft()
             connection = record.connection

@@ -18,7 +18,9 @@ The threaded worker (gthread.py) is this loop with `dispatch()` handing requests
 from __future__ import annotations
 
 import errno
+import os
 import selectors
+import signal
 import socket
 import time
 from collections import deque
@@ -63,6 +65,13 @@ class SyncWorker(HttpWorker):
             listener.sock.setblocking(False)
         self.start_accepting()
         self.next_tick = 0.0
+        # A signal (TERM) must wake the loop at once: a handler alone does not interrupt
+        # select(), which Python retries, so the stop would wait for the next tick.
+        self.wake_read, self.wake_write = os.pipe()
+        os.set_blocking(self.wake_read, False)
+        os.set_blocking(self.wake_write, False)
+        self.selector.register(self.wake_read, selectors.EVENT_READ, None)
+        signal.set_wakeup_fd(self.wake_write, warn_on_full_buffer=False)
 
     def handle_exit(self, signum: int, frame: Any) -> None:
         self.terminating = True
@@ -104,7 +113,12 @@ class SyncWorker(HttpWorker):
                 self.tick(now)
 
     def on_wakeup(self) -> None:
-        """A file registered with data None became readable (the threaded worker's pipe)."""
+        """The wake-up pipe is readable: a signal came (or, threaded, a request is done)."""
+        try:
+            while os.read(self.wake_read, 4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
 
     def tick(self, now: float) -> None:
         """Once a second: heartbeat, parent and lifetime checks, idle connections."""

@@ -1,0 +1,33 @@
+"""Install the `bench` extra for `make bench`, without granian if it will not install here.
+
+granian ships binary wheels for the common platforms only; elsewhere it needs a Rust
+toolchain. The benchmark then runs without it and says so, rather than not at all.
+"""
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OPTIONAL = ("granian",)
+
+
+def main() -> int:
+    pip = [sys.executable, "-m", "pip", "install", "--quiet"]
+    if subprocess.run([*pip, "-e", f"{ROOT}[bench]"]).returncode == 0:
+        return 0
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    requirements: list[str] = pyproject["project"]["optional-dependencies"]["bench"]
+    print("bench: the bench extra did not install; trying its packages one by one", flush=True)
+    for requirement in requirements:
+        if subprocess.run([*pip, requirement]).returncode == 0:
+            continue
+        if not requirement.startswith(OPTIONAL):
+            return 1
+        print(f"bench: {requirement} does not install here; the benchmark runs without it")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,824 @@
+"""Benchmark dynocorn against gunicorn and granian on this machine: `make bench`.
+
+How this works: each selected server serves each selected app on a free loopback port, and
+wrk (1 thread, 50 connections, sharing the machine) loads it for DURATION seconds per mode.
+A round runs every server x app x mode once; the rounds repeat, so that drifts of the
+machine (other processes, CPU frequency) hit every server alike, and the table reports the
+median over the rounds, with each cell's ratio to gunicorn sync measured in the same round.
+A separate pass measures memory: the Flask app with --preload under load, then the PSS of
+the whole process tree and the USS of each worker.
+
+Results go to stdout and to bench/results/latest.md, latest.json and latest.png. Selection
+comes from the environment (SERVERS, APPS, MODES, ROUNDS, DURATION, QUICK): bench/README.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import http.client
+import importlib.metadata
+import importlib.util
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import psutil
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+
+HOST = "127.0.0.1"
+WORKERS = 2
+CONNECTIONS = 50
+WARMUP_SECONDS = 1
+START_TIMEOUT = 30.0  # a cold gevent + Flask import on a slow disk takes a few seconds
+STOP_TIMEOUT = 10.0
+PAIR_OVERHEAD = 1.2  # seconds to start and stop a server, as measured; for the estimate
+BASELINE = "gunicorn-sync"
+MEMORY_APP = "flask"
+MIB = 1024 * 1024
+
+# Settings the servers read from the environment: a shell exported for Heroku-style work
+# (PORT, WEB_CONCURRENCY, DYNO, ...) must not change what is measured.
+SCRUBBED_VARIABLES = (
+    "PORT", "WEB_CONCURRENCY", "WEB_CONCURRENCY_SET_BY", "DYNO", "HONCHO_PROCESS_NAME",
+    "CONTAINER", "RENDER_CPU_COUNT", "FORWARDED_ALLOW_IPS", "SENDFILE",
+    "GUNICORN_CMD_ARGS", "DYNOCORN_CMD_ARGS",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    program: str  # run as `python -m PROGRAM`, so every server uses this interpreter
+    flags: tuple[str, ...] = ()
+    needs: tuple[str, ...] = ()  # modules it needs besides its own
+
+    @property
+    def preloads(self) -> bool:
+        # granian has no --preload: each worker imports the app itself.
+        return self.program != "granian"
+
+    def missing(self) -> list[str]:
+        return [m for m in (self.program, *self.needs) if importlib.util.find_spec(m) is None]
+
+    def argv(self, port: int, target: str, preload: bool) -> list[str]:
+        python = [sys.executable, "-m", self.program]
+        if self.program == "granian":
+            return [
+                *python, "--interface", "wsgi", "--workers", str(WORKERS), *self.flags,
+                "--host", HOST, "--port", str(port), target,
+            ]  # fmt: skip
+        return [
+            *python, "-w", str(WORKERS), *self.flags, "-b", f"{HOST}:{port}",
+            *(["--preload"] if preload else []), target,
+        ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class App:
+    name: str
+    directory: Path  # the server's working directory, where the module is found
+    target: str
+    path: str = "/"
+
+
+class Cell(NamedTuple):
+    server: str
+    app: str
+    mode: str
+
+
+SERVERS = (
+    Server("dynocorn-sync", "dynocorn"),
+    Server("dynocorn-gthread", "dynocorn", ("-k", "gthread", "--threads", "4")),
+    Server("dynocorn-gevent", "dynocorn", ("-k", "gevent"), ("gevent",)),
+    Server("gunicorn-sync", "gunicorn"),
+    Server("gunicorn-gthread", "gunicorn", ("-k", "gthread", "--threads", "4")),
+    Server("gunicorn-gevent", "gunicorn", ("-k", "gevent"), ("gevent",)),
+    Server("granian", "granian"),
+)
+APPS = (
+    App("hello", ROOT / "examples", "hello:app"),
+    App("flask", ROOT / "examples", "flask_app:app", "/json"),
+    App("sleep10", BENCH_DIR, "apps:sleep10"),
+)
+MODES: dict[str, tuple[str, ...]] = {
+    "keepalive": (),
+    "close": ("-H", "Connection: close"),
+}
+# Without MODES the matrix is trimmed to fit in 10 minutes: `Connection: close` only for the
+# hello app on each server's default worker, what a router that does not reuse connections
+# meets. The app adds the same work in both modes, so hello shows the difference best.
+DEFAULT_CLOSE = {("hello", "dynocorn-sync"), ("hello", "gunicorn-sync"), ("hello", "granian")}
+TRIM_NOTE = (
+    "Default matrix, trimmed to fit in 10 minutes: `close` only for the hello app on "
+    "dynocorn-sync, gunicorn-sync and granian. Set MODES to run every combination."
+)
+
+
+class ConfigError(Exception):
+    pass
+
+
+class ServerFailed(Exception):
+    pass
+
+
+class WrkFailed(Exception):
+    pass
+
+
+# --- selection -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    servers: tuple[Server, ...]
+    apps: tuple[App, ...]
+    cells: tuple[Cell, ...]
+    rounds: int
+    duration: int
+    memory: bool
+    skipped: dict[str, str]  # server name -> why it does not run
+    notes: tuple[str, ...]
+
+
+def plan_from_env(env: Mapping[str, str]) -> Plan:
+    quick = env.get("QUICK", "").strip() not in ("", "0")
+    server_names = _names(env, "SERVERS", [s.name for s in SERVERS], None)
+    app_names = _names(env, "APPS", [a.name for a in APPS], ["hello", "flask"] if quick else None)
+    modes = _names(env, "MODES", list(MODES), ["keepalive"] if quick else None)
+    rounds = _positive_int(env, "ROUNDS", 1 if quick else 3)
+    duration = _positive_int(env, "DURATION", 2 if quick else 5)
+
+    skipped: dict[str, str] = {}
+    servers: list[Server] = []
+    for server in SERVERS:
+        if server.name not in server_names:
+            continue
+        missing = server.missing()
+        if missing:
+            skipped[server.name] = f"not installed ({', '.join(missing)})"
+        else:
+            servers.append(server)
+    apps = tuple(a for a in APPS if a.name in app_names)
+
+    trim = not env.get("MODES", "").strip()
+    cells = tuple(
+        Cell(server.name, app.name, mode)
+        for app in apps
+        for mode in modes
+        for server in servers
+        if not (trim and mode == "close" and (app.name, server.name) not in DEFAULT_CLOSE)
+    )
+    notes = (TRIM_NOTE,) if trim and "close" in modes else ()
+    return Plan(
+        servers=tuple(servers),
+        apps=apps,
+        cells=cells,
+        rounds=rounds,
+        duration=duration,
+        memory=MEMORY_APP in app_names,
+        skipped=skipped,
+        notes=notes,
+    )
+
+
+def estimate_seconds(plan: Plan) -> float:
+    pairs = len({(cell.server, cell.app) for cell in plan.cells})
+    per_round = len(plan.cells) * plan.duration + pairs * (WARMUP_SECONDS + PAIR_OVERHEAD)
+    memory = len(plan.servers) * (plan.duration + PAIR_OVERHEAD) if plan.memory else 0
+    return plan.rounds * per_round + memory
+
+
+def _names(
+    env: Mapping[str, str], variable: str, known: list[str], default: list[str] | None
+) -> list[str]:
+    raw = env.get(variable, "").strip()
+    if not raw:
+        return known if default is None else default
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(
+            f"{variable}={raw}: unknown {', '.join(unknown)} (known: {', '.join(known)})"
+        )
+    return names
+
+
+def _positive_int(env: Mapping[str, str], variable: str, default: int) -> int:
+    raw = env.get(variable, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{variable}={raw}: not a positive whole number")
+    return int(raw)
+
+
+# --- one server ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A port nothing listens on now. Racy in principle, but nothing else on a benchmark
+    machine should be grabbing loopback ports in the instant before the server binds it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def server_environment() -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in SCRUBBED_VARIABLES and not k.startswith("GRANIAN_")
+    }
+    env["PYTHONUNBUFFERED"] = "1"  # so a failure's log tail is complete
+    return env
+
+
+@dataclass(frozen=True)
+class Running:
+    pid: int
+    url: str
+
+
+@contextlib.contextmanager
+def serve(server: Server, app: App, preload: bool, log_path: Path) -> Iterator[Running]:
+    """The server running `app`, answering on `Running.url`; stopped on the way out.
+
+    Raises ServerFailed when it exits or does not answer in time; its output is in log_path."""
+    port = free_port()
+    url = f"http://{HOST}:{port}{app.path}"
+    env = server_environment()
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(app.directory), env.get("PYTHONPATH")]))
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            server.argv(port, app.target, preload),
+            cwd=app.directory,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so that stop() reaches workers
+        )
+        try:
+            wait_until_answering(process, port, app.path)
+            yield Running(process.pid, url)
+        finally:
+            if not stop(process):
+                say(f"  {server.name}: no exit {STOP_TIMEOUT:.0f} s after SIGTERM, killed")
+
+
+def wait_until_answering(process: subprocess.Popen[bytes], port: int, path: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        code = process.poll()
+        if code is not None:
+            raise ServerFailed(f"exited with code {code} while starting")
+        connection = http.client.HTTPConnection(HOST, port, timeout=2)
+        try:
+            connection.request("GET", path)
+            connection.getresponse().read()
+            return  # any status: errors show up in wrk's non-2xx count
+        except (OSError, http.client.HTTPException):
+            time.sleep(0.05)
+        finally:
+            connection.close()
+    raise ServerFailed(f"not answering after {START_TIMEOUT:.0f} s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> bool:
+    """SIGTERM to the master, which stops its workers as on a platform; SIGKILL to the whole
+    process group if any of it is left after STOP_TIMEOUT. True when it went in time.
+
+    Not SIGTERM to the group: a gunicorn gevent worker that gets it while still booting
+    never exits."""
+    group = process.pid  # start_new_session made the master a group leader
+    deadline = time.monotonic() + STOP_TIMEOUT
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=STOP_TIMEOUT)
+    # Workers can outlive their master by a moment; wait for the whole group.
+    while _signal_group(group, 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not _signal_group(group, 0):
+        return True
+    _signal_group(group, signal.SIGKILL)
+    process.wait()
+    return False
+
+
+def _signal_group(group: int, signum: int) -> bool:
+    """Signal (0: probe) every process in the group; False when none is left."""
+    try:
+        os.killpg(group, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def log_tail(path: Path, lines: int = 6) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+# --- wrk -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests_per_second: float
+    requests: int
+    p50_ms: float
+    p99_ms: float
+    socket_errors: int  # connect + read + write + timeout
+    non_2xx: int  # wrk counts "Non-2xx or 3xx responses"
+
+    @property
+    def errors(self) -> int:
+        return self.socket_errors + self.non_2xx
+
+
+def run_wrk(wrk: str, url: str, seconds: int, mode: str) -> WrkResult:
+    argv = [
+        wrk, "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", *MODES[mode], url,
+    ]  # fmt: skip
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+    except subprocess.TimeoutExpired as error:
+        raise WrkFailed(f"wrk did not finish in {seconds + 30} s") from error
+    if done.returncode != 0:
+        raise WrkFailed(f"wrk exited with {done.returncode}: {done.stderr.strip()[:200]}")
+    return parse_wrk(done.stdout)
+
+
+_TIME_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def parse_wrk(output: str) -> WrkResult:
+    """wrk 4's report: Requests/sec, the --latency distribution, error counts."""
+
+    def find(pattern: str) -> re.Match[str] | None:
+        return re.search(pattern, output, re.MULTILINE)
+
+    rate = find(r"^Requests/sec:\s+([\d.]+)")
+    count = find(r"^\s*(\d+) requests in ")
+    if rate is None or count is None:
+        raise WrkFailed(f"unreadable wrk output: {output.strip()[:200]!r}")
+
+    def percentile(label: str) -> float:
+        match = find(rf"^\s+{label}%\s+([\d.]+)(us|ms|s|m|h)\s*$")
+        if match is None:
+            # wrk prints no distribution when no request completed at all.
+            return math.nan
+        return float(match[1]) * _TIME_UNITS_MS[match[2]]
+
+    sockets = find(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+    non_2xx = find(r"Non-2xx or 3xx responses: (\d+)")
+    return WrkResult(
+        requests_per_second=float(rate[1]),
+        requests=int(count[1]),
+        p50_ms=percentile("50"),
+        p99_ms=percentile("99"),
+        socket_errors=sum(int(n) for n in sockets.groups()) if sockets else 0,
+        non_2xx=int(non_2xx[1]) if non_2xx else 0,
+    )
+
+
+# --- memory --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Memory:
+    pss_total: int  # bytes, master and every descendant
+    worker_uss: tuple[int, ...]  # bytes, one per worker (the master's children)
+
+    @property
+    def worker_uss_mean(self) -> float:
+        return statistics.fmean(self.worker_uss) if self.worker_uss else math.nan
+
+
+def measure_memory(pid: int) -> Memory:
+    master = psutil.Process(pid)
+    workers = master.children()
+    pss = 0
+    for process in [master, *master.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            pss += process.memory_full_info().pss
+    uss: list[int] = []
+    for worker in workers:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            uss.append(worker.memory_full_info().uss)
+    return Memory(pss, tuple(uss))
+
+
+# --- the passes ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    round: int
+    cell: Cell
+    result: WrkResult | None
+    failure: str | None = None
+
+
+@dataclass(frozen=True)
+class MemoryRun:
+    server: str
+    preload: bool
+    memory: Memory | None
+    load: WrkResult | None
+    failure: str | None = None
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_rounds(plan: Plan, wrk: str, logs: Path) -> list[Run]:
+    """Every cell once per round. One server start serves all of a (server, app) pair's
+    modes; the server order rotates from round to round, so no server always goes first."""
+    by_name = {s.name: s for s in plan.servers}
+    pairs: dict[tuple[str, str], list[str]] = {}
+    for cell in plan.cells:
+        pairs.setdefault((cell.server, cell.app), []).append(cell.mode)
+    runs: list[Run] = []
+    for number in range(1, plan.rounds + 1):
+        say(f"round {number}/{plan.rounds}")
+        names = [s.name for s in plan.servers]
+        shift = (number - 1) % max(1, len(names))
+        order = names[shift:] + names[:shift]
+        for app in plan.apps:
+            for name in order:
+                modes = pairs.get((name, app.name))
+                if modes:
+                    log = logs / f"{name}-{app.name}-{number}.log"
+                    runs += measure_pair(by_name[name], app, modes, number, plan, wrk, log)
+    return runs
+
+
+def measure_pair(
+    server: Server, app: App, modes: list[str], number: int, plan: Plan, wrk: str, log: Path
+) -> list[Run]:
+    runs: list[Run] = []
+    try:
+        with serve(server, app, preload=False, log_path=log) as running:
+            with contextlib.suppress(WrkFailed):
+                run_wrk(wrk, running.url, WARMUP_SECONDS, modes[0])
+            for mode in modes:
+                cell = Cell(server.name, app.name, mode)
+                try:
+                    result = run_wrk(wrk, running.url, plan.duration, mode)
+                except WrkFailed as error:
+                    runs.append(Run(number, cell, None, str(error)))
+                    say(f"  {server.name:17} {app.name:8} {mode:9} wrk failed: {error}")
+                    continue
+                runs.append(Run(number, cell, result))
+                say(
+                    f"  {server.name:17} {app.name:8} {mode:9} "
+                    f"{result.requests_per_second:9,.0f} req/s  p99 {result.p99_ms:7.2f} ms"
+                    + (f"  {result.errors} errors" if result.errors else "")
+                )
+    except ServerFailed as error:
+        failure = f"{error}\n{log_tail(log)}".strip()
+        say(f"  {server.name:17} {app.name:8} failed to start: {failure}")
+        return [Run(number, Cell(server.name, app.name, m), None, failure) for m in modes]
+    return runs
+
+
+def run_memory_pass(plan: Plan, wrk: str, logs: Path) -> list[MemoryRun]:
+    app = next(a for a in APPS if a.name == MEMORY_APP)
+    say(f"memory: {app.name} app, --preload where supported, after {plan.duration} s of load")
+    results: list[MemoryRun] = []
+    for server in plan.servers:
+        log = logs / f"{server.name}-memory.log"
+        try:
+            with serve(server, app, preload=server.preloads, log_path=log) as running:
+                try:
+                    load: WrkResult | None = run_wrk(wrk, running.url, plan.duration, "keepalive")
+                except WrkFailed:
+                    load = None
+                memory = measure_memory(running.pid)
+        except (ServerFailed, psutil.NoSuchProcess) as error:
+            failure = f"{error}\n{log_tail(log)}".strip()
+            say(f"  {server.name:17} failed: {failure}")
+            results.append(MemoryRun(server.name, server.preloads, None, None, failure))
+            continue
+        results.append(MemoryRun(server.name, server.preloads, memory, load))
+        say(
+            f"  {server.name:17} PSS {memory.pss_total / MIB:6.1f} MiB, "
+            f"worker USS {memory.worker_uss_mean / MIB:5.1f} MiB ({len(memory.worker_uss)} workers)"
+        )
+    return results
+
+
+# --- summary -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    cell: Cell
+    rounds: int  # rounds with a result
+    requests_per_second: float
+    ratio: float  # to BASELINE in the same round; NaN without a baseline
+    p50_ms: float
+    p99_ms: float
+    errors: int  # summed over the rounds
+    failure: str | None
+
+
+def summarize(plan: Plan, runs: Sequence[Run]) -> list[Row]:
+    results: dict[tuple[Cell, int], WrkResult] = {}
+    failures: dict[Cell, str] = {}
+    for run in runs:
+        if run.result is not None:
+            results[(run.cell, run.round)] = run.result
+        elif run.failure:
+            failures.setdefault(run.cell, run.failure)
+    rows: list[Row] = []
+    for cell in plan.cells:
+        mine = [(n, results[(cell, n)]) for n in range(1, plan.rounds + 1) if (cell, n) in results]
+        ratios = []
+        for number, result in mine:
+            base = results.get((cell._replace(server=BASELINE), number))
+            if base is not None and base.requests_per_second > 0:
+                ratios.append(result.requests_per_second / base.requests_per_second)
+        rows.append(
+            Row(
+                cell=cell,
+                rounds=len(mine),
+                requests_per_second=_median([r.requests_per_second for _, r in mine]),
+                ratio=_median(ratios),
+                p50_ms=_median([r.p50_ms for _, r in mine]),
+                p99_ms=_median([r.p99_ms for _, r in mine]),
+                errors=sum(r.errors for _, r in mine),
+                failure=failures.get(cell) if not mine else None,
+            )
+        )
+    return rows
+
+
+def _median(values: Sequence[float]) -> float:
+    usable = [v for v in values if not math.isnan(v)]
+    return statistics.median(usable) if usable else math.nan
+
+
+def _number(value: float, pattern: str) -> str:
+    return "-" if math.isnan(value) else format(value, pattern)
+
+
+def speed_table(plan: Plan, rows: Sequence[Row]) -> str:
+    lines = [
+        f"| server | app | mode | req/s | vs {BASELINE} | p50 ms | p99 ms | errors |",
+        "|---|---|---|--:|--:|--:|--:|--:|",
+    ]
+    for row in rows:
+        server, app, mode = row.cell
+        if row.failure is not None:
+            reason = row.failure.splitlines()[0]
+            lines.append(f"| {server} | {app} | {mode} | failed: {reason} | - | - | - | - |")
+            continue
+        partial = f" ({row.rounds}/{plan.rounds} rounds)" if row.rounds < plan.rounds else ""
+        lines.append(
+            f"| {server} | {app} | {mode} | {_number(row.requests_per_second, ',.0f')}{partial}"
+            f" | {_number(row.ratio, '.2f')} | {_number(row.p50_ms, '.2f')}"
+            f" | {_number(row.p99_ms, '.2f')} | {row.errors} |"
+        )
+    return "\n".join(lines)
+
+
+def memory_table(runs: Sequence[MemoryRun]) -> str:
+    lines = [
+        "| server | --preload | total PSS MiB (master + workers) | worker USS MiB (mean) |",
+        "|---|---|--:|--:|",
+    ]
+    for run in runs:
+        preload = "yes" if run.preload else "no (not supported)"
+        if run.memory is None:
+            reason = (run.failure or "?").splitlines()[0]
+            lines.append(f"| {run.server} | {preload} | failed: {reason} | - |")
+            continue
+        lines.append(
+            f"| {run.server} | {preload} | {run.memory.pss_total / MIB:.1f}"
+            f" | {run.memory.worker_uss_mean / MIB:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def report(
+    plan: Plan, rows: Sequence[Row], memory: Sequence[MemoryRun], about: Mapping[str, Any]
+) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in about["versions"].items())
+    parts = [
+        "# dynocorn benchmark",
+        "",
+        f"{about['date']} · {about['cpus']} CPUs ({about['cpu']}) · Python {about['python']}"
+        f" · {versions} · {about['wrk']} · commit {about['commit']}",
+        "",
+        f"wrk -t1 -c{CONNECTIONS} --latency on {HOST}, sharing the machine; {WORKERS} workers "
+        f"per server; {plan.rounds} interleaved round(s) of {plan.duration} s per cell after a "
+        f"{WARMUP_SECONDS} s warm-up; medians over the rounds, the ratio is the median of the "
+        f"per-round ratios to {BASELINE}; errors are wrk's socket errors plus non-2xx "
+        f"responses, summed over the rounds. Wall time {about['wall_seconds']:.0f} s.",
+        "",
+        speed_table(plan, rows),
+    ]
+    if memory:
+        parts += [
+            "",
+            f"## Memory: {MEMORY_APP} app, --preload, {WORKERS} workers, "
+            f"after {plan.duration} s of load",
+            "",
+            memory_table(memory),
+        ]
+    notes = [*plan.notes, *(f"{name}: {why}, skipped." for name, why in plan.skipped.items())]
+    if notes:
+        parts += ["", *(f"- {note}" for note in notes)]
+    return "\n".join(parts) + "\n"
+
+
+def draw_chart(plan: Plan, rows: Sequence[Row], path: Path) -> None:
+    """Each server's req/s ratio to the baseline, one bar per app x mode, grouped by server.
+    Log scale, bars from 1: twice as fast and half as fast are the same length."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    ratios = {row.cell: row.ratio for row in rows}
+    servers = [s.name for s in plan.servers]
+    groups = list(dict.fromkeys((row.cell.app, row.cell.mode) for row in rows))
+    figure = Figure(figsize=(10, 5), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    width = 0.8 / max(1, len(groups))
+    for index, (app, mode) in enumerate(groups):
+        offset = (index - (len(groups) - 1) / 2) * width
+        heights = [ratios.get(Cell(s, app, mode), math.nan) for s in servers]
+        bars = axes.bar(
+            [x + offset for x in range(len(servers))],
+            [h - 1 for h in heights],
+            width,
+            bottom=1,
+            label=f"{app} {mode}",
+        )
+        labels = ["" if math.isnan(h) else f"{h:.2g}" for h in heights]
+        axes.bar_label(bars, labels=labels, fontsize=6, padding=1)
+    axes.set_yscale("log", base=2)
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.axhline(1.0, color="black", linewidth=0.8)
+    axes.set_xticks(range(len(servers)), labels=servers, fontsize=8)
+    axes.set_ylabel(f"req/s / {BASELINE} (median of rounds)")
+    axes.set_title(
+        f"wrk -t1 -c{CONNECTIONS} on loopback, {WORKERS} workers per server, "
+        f"{plan.rounds} round(s) of {plan.duration} s",
+        fontsize=10,
+    )
+    axes.legend(fontsize=8, ncols=len(groups), loc="upper center", bbox_to_anchor=(0.5, -0.08))
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+# --- main ----------------------------------------------------------------------------------
+
+
+def about_this_machine(wrk: str) -> dict[str, Any]:
+    versions: dict[str, str] = {}
+    for package in ("dynocorn", "gunicorn", "granian", "gevent", "flask"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[package] = importlib.metadata.version(package)
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpus": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "wrk": _first_line([wrk, "--version"]).split(" [")[0] or "wrk",
+        "commit": _first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]) or "?",
+    }
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return (done.stdout or done.stderr).strip().split("\n")[0]
+
+
+def to_json(value: Any) -> Any:
+    """Dataclasses and tuples as JSON; NaN as null, which strict parsers accept."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, Cell):
+        return to_json(value._asdict())
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    return value
+
+
+def write_results(
+    plan: Plan,
+    runs: Sequence[Run],
+    rows: Sequence[Row],
+    memory: Sequence[MemoryRun],
+    about: Mapping[str, Any],
+    markdown: str,
+) -> None:
+    RESULTS_DIR.mkdir(exist_ok=True)
+    (RESULTS_DIR / "latest.md").write_text(markdown)
+    raw = {
+        "about": about,
+        "settings": {
+            "servers": [s.name for s in plan.servers],
+            "apps": [a.name for a in plan.apps],
+            "rounds": plan.rounds,
+            "duration_seconds": plan.duration,
+            "warmup_seconds": WARMUP_SECONDS,
+            "connections": CONNECTIONS,
+            "workers": WORKERS,
+            "baseline": BASELINE,
+            "skipped": plan.skipped,
+            "notes": plan.notes,
+        },
+        "runs": [asdict(run) for run in runs],
+        "summary": [asdict(row) for row in rows],
+        "memory": [asdict(run) for run in memory],
+    }
+    (RESULTS_DIR / "latest.json").write_text(json.dumps(to_json(raw), indent=1) + "\n")
+    try:
+        draw_chart(plan, rows, RESULTS_DIR / "latest.png")
+    except ImportError as error:
+        say(f"no chart: {error} (pip install -e '.[bench]')")
+
+
+def main(env: Mapping[str, str] = os.environ, clock: Callable[[], float] = time.monotonic) -> int:
+    started = clock()
+    # A SIGTERM (a CI timeout) unwinds like Ctrl-C, so that running servers are stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        plan = plan_from_env(env)
+    except ConfigError as error:
+        say(f"bench: {error}")
+        return 2
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        say("bench: wrk not found; `make bench` installs it (apt-get install wrk)")
+        return 2
+    for name, why in plan.skipped.items():
+        say(f"{name}: {why}, skipped")
+    if not plan.cells:
+        say("bench: nothing to run with this selection")
+        return 2
+    say(
+        f"{len(plan.cells)} cells x {plan.rounds} round(s) x {plan.duration} s"
+        + (", then the memory pass" if plan.memory else "")
+        + f": about {estimate_seconds(plan) / 60:.0f} min"
+    )
+    with tempfile.TemporaryDirectory(prefix="dynocorn-bench-") as logs:
+        runs = run_rounds(plan, wrk, Path(logs))
+        memory = run_memory_pass(plan, wrk, Path(logs)) if plan.memory else []
+    rows = summarize(plan, runs)
+    about = about_this_machine(wrk)
+    about["wall_seconds"] = clock() - started
+    markdown = report(plan, rows, memory, about)
+    print(markdown)
+    write_results(plan, runs, rows, memory, about, markdown)
+    say(f"wrote {RESULTS_DIR}/latest.md, latest.json, latest.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -124,7 +124,7 @@ class EnvironBuilder:
                 self._trusted_ips.add(str(ipaddress.ip_address(entry)))
         self._trust_cache: dict[str, bool] = {}
 
-    def build(self, request: Request, wsgi_input: Input, peer: Peer) -> dict[str, Any]:
+    def build(self, request: Request, wsgi_input: Input | EmptyInput, peer: Peer) -> dict[str, Any]:
         # Measured: copying the base and storing keys one by one beats building the
         # headers or the fixed keys as a separate dict first and merging it.
         environ = self._base.copy()
@@ -315,6 +315,33 @@ class Input:
                 return True
             if not self._fill():
                 return False
+
+
+class EmptyInput:
+    """wsgi.input for a request without a body: one shared, stateless instance.
+
+    Most requests (GET, HEAD) have no body; sharing this spares an object per request.
+    """
+
+    __slots__ = ()
+
+    def read(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        return []
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(())
+
+    def drain(self, limit: int) -> bool:
+        return True
+
+
+EMPTY_INPUT = EmptyInput()
 
 
 class FileWrapper:

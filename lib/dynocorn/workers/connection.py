@@ -25,6 +25,7 @@ class Connection:
         "aborted",
         "builder",
         "fd",
+        "io_timeout",
         "last_active",
         "lock",
         "parser",
@@ -51,6 +52,18 @@ class Connection:
         self.lock: threading.Lock | None = None
         self.aborted = False
         self.sent = 0  # bytes sent for the current request, counted only when locked
+        self.io_timeout = 30.0  # the worker sets its own
+
+    # Bound methods handed to the WSGI layer: no closure to build per request.
+
+    def send(self, data: bytes) -> None:
+        self.send_all(data, self.io_timeout)
+
+    def read_more(self) -> bool:
+        return self.fill(self.io_timeout)
+
+    def send_file(self, file: Any, offset: int, count: int) -> int:
+        return self.sendfile(file, offset, count, self.io_timeout)
 
     def send_all(self, data: bytes, io_timeout: float) -> None:
         sock = self.sock

@@ -17,7 +17,6 @@ kill a thread. gunicorn's gthread worker has no request timeout at all.
 from __future__ import annotations
 
 import os
-import selectors
 import socket
 import sys
 import threading
@@ -93,7 +92,7 @@ class ThreadWorker(SyncWorker):
             if record.timed_out:
                 self.close(connection)
                 continue
-            self.selector.register(connection.sock, selectors.EVENT_READ, connection)
+            self.selector.register(connection.sock, connection)
             self.after_request(connection, record.keep)
 
     def in_use(self, connection: Connection) -> bool:

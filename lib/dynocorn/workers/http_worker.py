@@ -18,7 +18,7 @@ from dynocorn.metrics.queue import queue_ms
 from dynocorn.sockets import Listener
 from dynocorn.workers.base import Worker, WorkerAbort
 from dynocorn.workers.connection import Connection
-from dynocorn.wsgi import EnvironBuilder, Input, Response, WSGISettings
+from dynocorn.wsgi import EMPTY_INPUT, EmptyInput, EnvironBuilder, Input, Response, WSGISettings
 
 DRAIN_LIMIT = 65536  # unread body we discard to keep a connection; beyond, we close it
 
@@ -47,19 +47,25 @@ class HttpWorker(Worker):
             listener.fileno(): EnvironBuilder(settings, _sockname(listener))
             for listener in self.listeners
         }
+        self.use_sendfile = bool(cfg.sendfile)
+        # Time requests only when something reads the figure.
+        self.timed = self.access_log is not None or bool(cfg.statsd_host)
         self.has_pre_request = not _is_default_hook(cfg.pre_request)
         self.has_post_request = not _is_default_hook(cfg.post_request)
 
     def handle(self, connection: Connection, request: Request) -> bool:
         """Serve one request; True if the connection may serve the next one."""
-        io_timeout = self.io_timeout
         # The last request before max-requests recycling says so: the client must not send
         # another on this connection, which is about to close.
         last = self.nr + 1 >= self.max_requests
         keep_alive = request.keep_alive and self.alive and self.keepalive > 0 and not last
-        body = Input(request, lambda: connection.fill(io_timeout))
-        if request.expect_continue:
-            body.on_first_read = lambda: connection.send_all(CONTINUE, io_timeout)
+        body: Input | EmptyInput
+        if request.complete and not request.body:
+            body = EMPTY_INPUT
+        else:
+            body = Input(request, connection.read_more)
+            if request.expect_continue:
+                body.on_first_read = lambda: connection.send(CONTINUE)
         environ = connection.builder.build(request, body, connection.peer)
         request_start = environ.get("HTTP_X_REQUEST_START")
         if request_start is not None:
@@ -68,13 +74,11 @@ class HttpWorker(Worker):
                 self.queue_times.add(queued)
         response = Response(
             request,
-            lambda data: connection.send_all(data, io_timeout),
+            connection.send,
             keep_alive=keep_alive,
-            sendfile=(lambda f, o, c: connection.sendfile(f, o, c, io_timeout))
-            if self.cfg.sendfile
-            else None,
+            sendfile=connection.send_file if self.use_sendfile else None,
         )
-        started = time.perf_counter()
+        started = time.perf_counter() if self.timed else 0.0
         keep = True
         try:
             if self.has_pre_request:
@@ -111,7 +115,9 @@ class HttpWorker(Worker):
     def new_connection(self, sock: Any, peer: Any, listener_fd: int) -> Connection:
         from dynocorn.http import RequestParser
 
-        return Connection(sock, peer, RequestParser(self.limits), self.builders[listener_fd])
+        connection = Connection(sock, peer, RequestParser(self.limits), self.builders[listener_fd])
+        connection.io_timeout = self.io_timeout
+        return connection
 
 
 def _send_error(response: Response) -> None:

@@ -1,6 +1,6 @@
 """The sync worker: one request at a time, but no client can pin it.
 
-How this works: one selector watches the listening sockets and every open connection.
+How this works: one poller (epoll) watches the listening sockets and every open connection.
 Readable connections are read without blocking and their bytes fed to a sans-IO parser; a
 request is served once its head and its body (up to BODY_BUFFER bytes) are in, so a slow or
 idle client costs a file descriptor, not the worker. `dispatch()` runs the app inline. After
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import os
-import selectors
 import signal
 import socket
 import time
@@ -30,6 +29,7 @@ from dynocorn.http import HTTPError, Request, RequestTimeout
 from dynocorn.sockets import Listener
 from dynocorn.workers.connection import Connection
 from dynocorn.workers.http_worker import HttpWorker
+from dynocorn.workers.poller import Poller
 
 RECV_SIZE = 65536
 BODY_BUFFER = 65536  # bodies up to this are read before the app is called
@@ -55,7 +55,7 @@ class SyncWorker(HttpWorker):
 
     def setup(self) -> None:
         self.setup_http()
-        self.selector = selectors.DefaultSelector()
+        self.selector = Poller()
         self.connections: dict[int, Connection] = {}
         self.queue: deque[Connection] = deque()
         self.terminating = False
@@ -70,7 +70,7 @@ class SyncWorker(HttpWorker):
         self.wake_read, self.wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
         os.set_blocking(self.wake_write, False)
-        self.selector.register(self.wake_read, selectors.EVENT_READ, None)
+        self.selector.register(self.wake_read, None)
         signal.set_wakeup_fd(self.wake_write, warn_on_full_buffer=False)
 
     def handle_exit(self, signum: int, frame: Any) -> None:
@@ -80,7 +80,7 @@ class SyncWorker(HttpWorker):
     def start_accepting(self) -> None:
         if not self.accepting:
             for listener in self.listeners:
-                self.selector.register(listener.sock, selectors.EVENT_READ, listener)
+                self.selector.register(listener.sock, listener)
             self.accepting = True
 
     def stop_accepting(self) -> None:
@@ -92,11 +92,10 @@ class SyncWorker(HttpWorker):
     # -- the loop
 
     def serve_until_stopped(self) -> None:
-        select = self.selector.select
+        poll = self.selector.poll
         queue = self.queue
         while self.alive:
-            for key, _ in select(0 if queue else LOOP_TICK):
-                target = key.data
+            for target in poll(0 if queue else LOOP_TICK):
                 if type(target) is Connection:
                     if not target.queued:
                         self.on_readable(target)
@@ -178,7 +177,7 @@ class SyncWorker(HttpWorker):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         connection = self.new_connection(sock, peer, listener_fd)
         self.connections[connection.fd] = connection
-        self.selector.register(sock, selectors.EVENT_READ, connection)
+        self.selector.register(sock, connection)
         return connection
 
     def on_readable(self, connection: Connection) -> None:
@@ -262,8 +261,7 @@ class SyncWorker(HttpWorker):
         while self.connections and time.monotonic() < deadline:
             if not self.finish_pass():
                 break
-            for key, _ in self.selector.select(0.1):
-                target = key.data
+            for target in self.selector.poll(0.1):
                 if target is None:
                     self.on_wakeup()
                 elif (

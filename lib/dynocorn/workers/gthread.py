@@ -95,6 +95,9 @@ class ThreadWorker(SyncWorker):
             self.selector.register(connection.sock, connection)
             self.after_request(connection, record.keep)
 
+    def needs_watch(self, connection: Connection) -> bool:
+        return connection.fd not in self.in_flight  # the thread's return registers it
+
     def in_use(self, connection: Connection) -> bool:
         return connection.queued or connection.fd in self.in_flight
 

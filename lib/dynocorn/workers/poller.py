@@ -2,7 +2,8 @@
 
 selectors.DefaultSelector builds a key object and a tuple for every ready file, on every
 wake-up; this keeps one dict from file descriptor to target and returns the targets. (On
-the hello benchmark the difference is within the noise of this machine: under 2 us.) Where epoll is missing (not Linux), selectors does the same job.
+the hello benchmark the difference is within the noise of this machine: under 2 us.)
+Where epoll is missing (not Linux), selectors does the same job.
 """
 
 from __future__ import annotations

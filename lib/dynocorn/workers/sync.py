@@ -63,6 +63,9 @@ class SyncWorker(HttpWorker):
         self.accepting = False
         for listener in self.listeners:
             listener.sock.setblocking(False)
+            if listener.sock.family != socket.AF_UNIX:
+                # Linux copies it to every accepted socket: one setsockopt, not one each.
+                listener.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.start_accepting()
         self.next_tick = 0.0
         # A signal (TERM) must wake the loop at once: a handler alone does not interrupt
@@ -164,17 +167,25 @@ class SyncWorker(HttpWorker):
                     self.log.error(f"Cannot accept connections: {error.strerror}")
                     self.stop_accepting()
                 return
-            connection = self.add_connection(sock, peer, listener_fd)
-            # Clients send the request right after connecting; read it now, saving a wake-up.
+            sock.setblocking(False)
+            connection = self.new_connection(sock, peer, listener_fd)
+            self.connections[connection.fd] = connection
+            # Clients send the request right after connecting: read and serve it now. A
+            # `Connection: close` request is then answered and closed without the socket
+            # ever entering epoll (two epoll_ctl calls saved per connection).
             self.on_readable(connection)
+            if connection.fd in self.connections and self.needs_watch(connection):
+                self.selector.register(sock, connection)
             if len(self.connections) >= self.max_connections:
                 self.stop_accepting()  # the rest wait in the listen backlog, not in memory
                 return
 
+    def needs_watch(self, connection: Connection) -> bool:
+        """Whether a fresh connection goes into epoll now (not while a thread has it)."""
+        return True
+
     def add_connection(self, sock: socket.socket, peer: Any, listener_fd: int) -> Connection:
         sock.setblocking(False)
-        if sock.family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         connection = self.new_connection(sock, peer, listener_fd)
         self.connections[connection.fd] = connection
         self.selector.register(sock, connection)

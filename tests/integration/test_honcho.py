@@ -24,7 +24,7 @@ def free_port_pair() -> int:
     for _ in range(50):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
+            base = int(probe.getsockname()[1])
         if base >= 65535:
             continue
         with socket.socket() as first, socket.socket() as second:

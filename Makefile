@@ -48,3 +48,9 @@ bench: install $(BENCH_STAMP)
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python bench/install.py
 	touch $@
+
+# `make soak`: the long reliability runs (tests/reliability, marked `soak`; not in CI):
+# ten minutes of a leaking app under load (SOAK_SECONDS to change it), and 20000 fuzzed requests.
+.PHONY: soak
+soak: install
+	SOAK=1 $(BIN)/pytest tests/reliability -m soak --soak -s

@@ -95,6 +95,7 @@ class Arbiter:
         self.exit_status = 0
         self.replacing: deque[int] = deque()  # old workers a HUP is replacing, oldest first
         self.replacement: int | None = None  # the new worker that must be ready first
+        self.old_stopping: int | None = None  # the old worker that must exit before the next
         self.spawn_delay = 0.0
         self.spawn_not_before = 0.0
         self.reexec_pid = 0
@@ -270,6 +271,7 @@ class Arbiter:
             if not self.workers[pid].stopping
         )
         self.replacement = None
+        self.old_stopping = None
 
     def handle_term(self) -> None:
         self.begin_stop(graceful=True)
@@ -378,6 +380,9 @@ class Arbiter:
                 return  # still booting: the old worker keeps serving meanwhile
             self.replacement = None
             self.stop_next_old_worker()
+        if self.old_stopping is not None and self.old_stopping in self.workers:
+            return  # one at a time: the old worker must be gone before the next new one
+        self.old_stopping = None
         if not self.replacing:
             return
         if not self.affordable():
@@ -392,6 +397,7 @@ class Arbiter:
             old = self.workers.get(self.replacing.popleft())
             if old is not None and not old.stopping:
                 self.stop_worker(old)
+                self.old_stopping = old.pid
                 return
 
     def affordable(self) -> bool:

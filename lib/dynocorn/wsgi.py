@@ -210,6 +210,14 @@ class EnvironBuilder:
         )
 
 
+class IncompleteBody(OSError):
+    """The client stopped sending (or stalled) before the body it announced was complete.
+
+    An OSError, so frameworks treat it as the client's I/O failure (werkzeug: 400); the
+    worker answers 408 or 400 itself if the app lets it through.
+    """
+
+
 class Input:
     """wsgi.input: streams the request body and never reads past its end.
 
@@ -217,23 +225,30 @@ class Input:
     bytes of a pipelined next request stay in the parser, out of reach.
     """
 
-    __slots__ = ("_fill", "_request", "on_first_read")
+    __slots__ = ("_broken", "_fill", "_request", "on_first_read")
 
     def __init__(self, request: Request, fill: Callable[[], bool]) -> None:
         self._request = request
         self._fill = fill
+        self._broken = False
         self.on_first_read: Callable[[], None] | None = None
 
     def _more(self) -> bool:
-        """Wait for more body bytes; only called with an empty buffer."""
+        """Wait for more body bytes; only called with an empty buffer. A body that ends
+        short of what was announced raises IncompleteBody: it must not pass for complete."""
         if self._request.complete:
             return False
+        if self._broken:
+            raise IncompleteBody("the request body was already found incomplete")
         callback = self.on_first_read
         if callback is not None:
             # The client of an "Expect: 100-continue" request sends the body only when told.
             self.on_first_read = None
             callback()
-        return self._fill()
+        if self._fill() or self._request.complete:
+            return True
+        self._broken = True  # a second read must not wait for the client all over again
+        raise IncompleteBody("the client stopped sending before the end of the body")
 
     def read(self, size: int | None = -1) -> bytes:
         body = self._request.body

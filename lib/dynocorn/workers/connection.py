@@ -25,6 +25,7 @@ class Connection:
         "aborted",
         "builder",
         "fd",
+        "fill_timed_out",
         "io_timeout",
         "last_active",
         "lock",
@@ -53,6 +54,7 @@ class Connection:
         self.aborted = False
         self.sent = 0  # bytes sent for the current request, counted only when locked
         self.io_timeout = 30.0  # the worker sets its own
+        self.fill_timed_out = False  # why the last fill() failed: a stall (408), else 400
 
     # Bound methods handed to the WSGI layer: no closure to build per request.
 
@@ -113,6 +115,9 @@ class Connection:
         sock.settimeout(io_timeout)
         try:
             data = sock.recv(65536)
+        except TimeoutError:
+            self.fill_timed_out = True
+            return False
         except OSError:
             return False
         finally:

@@ -20,7 +20,7 @@ exits and the master starts another.
 Stopping: TERM, max-requests, lifetime and a changed parent stop the accept greenlets (TERM
 first takes the connections already in the backlog), answer requests already received with
 `Connection: close`, let in-flight requests finish within `graceful_timeout`, and close idle
-connections: at once on TERM, after at most RETIRE_LINGER when retiring, as the sync worker
+connections: after TERM_LINGER of quiet on TERM, at most RETIRE_LINGER when retiring, as sync
 does. INT and QUIT exit at once.
 
 Signals: Python runs a handler in whichever greenlet holds the hub, or in the hub itself
@@ -58,6 +58,7 @@ from dynocorn.workers.sync import (
     NEW_CONNECTION_GRACE,
     RECV_SIZE,
     RETIRE_LINGER,
+    TERM_LINGER,
     ready,
 )
 
@@ -381,12 +382,9 @@ class GeventWorker(HttpWorker):
                 if connection.started < 0.0:  # clients may connect ahead of need
                     limit = max(limit, NEW_CONNECTION_GRACE)
             elif self.terminating:
-                # The platform is stopping the dyno and sends no more: serve only what is
-                # here already (a connection taken from the backlog has its request in).
-                try:
-                    return connection.sock.recv(RECV_SIZE)
-                except (BlockingIOError, InterruptedError):
-                    return None
+                # Stopping: as the sync worker, close only after a moment of quiet, so a
+                # client in the middle of a burst is answered (Connection: close), not reset.
+                limit = min(self.keepalive, TERM_LINGER)
             else:
                 # Retiring: the successor is up; whoever reuses this connection in the
                 # meantime is answered (with Connection: close), not reset.

@@ -18,7 +18,15 @@ from dynocorn.metrics.queue import queue_ms
 from dynocorn.sockets import Listener
 from dynocorn.workers.base import Worker, WorkerAbort
 from dynocorn.workers.connection import Connection
-from dynocorn.wsgi import EMPTY_INPUT, EmptyInput, EnvironBuilder, Input, Response, WSGISettings
+from dynocorn.wsgi import (
+    EMPTY_INPUT,
+    EmptyInput,
+    EnvironBuilder,
+    IncompleteBody,
+    Input,
+    Response,
+    WSGISettings,
+)
 
 DRAIN_LIMIT = 65536  # unread body we discard to keep a connection; beyond, we close it
 
@@ -91,6 +99,14 @@ class HttpWorker(Worker):
             self.log.error(f"Request aborted at timeout: {request.method} {request.raw_target}")
             _send_error(response)
             raise
+        except IncompleteBody as error:
+            status = 408 if connection.fill_timed_out else 400
+            self.log.debug(f"Incomplete request body from {connection.peer}: {error}")
+            try:
+                response.send_error(status)
+            except OSError:
+                pass
+            keep = False
         except OSError as error:
             self.log.debug(f"Client went away: {error}")
             keep = False

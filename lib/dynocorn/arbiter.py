@@ -376,10 +376,14 @@ class Arbiter:
     def continue_replacing(self) -> None:
         if self.replacement is not None:
             handle = self.workers.get(self.replacement)
-            if handle is not None and not handle.ready:
+            if handle is None:
+                # It died before it was ready: start another, and stop no old one for it.
+                self.replacement = None
+            elif not handle.ready:
                 return  # still booting: the old worker keeps serving meanwhile
-            self.replacement = None
-            self.stop_next_old_worker()
+            else:
+                self.replacement = None
+                self.stop_next_old_worker()
         if self.old_stopping is not None and self.old_stopping in self.workers:
             return  # one at a time: the old worker must be gone before the next new one
         self.old_stopping = None

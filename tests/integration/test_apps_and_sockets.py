@@ -50,6 +50,17 @@ def test_django_example() -> None:
         }
 
 
+def assert_serves_on(srv: Server, port: int) -> None:
+    """The server took over the socket we bound: it answers on that port; then stop it."""
+    try:
+        srv.wait_listening()
+        assert srv.port == port
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).text == "Hello, World!"
+    finally:
+        srv.stop()
+        srv.kill_group()
+
+
 def _bound_socket() -> socket.socket:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -73,13 +84,7 @@ def test_fd_bind() -> None:
         pass_fds=(sock.fileno(),),
     )
     sock.close()
-    try:
-        srv.wait_listening()
-        assert srv.port == port
-        assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).text == "Hello, World!"
-    finally:
-        srv.stop()
-        srv.kill_group()
+    assert_serves_on(srv, port)
 
 
 def test_systemd_socket_activation() -> None:
@@ -97,13 +102,7 @@ def test_systemd_socket_activation() -> None:
         pass_fds=(sock.fileno(),),
     )
     sock.close()
-    try:
-        srv.wait_listening()
-        assert srv.port == port
-        assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).text == "Hello, World!"
-    finally:
-        srv.stop()
-        srv.kill_group()
+    assert_serves_on(srv, port)
 
 
 def test_workers_exit_when_the_master_dies() -> None:

@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 from dotenv import dotenv_values
 
 from dynocorn import __version__, platform
-from dynocorn.settings import SETTINGS, Setting
+from dynocorn.settings import SETTINGS, Setting, no_hook
 
 DEFAULT_CONFIG_FILES = ("dynocorn.conf.py", "gunicorn.conf.py")
 CMD_ARGS_VARIABLES = ("GUNICORN_CMD_ARGS", "DYNOCORN_CMD_ARGS")  # the later wins
@@ -125,7 +125,7 @@ class Config:
 
 def format_value(value: Any) -> str:
     if isinstance(value, types.FunctionType):
-        return "<no hook>" if value.__name__ == "_no_hook" else f"<function {value.__name__}>"
+        return "<no hook>" if value is no_hook else f"<function {value.__name__}>"
     return repr(value)
 
 

@@ -46,12 +46,12 @@ class Setting:
         return self.section == "Server hooks"
 
 
-def _no_hook(*args: Any) -> None:
+def no_hook(*args: Any) -> None:
     """The default for every server hook: do nothing."""
 
 
 def _hook(name: str, signature: str, help: str) -> Setting:
-    return Setting(name, "Server hooks", help, default=_no_hook, parse=v.hook, metavar=signature)
+    return Setting(name, "Server hooks", help, default=no_hook, parse=v.hook, metavar=signature)
 
 
 # The table is kept compact by hand (a formatter would put every argument on its own line

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING
 from dynocorn import apploader, process
 from dynocorn.channel import WorkerChannel
 from dynocorn.metrics.memory import read_process_memory, read_rss
+from dynocorn.metrics.monitor import MIN_REQUESTS_FOR_RECYCLING, mb
 from dynocorn.metrics.queue import Percentiles
 from dynocorn.metrics.statsd import StatsD, parse_statsd_host
 
-MB = 2**20
 # Blocked by the master around fork(); a worker unblocks them once its handlers are in place.
 FORK_SIGNALS = {
     signal.SIGHUP,
@@ -47,7 +47,6 @@ FORK_SIGNALS = {
     signal.SIGABRT,
 }
 MEMORY_CHECK_EVERY = 0.25  # seconds: the cheap RSS check runs after a request at most this often
-MIN_REQUESTS_FOR_RECYCLING = 10  # a worker is not recycled for memory before this
 
 if TYPE_CHECKING:
     from dynocorn.config import Config
@@ -219,8 +218,8 @@ class Worker:
             return
         self.memory_limit = None  # once is enough
         self.log.info(
-            f"Worker (pid:{self.pid}) uses {memory.uss / MB:.1f}MB of private memory, over "
-            f"max_worker_memory {self.cfg.max_worker_memory / MB:.1f}MB, after {self.nr} "
+            f"Worker (pid:{self.pid}) uses {mb(memory.uss)} of private memory, over "
+            f"max_worker_memory {mb(self.cfg.max_worker_memory)}, after {self.nr} "
             "requests"
         )
         self.retire("max worker memory")

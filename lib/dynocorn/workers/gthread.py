@@ -24,7 +24,7 @@ import time
 import traceback
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from dynocorn.http import InternalServerError, Request
 from dynocorn.workers.connection import Connection
@@ -39,7 +39,6 @@ class InFlight:
     thread: int = 0  # the running thread's ident, once it has started
     keep: bool = False
     timed_out: bool = False
-    name: str = field(default="")
 
 
 class ThreadWorker(SyncWorker):

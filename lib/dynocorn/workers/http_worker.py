@@ -13,8 +13,9 @@ import sys
 import time
 from typing import Any
 
-from dynocorn.http import CONTINUE, Limits, Request
+from dynocorn.http import CONTINUE, Limits, Request, RequestParser
 from dynocorn.metrics.queue import queue_ms
+from dynocorn.settings import no_hook
 from dynocorn.sockets import Listener
 from dynocorn.workers.base import Worker, WorkerAbort
 from dynocorn.workers.connection import Connection
@@ -58,8 +59,8 @@ class HttpWorker(Worker):
         self.use_sendfile = bool(cfg.sendfile)
         # Time requests only when something reads the figure.
         self.timed = self.access_log is not None or bool(cfg.statsd_host)
-        self.has_pre_request = not _is_default_hook(cfg.pre_request)
-        self.has_post_request = not _is_default_hook(cfg.post_request)
+        self.has_pre_request = cfg.pre_request is not no_hook
+        self.has_post_request = cfg.post_request is not no_hook
 
     def handle(self, connection: Connection, request: Request) -> bool:
         """Serve one request; True if the connection may serve the next one."""
@@ -129,8 +130,6 @@ class HttpWorker(Worker):
         return keep and response.keep_alive and body.drain(DRAIN_LIMIT)
 
     def new_connection(self, sock: Any, peer: Any, listener_fd: int) -> Connection:
-        from dynocorn.http import RequestParser
-
         connection = Connection(sock, peer, RequestParser(self.limits), self.builders[listener_fd])
         connection.io_timeout = self.io_timeout
         return connection
@@ -148,7 +147,3 @@ def _sockname(listener: Listener) -> Any:
         return listener.sock.getsockname()
     except OSError:
         return None
-
-
-def _is_default_hook(hook: Any) -> bool:
-    return getattr(hook, "__name__", "") == "_no_hook"

@@ -167,9 +167,7 @@ class SyncWorker(HttpWorker):
                     self.log.error(f"Cannot accept connections: {error.strerror}")
                     self.stop_accepting()
                 return
-            sock.setblocking(False)
-            connection = self.new_connection(sock, peer, listener_fd)
-            self.connections[connection.fd] = connection
+            connection = self.add_connection(sock, peer, listener_fd)
             # Clients send the request right after connecting: read and serve it now. A
             # `Connection: close` request is then answered and closed without the socket
             # ever entering epoll (two epoll_ctl calls saved per connection).
@@ -185,10 +183,10 @@ class SyncWorker(HttpWorker):
         return True
 
     def add_connection(self, sock: socket.socket, peer: Any, listener_fd: int) -> Connection:
+        """Take on an accepted socket; the caller decides when it enters epoll."""
         sock.setblocking(False)
         connection = self.new_connection(sock, peer, listener_fd)
         self.connections[connection.fd] = connection
-        self.selector.register(sock, connection)
         return connection
 
     def on_readable(self, connection: Connection) -> None:
@@ -334,7 +332,7 @@ class SyncWorker(HttpWorker):
                     sock, peer = listener.sock.accept()
                 except OSError:
                     break
-                self.add_connection(sock, peer, listener_fd)
+                self.selector.register(sock, self.add_connection(sock, peer, listener_fd))
 
 
 def ready(request: Request) -> bool:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import psutil
 
+import cgroups
+
 REPO = Path(__file__).resolve().parents[1]
 APPS = REPO / "tests" / "apps"
 DYNOCORN = [sys.executable, "-m", "dynocorn"]
@@ -34,9 +36,10 @@ class Server:
         cwd: Path = APPS,
         env: dict[str, str] | None = None,
         bind: str | None = "127.0.0.1:0",
+        cgroup_limit: int | None = None,
     ) -> None:
         command = [*DYNOCORN, *(["-b", bind] if bind else []), "--no-env-file", *args]
-        self._start(command, env or {}, cwd, ())
+        self._start(command, env or {}, cwd, (), cgroup_limit)
 
     @classmethod
     def from_command(
@@ -49,12 +52,22 @@ class Server:
     ) -> Server:
         """A server started by a command of the test's own (a launcher, a wrapper)."""
         server = cls.__new__(cls)
-        server._start(command, env or {}, cwd, pass_fds)
+        server._start(command, env or {}, cwd, pass_fds, None)
         return server
 
     def _start(
-        self, command: list[str], env: dict[str, str], cwd: Path, pass_fds: tuple[int, ...]
+        self,
+        command: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        pass_fds: tuple[int, ...],
+        cgroup_limit: int | None,
     ) -> None:
+        # Its own memory cgroup, as on a dyno (see cgroups.py); `cgroup_limit` sets the
+        # dyno's memory limit in it.
+        self.cgroup = cgroups.create(cgroup_limit)
+        if self.cgroup is not None:
+            command = cgroups.command_in(self.cgroup, command)
         environ = {
             "PATH": os.environ["PATH"],
             "HOME": os.environ.get("HOME", "/tmp"),
@@ -189,6 +202,8 @@ class Server:
         for stream in (self.process.stdout, self.process.stderr):
             if stream is not None:
                 stream.close()
+        if self.cgroup is not None:
+            cgroups.remove(self.cgroup)
 
 
 @contextmanager

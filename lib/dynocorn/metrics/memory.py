@@ -47,6 +47,17 @@ class DynoMemory:
     pgpgout: int  # pages
     source: str  # "cgroup v2", "cgroup v1" or "pss"
 
+    @property
+    def held(self) -> int:
+        """Bytes the processes hold, resident or swapped: rss + swap, without page cache.
+
+        The budget is judged on this, not on ``total``: the kernel reclaims page cache by
+        itself before a cgroup runs out, so cache never gets a dyno killed, and restarting
+        a worker would not free it. A dyno whose files were read (an install, a big upload)
+        can show a cache of hundreds of MB while its processes are small.
+        """
+        return self.rss + self.swap
+
 
 # --- one process -------------------------------------------------------------------------
 

@@ -208,8 +208,10 @@ class MemoryMonitor:
     def forget(self, handle: WorkerHandle) -> None:
         """A worker exited: its memory leaves the last sample's total too."""
         if self.latest is not None and handle.memory is not None:
-            total = max(0, self.latest.total - handle.memory.pss)
-            self.latest = replace(self.latest, total=total)
+            freed = handle.memory.pss
+            total = max(0, self.latest.total - freed)
+            rss = max(0, self.latest.rss - freed)
+            self.latest = replace(self.latest, total=total, rss=rss)
 
     def send_gauges(self, total: DynoMemory, workers: list[WorkerHandle]) -> None:
         assert self.statsd is not None
@@ -244,7 +246,7 @@ class MemoryMonitor:
                     decisions.stop.append(
                         (handle, f"uses {mb(uss)}, over max_worker_memory {mb(self.soft)}")
                     )
-        if self.quota and total.total > self.budget * self.quota:
+        if self.quota and total.held > self.budget * self.quota:
             self.recycle_largest(total, serving, decisions)
         else:
             self.too_big_warned = False
@@ -281,7 +283,7 @@ class MemoryMonitor:
                 return
             self.too_big_warned = True
             self.log.warning(
-                f"Dyno memory {mb(total.total)} is over {self.budget:.0%} of the quota "
+                f"Dyno memory {mb(total.held)} is over {self.budget:.0%} of the quota "
                 f"{mb(self.quota or 0)} with one worker: the app itself is too big for the dyno"
             )
             return
@@ -292,7 +294,7 @@ class MemoryMonitor:
         decisions.stop.append(
             (
                 largest,
-                f"is the largest worker ({mb(uss)}) and the dyno uses {mb(total.total)}, "
+                f"is the largest worker ({mb(uss)}) and the dyno uses {mb(total.held)}, "
                 f"over {self.budget:.0%} of the quota {mb(self.quota)}",
             )
         )
@@ -320,11 +322,11 @@ class MemoryMonitor:
         sizes = [h.memory.pss for h in workers if h.memory is not None]
         if not sizes:
             return True
-        return self.latest.total + max(sizes) <= self.quota
+        return self.latest.held + max(sizes) <= self.quota
 
     def quota_text(self) -> str:
-        total = self.latest.total if self.latest else 0
-        return f"using {mb(total)} of {mb(self.quota or 0)}"
+        held = self.latest.held if self.latest else 0
+        return f"using {mb(held)} of {mb(self.quota or 0)}"
 
     def last_seen(self, handle: WorkerHandle) -> str:
         memory = handle.memory

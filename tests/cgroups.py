@@ -1,0 +1,108 @@
+"""A memory cgroup of its own for each server the tests start, where the machine allows it.
+
+On a platform the dyno's cgroup holds the server and nothing else. On a CI runner the test
+process's cgroup holds the server's ancestors too (the CI script, make, pytest) and the page
+cache of the dependency install: the server rightly counts its ancestors as part of the
+dyno, so its dyno total would be the runner's, hundreds of MB that no test controls. A fresh
+child cgroup per server gives every test the same dyno whatever ran before it.
+
+Creating one needs a writable cgroup hierarchy (root in a VM or container, as on CI here).
+Where that fails (a laptop's user session) the server simply runs in the test's cgroup,
+which holds other processes, so the server measures its own processes (PSS) instead: also
+independent of the machine.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import time
+from pathlib import Path
+
+from dynocorn.platform import find_cgroup1, find_cgroup2
+
+_counter = itertools.count(1)
+_created: set[Path] = set()
+
+
+def _own_memory_cgroup() -> tuple[Path, str] | None:
+    """This process's memory cgroup directory and its limit file's name."""
+    v2 = find_cgroup2(Path("/"))
+    if v2 is not None:
+        directory = next(v2.directories())
+        if (directory / "memory.stat").is_file():
+            return directory, "memory.max"
+    v1 = find_cgroup1(Path("/"), "memory")
+    if v1 is not None:
+        directory = next(v1.directories())
+        if (directory / "memory.stat").is_file():
+            return directory, "memory.limit_in_bytes"
+    return None
+
+
+def create(limit: int | None = None) -> Path | None:
+    """A new empty memory cgroup under ours, with ``limit`` bytes if given; None if we can't.
+
+    With v2 the child has memory accounting only if our cgroup delegates the controller;
+    without it the child is still a cgroup of the server's own, measured by PSS.
+    """
+    own = _own_memory_cgroup()
+    if own is None:
+        return None
+    parent, limit_file = own
+    child = parent / f"dynocorn-test-{os.getpid()}-{next(_counter)}"
+    try:
+        child.mkdir()
+    except OSError:
+        return None
+    _created.add(child)
+    if limit is not None:
+        try:
+            (child / limit_file).write_text(str(limit))
+        except OSError:
+            remove(child)
+            return None
+    return child
+
+
+def can_create() -> bool:
+    """Whether this machine lets the tests make memory cgroups (see ``create``)."""
+    probe = create()
+    if probe is None:
+        return False
+    remove(probe)
+    return True
+
+
+def command_in(cgroup: Path, command: list[str]) -> list[str]:
+    """``command``, run by a shell that first moves itself into ``cgroup``, then execs.
+
+    The move happens before the server starts, so every worker it forks is born inside;
+    ``exec`` keeps the PID, so the test still holds the server's own process.
+    """
+    script = 'echo $$ > "$0" && exec "$@"'
+    return ["/bin/sh", "-c", script, str(cgroup / "cgroup.procs"), *command]
+
+
+def remove(cgroup: Path, timeout: float = 5.0) -> None:
+    """Remove ``cgroup`` once its processes have gone (killed ones take a moment to leave)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cgroup.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            return  # left for the atexit sweep
+        _created.discard(cgroup)
+        return
+
+
+@atexit.register
+def _sweep() -> None:
+    for cgroup in list(_created):
+        remove(cgroup, timeout=1.0)

@@ -536,24 +536,33 @@ class Response:
         self.keep_alive = plan.keep_alive
         return plan
 
-    def _add_length(self, length: int) -> None:
-        """Declare the length of a body known in full, unless the app framed it already."""
+    def _with_length(self, plan: ResponsePlan, length: int) -> ResponsePlan:
+        """The plan for a body known in full: with a Content-Length, unless the app framed
+        it already (or the status has no body to measure)."""
+        if plan.framed:
+            return plan
         code = self.status_code
         if code < 200 or code == 204 or code == 304:
-            return
+            return plan
         if length == 0 and self.request.method == "HEAD":
-            return  # the app did not say how long the GET body would be
-        for name, _ in self.headers:
-            lowered = name.lower()
-            if lowered == "content-length" or lowered == "transfer-encoding":
-                return
+            return plan  # the app did not say how long the GET body would be
         # A new list: apps often pass the same module-level headers list on every request.
         self.headers = [*self.headers, ("Content-Length", str(length))]
+        return self._plan_head()
 
     def _start(self, data: bytes, *, complete: bool) -> None:
-        if complete and self._plan is None:
-            self._add_length(len(data))
         plan = self._plan or self._plan_head()
+        if complete:
+            plan = self._with_length(plan, len(data))
+            if not plan.chunked and plan.content_length == len(data):
+                # The whole body, exactly as declared (the usual list result): no framing.
+                self.headers_sent = True
+                if data and plan.send_body:
+                    self.body_bytes = len(data)
+                    self._send(plan.head + data)
+                else:
+                    self._send(plan.head)
+                return
         payload = self._frame(data) if data else b""
         if complete and plan.chunked and plan.send_body:
             payload += LAST_CHUNK
@@ -584,10 +593,10 @@ class Response:
         if span is None:
             return False
         offset, size = span
-        self._add_length(size)  # known length: no chunked framing even without sendfile
+        # Known length: no chunked framing, even without sendfile.
+        plan = self._with_length(self._plan or self._plan_head(), size)
         if self._sendfile is None:
             return False
-        plan = self._plan_head()
         if plan.chunked:
             return False
         self.headers_sent = True

@@ -59,7 +59,22 @@ class Connection:
     # Bound methods handed to the WSGI layer: no closure to build per request.
 
     def send(self, data: bytes) -> None:
-        self.send_all(data, self.io_timeout)
+        """Send all of ``data``, waiting up to io_timeout per send for a slow client."""
+        # One level of calls on the common path (no lock, the whole response fits in the
+        # socket buffer): this runs once per response.
+        if self.lock is None:
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent < len(data):
+                self._send_rest(data, sent)
+            return
+        with self.lock:
+            if self.aborted:
+                raise ConnectionAborted("the request timed out")
+            self.sent += len(data)
+            self._send_rest(data, 0)
 
     def read_more(self) -> bool:
         return self.fill(self.io_timeout)
@@ -67,30 +82,14 @@ class Connection:
     def send_file(self, file: Any, offset: int, count: int) -> int:
         return self.sendfile(file, offset, count, self.io_timeout)
 
-    def send_all(self, data: bytes, io_timeout: float) -> None:
+    def _send_rest(self, data: bytes, sent: int) -> None:
+        """The client is slower than us: block for it, up to io_timeout per send."""
         sock = self.sock
-        if self.lock is not None:
-            with self.lock:
-                if self.aborted:
-                    raise ConnectionAborted("the request timed out")
-                self.sent += len(data)
-                self._send_all(sock, data, io_timeout)
-        else:
-            self._send_all(sock, data, io_timeout)
-
-    @staticmethod
-    def _send_all(sock: socket.socket, data: bytes, io_timeout: float) -> None:
+        sock.settimeout(self.io_timeout)
         try:
-            sent = sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        if sent < len(data):
-            # The client is slower than us: wait for it, up to io_timeout per send.
-            sock.settimeout(io_timeout)
-            try:
-                sock.sendall(memoryview(data)[sent:])
-            finally:
-                sock.setblocking(False)
+            sock.sendall(memoryview(data)[sent:])
+        finally:
+            sock.setblocking(False)
 
     def sendfile(self, file: Any, offset: int, count: int, io_timeout: float) -> int:
         if self.lock is not None:

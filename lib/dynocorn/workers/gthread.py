@@ -54,10 +54,7 @@ class ThreadWorker(SyncWorker):
     # -- handing requests to threads and taking connections back
 
     def dispatch(self, connection: Connection, request: Request) -> None:
-        try:
-            self.selector.unregister(connection.sock)
-        except (KeyError, ValueError):
-            pass
+        self.selector.discard(connection.fd)
         if connection.lock is None:
             connection.lock = threading.Lock()
         connection.sent = 0

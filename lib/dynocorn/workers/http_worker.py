@@ -87,7 +87,8 @@ class HttpWorker(Worker):
             keep_alive=keep_alive,
             sendfile=connection.send_file if self.use_sendfile else None,
         )
-        started = time.perf_counter() if self.timed else 0.0
+        timed = self.timed
+        started = time.perf_counter() if timed else 0.0
         keep = True
         try:
             if self.has_pre_request:
@@ -116,17 +117,24 @@ class HttpWorker(Worker):
             _send_error(response)
             keep = False
         finally:
-            self.request_done()
-            duration = time.perf_counter() - started
-            if self.access_log is not None:
-                self.access_log.log(environ, request, response, duration)
-            if self.statsd is not None:
-                self.statsd.request(response.status_code, duration * 1000)
+            # request_done() counts and checks; skipped when it could only count.
+            if self.nr + 1 >= self.max_requests or self.memory_limit is not None:
+                self.request_done()
+            else:
+                self.nr += 1
+            if timed:
+                duration = time.perf_counter() - started
+                if self.access_log is not None:
+                    self.access_log.log(environ, request, response, duration)
+                if self.statsd is not None:
+                    self.statsd.request(response.status_code, duration * 1000)
             if self.has_post_request:
                 try:
                     self.cfg.post_request(self, request, environ, response)
                 except Exception:
                     self.log.exception("post_request hook failed")
+        if body is EMPTY_INPUT:
+            return keep and response.keep_alive
         return keep and response.keep_alive and body.drain(DRAIN_LIMIT)
 
     def new_connection(self, sock: Any, peer: Any, listener_fd: int) -> Connection:

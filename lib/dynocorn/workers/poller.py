@@ -17,6 +17,9 @@ class HasFileno(Protocol):
     def fileno(self) -> int: ...
 
 
+_UNWATCHED = object()
+
+
 def _fd(file: HasFileno | int) -> int:
     return file if isinstance(file, int) else file.fileno()
 
@@ -41,6 +44,17 @@ class Poller:
         """Stop watching; KeyError if it was not watched."""
         fd = _fd(file)
         del self._targets[fd]
+        if self._epoll is not None:
+            self._epoll.unregister(fd)
+        else:
+            assert self._selector is not None
+            self._selector.unregister(fd)
+
+    def discard(self, file: HasFileno | int) -> None:
+        """Stop watching, if watched: a connection answered at once never was."""
+        fd = _fd(file)
+        if self._targets.pop(fd, _UNWATCHED) is _UNWATCHED:
+            return
         if self._epoll is not None:
             self._epoll.unregister(fd)
         else:

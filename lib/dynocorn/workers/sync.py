@@ -208,7 +208,9 @@ class SyncWorker(HttpWorker):
         except HTTPError as error:
             self.refuse(connection, error)
             return
-        self.serve_next(connection)
+        requests = connection.parser.requests  # serve_next(), inlined: once per request
+        if requests and (requests[0].complete or ready(requests[0])):
+            self.dispatch(connection, requests.popleft())
 
     # -- serving
 
@@ -243,10 +245,7 @@ class SyncWorker(HttpWorker):
     def close(self, connection: Connection) -> None:
         if self.connections.pop(connection.fd, None) is None:
             return
-        try:
-            self.selector.unregister(connection.sock)
-        except (KeyError, ValueError):
-            pass
+        self.selector.discard(connection.fd)
         connection.sock.close()
         if connection.queued:
             connection.queued = False

@@ -60,21 +60,24 @@ class Connection:
 
     def send(self, data: bytes) -> None:
         """Send all of ``data``, waiting up to io_timeout per send for a slow client."""
-        # One level of calls on the common path (no lock, the whole response fits in the
-        # socket buffer): this runs once per response.
-        if self.lock is None:
-            try:
-                sent = self.sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            if sent < len(data):
-                self._send_rest(data, sent)
-            return
-        with self.lock:
-            if self.aborted:
-                raise ConnectionAborted("the request timed out")
-            self.sent += len(data)
-            self._send_rest(data, 0)
+        if self.lock is not None:
+            with self.lock:
+                if self.aborted:
+                    raise ConnectionAborted("the request timed out")
+                self.sent += len(data)
+                self._send(data)
+        else:
+            self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        # Non-blocking first: the whole response usually fits in the socket buffer, and
+        # switching the socket to a timeout costs system calls.
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        if sent < len(data):
+            self._send_rest(data, sent)
 
     def read_more(self) -> bool:
         return self.fill(self.io_timeout)

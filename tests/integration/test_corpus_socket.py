@@ -79,7 +79,12 @@ def connect(server: Server) -> socket.socket:
 def test_valid_case(echo_server: Server, case: Case, mode: str) -> None:
     expected = case.requests
     with connect(echo_server) as sock:
-        send(sock, case.raw, mode, seed=hash(case.name) & 0xFFFF)
+        try:
+            send(sock, case.raw, mode, seed=hash(case.name) & 0xFFFF)
+        except (BrokenPipeError, ConnectionResetError):
+            # Only where the last request asked to close: the server answered it and closed
+            # while we were still sending the bytes it ignores. Its answers are still read.
+            assert not expected[-1]["keep_alive"], f"{case.name}: closed while sending"
         got = responses_until_close(sock, len(expected), [r["method"] for r in expected])
     assert len(got) == len(expected), f"{case.name}: {len(got)} answers for {len(expected)}"
     for response, request in zip(got, expected, strict=True):

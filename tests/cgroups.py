@@ -20,25 +20,10 @@ import os
 import time
 from pathlib import Path
 
-from dynocorn.platform import find_cgroup1, find_cgroup2
+from dynocorn.metrics.memory import memory_cgroup
 
 _counter = itertools.count(1)
 _created: set[Path] = set()
-
-
-def _own_memory_cgroup() -> tuple[Path, str] | None:
-    """This process's memory cgroup directory and its limit file's name."""
-    v2 = find_cgroup2(Path("/"))
-    if v2 is not None:
-        directory = next(v2.directories())
-        if (directory / "memory.stat").is_file():
-            return directory, "memory.max"
-    v1 = find_cgroup1(Path("/"), "memory")
-    if v1 is not None:
-        directory = next(v1.directories())
-        if (directory / "memory.stat").is_file():
-            return directory, "memory.limit_in_bytes"
-    return None
 
 
 def create(limit: int | None = None) -> Path | None:
@@ -47,10 +32,11 @@ def create(limit: int | None = None) -> Path | None:
     With v2 the child has memory accounting only if our cgroup delegates the controller;
     without it the child is still a cgroup of the server's own, measured by PSS.
     """
-    own = _own_memory_cgroup()
+    own = memory_cgroup()
     if own is None:
         return None
-    parent, limit_file = own
+    parent, source = own
+    limit_file = "memory.max" if source == "cgroup v2" else "memory.limit_in_bytes"
     child = parent / f"dynocorn-test-{os.getpid()}-{next(_counter)}"
     try:
         child.mkdir()

@@ -174,7 +174,7 @@ def ancestors(pid: int, proc: Path = Path("/proc")) -> list[int]:
 # --- the whole dyno ----------------------------------------------------------------------
 
 
-def _memory_cgroup(root: Path) -> tuple[Path, str] | None:
+def memory_cgroup(root: Path = Path("/")) -> tuple[Path, str] | None:
     """The process's own memory cgroup directory, and "cgroup v2" or "cgroup v1".
 
     v2 comes first, as in platform.py; a hybrid host mounts an empty v2 hierarchy beside the
@@ -200,7 +200,7 @@ def cgroup_memory(root: Path = Path("/")) -> DynoMemory | None:
     memory.current and memory.usage_in_bytes are not read: they add kernel memory (slab,
     sockets) that Heroku's memory_total, rss + cache + swap, leaves out.
     """
-    found = _memory_cgroup(root)
+    found = memory_cgroup(root)
     if found is None:
         return None
     directory, source = found
@@ -237,7 +237,7 @@ def owns_cgroup(root: Path, own_pids: set[int]) -> bool:
     ``ancestors``). On a laptop or a shared host the cgroup is a whole login session or
     service, and its totals are not ours. Unreadable or empty means no.
     """
-    found = _memory_cgroup(root)
+    found = memory_cgroup(root)
     if found is None:
         return False
     try:

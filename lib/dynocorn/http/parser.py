@@ -235,20 +235,10 @@ def _refuse_request_line(text: str, line_cap: int) -> NoReturn:
 
 
 _Derived = tuple[int, int, int, int, bool, "re.Pattern[str]", int]
-# What a parser needs from its Limits, worked out once per Limits rather than once per
-# connection (a parser is made for every connection: measured, this halves its cost).
-_derived_limits: dict[Limits, _Derived] = {}
-
-
-def _derive(limits: Limits) -> _Derived:
-    global _last_derived
-    derived = _derived_limits.get(limits)
-    if derived is None:
-        derived = _derived_limits[limits] = _work_out(limits)
-        if len(_derived_limits) > 16:  # a worker uses one; tests make a few
-            _derived_limits.clear()
-    _last_derived = (limits, derived)
-    return derived
+# What a parser needs from its Limits, worked out once per worker rather than once per
+# connection (a parser is made for every connection: measured, this halves its cost). A
+# worker has one Limits, so the last one is remembered, by identity: hashing a dataclass
+# would run Python code.
 
 
 def _work_out(limits: Limits) -> _Derived:
@@ -302,8 +292,10 @@ class RequestParser:
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self.requests: deque[Request] = deque()
-        # By identity first: hashing a dataclass runs Python code.
-        derived = _last_derived[1] if limits is _last_derived[0] else _derive(limits)
+        global _last_derived
+        if limits is not _last_derived[0]:
+            _last_derived = (limits, _work_out(limits))
+        derived = _last_derived[1]
         (
             self._line_cap,
             self._fields_cap,

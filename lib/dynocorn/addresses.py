@@ -44,15 +44,7 @@ def parse(text: str) -> Address:
             raise ValueError(f"{text!r} is not fd://N")
         return Address("fd", fd=int(number))
     spec = spec.removeprefix("tcp://").removeprefix("http://")
-    if spec.startswith("["):
-        host, bracket, rest = spec[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            raise ValueError(f"{text!r} is not [IPV6]:PORT")
-        port_text = rest[1:]
-    elif spec.count(":") > 1:
-        raise ValueError(f"{text!r}: write IPv6 addresses in brackets, e.g. [::1]:8000")
-    else:
-        host, _, port_text = spec.partition(":")
+    host, port_text = split_host_port(spec, repr(text), example="[::1]:8000")
     port = DEFAULT_PORT
     if port_text:
         if not port_text.isdigit() or int(port_text) > 65535:
@@ -61,3 +53,19 @@ def parse(text: str) -> Address:
     if any(char.isspace() or char in "/?#@" for char in host):
         raise ValueError(f"{text!r} has an invalid host")
     return Address("tcp", host=host or "0.0.0.0", port=port)
+
+
+def split_host_port(spec: str, what: str, example: str) -> tuple[str, str]:
+    """``HOST[:PORT]`` or ``[IPV6][:PORT]`` -> (host, port text, empty when absent).
+
+    `what` names the value in messages (the user's text, quoted); `example` shows brackets.
+    """
+    if spec.startswith("["):
+        host, bracket, rest = spec[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{what} is not [IPV6]:PORT")
+        return host, rest[1:]
+    if spec.count(":") > 1:
+        raise ValueError(f"{what}: write IPv6 addresses in brackets, e.g. {example}")
+    host, _, port_text = spec.partition(":")
+    return host, port_text

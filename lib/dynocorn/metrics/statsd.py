@@ -11,6 +11,8 @@ import math
 import re
 import socket
 
+from dynocorn.addresses import split_host_port
+
 DEFAULT_PORT = 8125
 
 # gunicorn's names, kept so dashboards built for gunicorn keep working.
@@ -40,15 +42,7 @@ def parse_statsd_host(text: str) -> tuple[str, int | None]:
     spec = spec.removeprefix("udp://").removeprefix("tcp://")  # gunicorn ignores tcp:// too
     if "://" in spec:
         raise ValueError(f"statsd_host {text!r}: expected HOST:PORT or unix://PATH")
-    if spec.startswith("["):
-        host, bracket, rest = spec[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            raise ValueError(f"statsd_host {text!r} is not [IPV6]:PORT")
-        port_text = rest[1:]
-    elif spec.count(":") > 1:
-        raise ValueError(f"statsd_host {text!r}: write IPv6 addresses in brackets, [::1]:8125")
-    else:
-        host, _, port_text = spec.partition(":")
+    host, port_text = split_host_port(spec, f"statsd_host {text!r}", example="[::1]:8125")
     if not host or any(char.isspace() or char in "/?#@[]" for char in host):
         raise ValueError(f"statsd_host {text!r} has no valid host: expected HOST:PORT")
     if not port_text:

@@ -140,7 +140,7 @@ def load(
     """Build the configuration from every source; raise ConfigError or UsageError."""
     parser = build_parser()
     command_line = _parse(parser, argv, COMMAND_LINE)
-    env_file_values = _read_env_file(command_line, environ, cwd)
+    env_file_values = _read_env_file(parser, command_line, environ, cwd)
     added_by_env_file = {k: v for k, v in env_file_values.items() if k not in environ}
     environ = {**env_file_values, **environ}  # real environment variables win
 
@@ -204,24 +204,30 @@ def _parse_value(setting: Setting, raw: Any, source: str) -> Any:
 
 
 def _read_env_file(
-    command_line: dict[str, Any], environ: Mapping[str, str], cwd: Path
+    parser: argparse.ArgumentParser,
+    command_line: dict[str, Any],
+    environ: Mapping[str, str],
+    cwd: Path,
 ) -> dict[str, str]:
     """The .env file's variables; the CMD_ARGS may come from it, so only the real
     environment's CMD_ARGS and the command line can turn it off or move it."""
     wanted: dict[str, Any] = {}
-    parser = build_parser()
+    env_file_source = ""
     for variable in CMD_ARGS_VARIABLES:
         if environ.get(variable, "").strip():
-            wanted.update(_parse(parser, shlex.split(environ[variable]), variable))
+            layer = _parse(parser, shlex.split(environ[variable]), variable)
+            wanted.update(layer)
+            if "env_file" in layer:
+                env_file_source = variable
     wanted.update(command_line)
     if wanted.get("no_env_file"):
         return {}
-    explicit = "env_file" in wanted
+    if "env_file" in command_line:
+        env_file_source = COMMAND_LINE
     path = cwd / wanted.get("env_file", SETTINGS["env_file"].default)
     if not path.is_file():
-        if explicit:
-            source = COMMAND_LINE if "env_file" in command_line else "DYNOCORN_CMD_ARGS"
-            raise ConfigError("env_file", wanted["env_file"], source, "no such file")
+        if env_file_source:
+            raise ConfigError("env_file", wanted["env_file"], env_file_source, "no such file")
         return {}
     return {key: value or "" for key, value in dotenv_values(path).items()}
 

@@ -324,6 +324,13 @@ def test_no_env_file_and_other_env_file(cwd: Path, root: Path) -> None:
         load(["--env-file", "missing.env", "app:app"], cwd, root)
 
 
+def test_a_missing_env_file_names_the_variable_that_asked_for_it(cwd: Path, root: Path) -> None:
+    for variable in ("GUNICORN_CMD_ARGS", "DYNOCORN_CMD_ARGS"):
+        with pytest.raises(config.ConfigError) as raised:
+            load(["app:app"], cwd, root, **{variable: "--env-file gone.env"})
+        assert str(raised.value) == f"Error: env_file = 'gone.env' from {variable}: no such file"
+
+
 def test_unimplemented_setting_warns(cwd: Path, root: Path) -> None:
     cfg = load(["--certfile", "x.pem", "app:app"], cwd, root)
     assert any("certfile" in warning and "not implemented" in warning for warning in cfg.warnings)

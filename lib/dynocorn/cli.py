@@ -38,10 +38,12 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     for key, value in config.env_file_values.items():
         os.environ.setdefault(key, value)
 
-    if config.print_config:
+    if config.print_config or config.check_config:
+        # Neither starts the logs the server would use; warnings still must not pass unseen.
         log = ErrorLog(level=config.loglevel)
         for warning in config.warnings:
             log.warning(warning)
+    if config.print_config:
         sys.stdout.write("".join(line + "\n" for line in config.print_lines()))
         return EXIT_OK
     if not config.wsgi_app:
@@ -103,7 +105,8 @@ def check_app(config: config_module.Config) -> int:
     try:
         apploader.load_app(config.wsgi_app)
     except (apploader.AppImportError, apploader.AppLoadError) as error:
-        sys.stderr.write(f"Error: wsgi_app = {config.wsgi_app!r}: {error}\n")
+        source = config.source("wsgi_app")
+        sys.stderr.write(f"Error: wsgi_app = {config.wsgi_app!r} from {source}: {error}\n")
         return EXIT_CONFIG
     return EXIT_OK
 

@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         options: dict[str, Any] = {"dest": setting.name, "help": setting.help.replace("%", "%%")}
         if setting.action in ("store", "append"):
             options.update(action=setting.action, metavar=setting.metavar)
+        elif setting.action == "optional":  # `--flag` alone means `const`, `--flag VALUE` a value
+            options.update(nargs="?", const=setting.const, metavar=setting.metavar)
         else:
             const = {"true": True, "false": False, "const": setting.const}[setting.action]
             options.update(action="store_const", const=const)
@@ -147,7 +149,7 @@ def load(
     layers: list[tuple[str, dict[str, Any]]] = []
     for variable in CMD_ARGS_VARIABLES:
         if environ.get(variable, "").strip():
-            layers.append((variable, _parse(parser, shlex.split(environ[variable]), variable)))
+            layers.append((variable, _parse_variable(parser, environ, variable)))
     layers.append((COMMAND_LINE, command_line))
 
     warnings: list[str] = []
@@ -195,6 +197,17 @@ def _parse(parser: argparse.ArgumentParser, args: list[str], source: str) -> dic
     return vars(namespace)
 
 
+def _parse_variable(
+    parser: argparse.ArgumentParser, environ: Mapping[str, str], variable: str
+) -> dict[str, Any]:
+    """A *_CMD_ARGS variable, shell-split as gunicorn does."""
+    try:
+        args = shlex.split(environ[variable])
+    except ValueError as error:  # an unbalanced quote
+        raise UsageError(f"{variable}: {error}: {environ[variable]!r}") from None
+    return _parse(parser, args, variable)
+
+
 def _parse_value(setting: Setting, raw: Any, source: str) -> Any:
     try:
         return setting.parse(raw)
@@ -215,7 +228,7 @@ def _read_env_file(
     env_file_source = ""
     for variable in CMD_ARGS_VARIABLES:
         if environ.get(variable, "").strip():
-            layer = _parse(parser, shlex.split(environ[variable]), variable)
+            layer = _parse_variable(parser, environ, variable)
             wanted.update(layer)
             if "env_file" in layer:
                 env_file_source = variable
@@ -242,8 +255,11 @@ def _find_config_file(
             if spec.startswith("python:"):
                 return spec, spec
             path = cwd / spec
-            if not path.is_file():
+            # Not is_file(): `-c /dev/null` is how gunicorn users skip ./gunicorn.conf.py.
+            if not path.exists():
                 raise ConfigError("config", spec, source, "no such file")
+            if path.is_dir():
+                raise ConfigError("config", spec, source, "is a directory, not a file")
             return path, spec
     for name in DEFAULT_CONFIG_FILES:
         if (cwd / name).is_file():

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from dynocorn import validators as v
 
-Action = Literal["store", "append", "true", "false", "const"]
+Action = Literal["store", "append", "true", "false", "const", "optional"]
 
 DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 DEFAULT_SECURE_SCHEME_HEADERS = {
@@ -32,7 +32,7 @@ class Setting:
     flags: tuple[str, ...] = ()
     parse: Callable[[Any], Any] = v.as_str
     action: Action = "store"
-    const: Any = None  # the value an action="const" flag stores
+    const: Any = None  # what an action="const" flag, or an "optional" flag alone, stores
     metavar: str | None = None
     # How the platform changes the default, for the docs; the logic is in config.py.
     platform: str | None = None
@@ -241,11 +241,11 @@ _SETTINGS: list[Setting] = [
     ),
     Setting(
         "user", "Server mechanics", "Switch worker processes to this user (name or uid).",
-        flags=("-u", "--user"), parse=v.user_or_group_id, metavar="USER",
+        flags=("-u", "--user"), parse=v.user_id, metavar="USER",
     ),
     Setting(
         "group", "Server mechanics", "Switch worker processes to this group (name or gid).",
-        flags=("-g", "--group"), parse=v.user_or_group_id, metavar="GROUP",
+        flags=("-g", "--group"), parse=v.group_id, metavar="GROUP",
     ),
     Setting(
         "umask", "Server mechanics", "File mode creation mask of the server processes.",
@@ -277,9 +277,10 @@ _SETTINGS: list[Setting] = [
         flags=("--pythonpath",), parse=v.optional_str, metavar="STRING",
     ),
     Setting(
-        "proxy_protocol", "Server mechanics", "Accept the PROXY protocol header.",
-        default=False, flags=("--proxy-protocol",), parse=v.as_bool, action="true",
-        implemented=False,
+        "proxy_protocol", "Server mechanics",
+        "Accept the PROXY protocol header: `off`, `v1`, `v2` or `auto` (the flag alone).",
+        default="off", flags=("--proxy-protocol",), parse=v.proxy_protocol, action="optional",
+        const="auto", metavar="MODE", implemented=False,
     ),
     Setting(
         "proxy_allow_ips", "Server mechanics", "Peers allowed to send the PROXY protocol.",
@@ -364,7 +365,7 @@ _SETTINGS: list[Setting] = [
     ),
     Setting(
         "statsd_host", "Logging", "StatsD server, `HOST:PORT`.",
-        flags=("--statsd-host",), parse=v.optional_str, metavar="STATSD_ADDR",
+        flags=("--statsd-host",), parse=v.statsd_host, metavar="STATSD_ADDR",
     ),
     Setting(
         "statsd_prefix", "Logging", "Prefix of StatsD metric names.",
@@ -457,5 +458,74 @@ _SETTINGS: list[Setting] = [
     _hook("on_exit", "server", "Called in the master just before it exits."),
 ]
 # fmt: on
+
+# Settings gunicorn 27 added (HTTP/2, ASGI, dirty arbiters, the control socket, parser
+# relaxations) that dynocorn does not implement. They are accepted so a gunicorn 27 Procfile or
+# config file keeps working, and warned about when set; the README lists them in one paragraph.
+GUNICORN_EXTRAS_SECTION = "gunicorn 27 settings accepted but not implemented"
+_EXTRA_KINDS: dict[str, tuple[Callable[[Any], Any], Action]] = {
+    "str": (v.as_str, "store"),
+    "int": (v.as_int, "store"),
+    "bool": (v.as_bool, "true"),
+    "list": (v.as_str_list, "append"),
+    "hook": (v.hook, "store"),
+}
+_GUNICORN_EXTRAS: list[tuple[str, str | None, Any, str]] = [
+    # name, flag, gunicorn's default, kind
+    ("enable_backlog_metric", "--enable-backlog-metric", False, "bool"),
+    ("protocol", "--protocol", "http", "str"),
+    ("uwsgi_allow_ips", "--uwsgi-allow-from", "127.0.0.1,::1", "str"),
+    ("ssl_version", "--ssl-version", "TLS", "str"),
+    ("suppress_ragged_eofs", "--suppress-ragged-eofs", True, "bool"),
+    ("do_handshake_on_connect", "--do-handshake-on-connect", False, "bool"),
+    ("ssl_context", None, no_hook, "hook"),
+    ("http_protocols", "--http-protocols", "h1", "str"),
+    ("http2_cleartext", "--http2-cleartext", "off", "str"),
+    ("http2_max_concurrent_streams", "--http2-max-concurrent-streams", 100, "int"),
+    ("http2_initial_window_size", "--http2-initial-window-size", 65535, "int"),
+    ("http2_max_frame_size", "--http2-max-frame-size", 16384, "int"),
+    ("http2_max_header_list_size", "--http2-max-header-list-size", 65536, "int"),
+    ("raw_paste_global_conf", "--paste-global", [], "list"),
+    ("permit_obsolete_folding", "--permit-obsolete-folding", False, "bool"),
+    ("strip_header_spaces", "--strip-header-spaces", False, "bool"),
+    ("permit_unconventional_http_method", "--permit-unconventional-http-method", False, "bool"),
+    ("permit_unconventional_http_version", "--permit-unconventional-http-version", False, "bool"),
+    ("casefold_http_method", "--casefold-http-method", False, "bool"),
+    ("forwarder_headers", "--forwarder-headers", "SCRIPT_NAME,PATH_INFO", "str"),
+    ("header_map", "--header-map", "drop", "str"),
+    ("asgi_loop", "--asgi-loop", "auto", "str"),
+    ("asgi_lifespan", "--asgi-lifespan", "auto", "str"),
+    ("asgi_disconnect_grace_period", "--asgi-disconnect-grace-period", 3, "int"),
+    ("websocket_max_message_size", "--websocket-max-message-size", 16777216, "int"),
+    ("http_parser", "--http-parser", "auto", "str"),
+    ("root_path", "--root-path", "", "str"),
+    ("dirty_apps", "--dirty-app", [], "list"),
+    ("dirty_workers", "--dirty-workers", 0, "int"),
+    ("dirty_timeout", "--dirty-timeout", 300, "int"),
+    ("dirty_threads", "--dirty-threads", 1, "int"),
+    ("dirty_graceful_timeout", "--dirty-graceful-timeout", 30, "int"),
+    ("on_dirty_starting", None, no_hook, "hook"),
+    ("dirty_post_fork", None, no_hook, "hook"),
+    ("dirty_worker_init", None, no_hook, "hook"),
+    ("dirty_worker_exit", None, no_hook, "hook"),
+    ("control_socket", "--control-socket", "~/.gunicorn/gunicorn.ctl", "str"),
+    ("control_socket_mode", "--control-socket-mode", 0o600, "int"),
+    ("control_socket_disable", "--no-control-socket", False, "bool"),
+]
+for _name, _flag, _default, _kind in _GUNICORN_EXTRAS:
+    _parse, _action = _EXTRA_KINDS[_kind]
+    _SETTINGS.append(
+        Setting(
+            _name,
+            GUNICORN_EXTRAS_SECTION,
+            "gunicorn 27; not implemented.",
+            default=_default,
+            flags=(_flag,) if _flag else (),
+            parse=_parse,
+            action=_action,
+            metavar=_name.upper() if _action != "true" else None,
+            implemented=False,
+        )
+    )
 
 SETTINGS: dict[str, Setting] = {setting.name: setting for setting in _SETTINGS}

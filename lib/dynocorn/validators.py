@@ -7,12 +7,15 @@ reason. The caller adds the setting name, the value and its source to the messag
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import json
+import pwd
 from collections.abc import Callable
 from typing import Any
 
 from dynocorn import addresses, units
+from dynocorn.metrics.statsd import parse_statsd_host
 
 Parser = Callable[[Any], Any]
 
@@ -210,8 +213,8 @@ def umask(value: Any) -> int:
     return number
 
 
-def user_or_group_id(value: Any) -> int | str | None:
-    """A user or group, by name or number; checked against the system when applied."""
+def _id_or_name(value: Any) -> int | str | None:
+    """A user or group by number, or its name (looked up by the caller)."""
     if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
@@ -224,6 +227,53 @@ def user_or_group_id(value: Any) -> int | str | None:
     if not text:
         raise ValueError("must not be empty")
     return text
+
+
+def user_id(value: Any) -> int | str | None:
+    """A user, by name or uid; a name must exist here (gunicorn checks it when reading)."""
+    user = _id_or_name(value)
+    if isinstance(user, str):
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            raise ValueError("no such user on this system") from None
+    return user
+
+
+def group_id(value: Any) -> int | str | None:
+    """A group, by name or gid; a name must exist here."""
+    group = _id_or_name(value)
+    if isinstance(group, str):
+        try:
+            grp.getgrnam(group)
+        except KeyError:
+            raise ValueError("no such group on this system") from None
+    return group
+
+
+def statsd_host(value: Any) -> str | None:
+    """`HOST:PORT`, `[V6]:PORT` or `unix:PATH`, checked now so a typo is a config error."""
+    text = optional_str(value)
+    if text is not None:
+        try:
+            parse_statsd_host(text)
+        except ValueError as error:
+            # The parser's message starts with the value; the config error line names it already.
+            reason = str(error).removeprefix(f"statsd_host {text!r}").lstrip(": ")
+            raise ValueError(reason.removeprefix("has ").removeprefix("is ")) from None
+    return text
+
+
+def proxy_protocol(value: Any) -> str:
+    """gunicorn 27's modes; True/False from older configs mean auto/off."""
+    if value is True:
+        return "auto"
+    if value is False:
+        return "off"
+    mode = as_str(value).strip().lower()
+    if mode not in ("off", "v1", "v2", "auto"):
+        raise ValueError("expected off, v1, v2 or auto")
+    return mode
 
 
 def hook(value: Any) -> Callable[..., Any]:

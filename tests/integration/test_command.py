@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -60,12 +62,37 @@ def test_every_entry_point_prints_the_platform_config(tmp_path: Path, command: l
     assert settings["bind"].endswith("# platform (PORT=7777)")
 
 
-@pytest.mark.skipif(machine_has_memory_limit(), reason="a cgroup limit wins over DYNO_RAM here")
 def test_auto_with_dyno_ram(tmp_path: Path) -> None:
     settings = printed(
         run(["--print-config", "app:app"], tmp_path, WEB_CONCURRENCY="auto", DYNO_RAM="512")
     )
-    assert settings["workers"].startswith("2  # platform (WEB_CONCURRENCY=auto: 512 MB")
+    cpus = len(os.sched_getaffinity(0))
+    if not machine_has_memory_limit():
+        # The issue's example: 512 MB / 256 MB = 2 workers, below 2 x CPUs + 1 on any machine.
+        assert settings["workers"].startswith(
+            "2  # platform (WEB_CONCURRENCY=auto: 512 MB (DYNO_RAM) / 256 MB per worker, "
+        )
+        return
+    # In a container a cgroup limit comes first (PLATFORM.md's order): the same rule, applied
+    # to the limit the kernel enforces, and the source says so.
+    memory = platform.detect(dict(os.environ)).memory
+    assert memory is not None
+    workers = min(2 * cpus + 1, max(1, memory.amount // (256 * 1024 * 1024)))
+    assert settings["workers"].startswith(f"{workers}  # platform (WEB_CONCURRENCY=auto: ")
+    assert "(cgroup" in settings["workers"]
+
+
+def test_bin_dynocorn_runs_from_a_checkout_without_installing(tmp_path: Path) -> None:
+    """bin/dynocorn must use the lib/ beside it, not an installed dynocorn."""
+    checkout = tmp_path / "checkout"
+    shutil.copytree(REPO / "bin", checkout / "bin")
+    shutil.copytree(REPO / "lib" / "dynocorn", checkout / "lib" / "dynocorn")
+    init = checkout / "lib" / "dynocorn" / "__init__.py"
+    init.write_text(
+        re.sub(r'__version__ = "[^"]*"', '__version__ = "0.0.0-checkout"', init.read_text())
+    )
+    result = run(["--version"], tmp_path, [sys.executable, str(checkout / "bin" / "dynocorn")])
+    assert result.stdout.strip() == "dynocorn (version 0.0.0-checkout)", result.stderr
 
 
 @pytest.mark.parametrize("value", ["0", "lots"])
@@ -125,3 +152,57 @@ def test_heroku_graceful_timeout_shown(tmp_path: Path) -> None:
     settings = printed(run(["--print-config", "app:app"], tmp_path, DYNO="web.1"))
     assert settings["graceful_timeout"] == "25  # platform (DYNO=web.1)"
     assert settings["keepalive"] == "95  # platform (DYNO=web.1)"
+
+
+def test_check_config_shows_the_warnings(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text("def app(environ, start_response):\n    return []\n")
+    (tmp_path / "gunicorn.conf.py").write_text("worker = 4\n")
+    result = run(["--check-config", "--certfile", "x.pem", "app:app"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "unknown setting worker (did you mean workers?)" in result.stderr
+    assert "certfile (from command line) is accepted for gunicorn compatibility" in result.stderr
+
+
+def test_an_app_that_cannot_load_is_one_line_with_its_source(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text("application = None\n")
+    result = run(["--check-config", "app:nope"], tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: wsgi_app = 'app:nope' from command line: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("variable", ["GUNICORN_CMD_ARGS", "DYNOCORN_CMD_ARGS"])
+def test_an_unbalanced_quote_in_cmd_args_is_a_usage_error(tmp_path: Path, variable: str) -> None:
+    result = run(["--print-config", "app:app"], tmp_path, **{variable: "--name 'web"})
+    assert result.returncode == 2
+    assert f"dynocorn: error: {variable}: No closing quotation" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["-u", "no-such-user-here"], "user = 'no-such-user-here' from command line: no such user"),
+        (["-g", "no-such-group-here"], "group = 'no-such-group-here' from command line: no such"),
+        (["--statsd-host", "bad host:x"], "statsd_host = 'bad host:x' from command line: no valid"),
+        (["--proxy-protocol", "v3"], "proxy_protocol = 'v3' from command line: expected off, v1"),
+    ],
+)
+def test_bad_values_found_when_reading(tmp_path: Path, args: list[str], line: str) -> None:
+    result = run(["--check-config", *args, "app:app"], tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"Error: {line}")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_config_dev_null_skips_the_gunicorn_conf(tmp_path: Path) -> None:
+    (tmp_path / "gunicorn.conf.py").write_text("workers = 4\n")
+    settings = printed(run(["-c", "/dev/null", "--print-config", "app:app"], tmp_path))
+    assert not any("config file" in value for value in settings.values())
+    assert settings["config"] == "'/dev/null'  # command line"
+
+
+def test_a_gunicorn_27_setting_is_accepted_with_a_warning(tmp_path: Path) -> None:
+    result = run(["--print-config", "--permit-obsolete-folding", "app:app"], tmp_path)
+    assert printed(result)["permit_obsolete_folding"] == "True  # command line"
+    assert "permit_obsolete_folding (from command line) is accepted" in result.stderr

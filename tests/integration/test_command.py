@@ -173,7 +173,7 @@ def test_an_app_that_cannot_load_is_one_line_with_its_source(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("variable", ["GUNICORN_CMD_ARGS", "DYNOCORN_CMD_ARGS"])
 def test_an_unbalanced_quote_in_cmd_args_is_a_usage_error(tmp_path: Path, variable: str) -> None:
-    result = run(["--print-config", "app:app"], tmp_path, **{variable: "--name 'web"})
+    result = run(["--print-config", "app:app"], tmp_path, None, **{variable: "--name 'web"})
     assert result.returncode == 2
     assert f"dynocorn: error: {variable}: No closing quotation" in result.stderr
     assert "Traceback" not in result.stderr

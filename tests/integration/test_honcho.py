@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from server import REPO, Server
@@ -47,6 +48,28 @@ def honcho(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Ser
     return Server.from_command([HONCHO, "start", *args], environ, cwd=cwd)
 
 
+STARTED = re.compile(r"\| (\S+) started \(pid=(\d+)\)")
+STOPPED = re.compile(r"\| (\S+) stopped \(rc=(-?\d+)\)")
+
+
+def kill_unstopped_children(server: Server) -> None:
+    """SIGKILL the process groups of honcho's children that honcho did not see stop.
+
+    honcho starts each Procfile process in a session of its own, outside the group the test
+    created: if honcho itself fails, its children would outlive the test. Only the groups it
+    reported starting and not stopping are signalled (a stopped one's pid may be reused).
+    """
+    output = "\n".join(server.stdout_lines)
+    started = {name: int(pid) for name, pid in STARTED.findall(output)}
+    stopped = {name for name, _ in STOPPED.findall(output)}
+    for name, pid in started.items():
+        if name not in stopped:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def stop_honcho(server: Server, sig: int = signal.SIGTERM) -> float:
     """Signal honcho (which stops its children) and return how long it took to exit."""
     started = time.monotonic()
@@ -54,8 +77,23 @@ def stop_honcho(server: Server, sig: int = signal.SIGTERM) -> float:
     try:
         server.wait_exit(15)
     finally:
+        kill_unstopped_children(server)
         server.kill_group()
     return time.monotonic() - started
+
+
+def exit_statuses(server: Server) -> dict[str, int]:
+    """Each process's exit status as honcho reports it (`web.1 stopped (rc=0)`)."""
+    return {name: int(rc) for name, rc in STOPPED.findall("\n".join(server.stdout_lines))}
+
+
+def port_is_free(port: int) -> bool:
+    """Whether dynocorn could bind [::]:port (IPv4 too) right now."""
+    try:
+        with socket.create_server(("", port), family=socket.AF_INET6, dualstack_ipv6=True):
+            return True
+    except OSError:
+        return False
 
 
 def answers(port: int, host: str = "127.0.0.1") -> requests.Response:
@@ -85,6 +123,8 @@ def test_procfile_example_under_honcho_with_two_instances() -> None:
     assert elapsed < 5.0, f"honcho took {elapsed:.1f} s to stop:\n{output}"
     assert "SIGKILL" not in output
     assert len(re.findall(r"\[INFO\] Shutting down: Master", output)) == 2
+    # `exec` in the Procfile: honcho's SIGTERM reaches dynocorn itself, not a shell (-15).
+    assert exit_statuses(srv) == {"web.1": 0, "web.2": 0}, output
     print(f"honcho stop with two instances: {elapsed:.2f} s")
 
 
@@ -96,9 +136,28 @@ def test_ctrl_c_stops_cleanly() -> None:
     finally:
         elapsed = stop_honcho(srv, signal.SIGINT)
     output = "\n".join(srv.stdout_lines)
-    assert elapsed < 5.0
+    assert elapsed < 5.0, f"honcho took {elapsed:.1f} s to stop:\n{output}"
     assert "SIGKILL" not in output
     assert "Shutting down: Master" in output
+    assert exit_statuses(srv) == {"web.1": 0}, output
+
+
+def test_honcho_start_serves_on_5000_and_5001() -> None:
+    """The README's `honcho start -c web=2`, as typed: honcho's own ports, no -p."""
+    busy = [port for port in (5000, 5001) if not port_is_free(port)]
+    if busy:
+        pytest.skip(f"port {busy[0]} is in use on this machine")
+    srv = honcho(["-c", "web=2"], REPO)  # the repository's Procfile
+    try:
+        assert answers(5000).text == "Hello, World!"
+        assert answers(5001).text == "Hello, World!"
+        srv.wait_for(r"web\.1 .*Listening at: http://\[::\]:5000 ", stdout=True)
+        srv.wait_for(r"web\.2 .*Listening at: http://\[::\]:5001 ", stdout=True)
+    finally:
+        elapsed = stop_honcho(srv)
+    output = "\n".join(srv.stdout_lines)
+    assert elapsed < 5.0, f"honcho took {elapsed:.1f} s to stop:\n{output}"
+    assert exit_statuses(srv) == {"web.1": 0, "web.2": 0}, output
 
 
 def make_project(tmp_path: Path) -> Path:
@@ -119,7 +178,13 @@ def test_env_file_under_honcho(tmp_path: Path) -> None:
         answers(base)
         srv.wait_for(r"\| source=web\.1 sample#workers=3 ", stdout=True)
     finally:
-        stop_honcho(srv)
+        elapsed = stop_honcho(srv)
+    # A Procfile line without `exec` (as most are): the shell dies of honcho's SIGTERM
+    # (rc=-15 with dash), and dynocorn, signalled too, still stops cleanly and in time.
+    output = "\n".join(srv.stdout_lines)
+    assert elapsed < 5.0, f"honcho took {elapsed:.1f} s to stop:\n{output}"
+    assert "SIGKILL" not in output
+    assert "Shutting down: Master" in output
 
 
 def test_env_file_with_dynocorn_run_directly(tmp_path: Path) -> None:

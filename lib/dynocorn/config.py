@@ -31,17 +31,6 @@ CMD_ARGS_VARIABLES = ("GUNICORN_CMD_ARGS", "DYNOCORN_CMD_ARGS")  # the later win
 COMMAND_LINE = "command line"
 DEFAULT = "default"
 
-# A bad platform variable matters only when the setting it feeds was not given explicitly.
-_PLATFORM_VARIABLE_SETTING = {
-    "PORT": "bind",
-    "WEB_CONCURRENCY": "workers",
-    "DYNO_RAM": "memory_quota",
-    "MEMORY_AVAILABLE": "memory_quota",
-    "FLY_VM_MEMORY_MB": "memory_quota",
-    "MEMORY_LIMIT": "memory_quota",
-    "CONTAINER_MEMORY": "memory_quota",
-}
-
 
 class ConfigError(Exception):
     """A setting with a value we cannot use; rendered as one line, exit code 1."""
@@ -332,12 +321,20 @@ def _detect_platform(
         try:
             return platform.detect(environ, root, ipv6=ipv6)
         except platform.PlatformError as error:
-            setting = _PLATFORM_VARIABLE_SETTING.get(error.variable, error.variable.lower())
+            # A bad variable matters only when the setting it feeds was not given explicitly.
+            setting = _setting_fed_by(error.variable)
             if sources.get(setting, DEFAULT) == DEFAULT:
                 raise ConfigError(
                     setting, error.value, f"platform ({error.variable})", error.reason
                 ) from None
             del environ[error.variable]
+
+
+def _setting_fed_by(variable: str) -> str:
+    for setting in SETTINGS.values():
+        if variable in setting.env:
+            return setting.name
+    return variable.lower()
 
 
 def _apply_platform_defaults(
@@ -371,14 +368,12 @@ def _apply_platform_defaults(
             values["workers"] = count.workers
             sources["workers"] = f"{DEFAULT} ({count.explanation})"
 
-    for name, variable in (
-        ("forwarded_allow_ips", "FORWARDED_ALLOW_IPS"),
-        ("sendfile", "SENDFILE"),
-    ):
-        raw = environ.get(variable, "").strip()
-        if raw and sources[name] == DEFAULT:
+    for setting in SETTINGS.values():
+        variable = setting.env_value
+        raw = environ.get(variable, "").strip() if variable else ""
+        if raw and sources[setting.name] == DEFAULT:
             why = f"{variable}={raw}"
-            derive(name, _parse_value(SETTINGS[name], raw, f"platform ({why})"), why)
+            derive(setting.name, _parse_value(setting, raw, f"platform ({why})"), why)
 
     if detected.on_heroku:
         dyno = f"DYNO={environ.get('DYNO', '')}"

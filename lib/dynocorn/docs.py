@@ -28,6 +28,8 @@ def _row(setting: Setting) -> str:
     description = setting.help
     if setting.platform:
         description += f" Platform default: {setting.platform}."
+    if setting.env:
+        description += " Environment: " + ", ".join(f"`{name}`" for name in setting.env) + "."
     if not setting.implemented:
         description += " *Accepted, not implemented yet: a warning says so.*"
     if not setting.in_config_file:

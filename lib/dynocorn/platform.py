@@ -23,7 +23,7 @@ _V1_UNLIMITED = 1024**4
 
 # Variables that state the memory limit, in the order they are trusted, with their unit when
 # the value is a bare number.
-_MEMORY_VARIABLES = (
+MEMORY_VARIABLES = (
     ("DYNO_RAM", "MB"),  # Heroku's Python buildpack
     ("MEMORY_AVAILABLE", "MB"),
     ("FLY_VM_MEMORY_MB", "MB"),  # Fly.io
@@ -142,7 +142,7 @@ def ipv6_available() -> bool:
 def detect_memory(environ: Mapping[str, str], root: Path) -> Limit | None:
     # Every variable is parsed, used or not, so a typo fails on a laptop as on the platform.
     from_environ = [
-        limit for name, unit in _MEMORY_VARIABLES if (limit := _env_size(environ, name, unit))
+        limit for name, unit in MEMORY_VARIABLES if (limit := _env_size(environ, name, unit))
     ]
     return (
         _cgroup2_memory(root)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from dynocorn import validators as v
+from dynocorn.platform import MEMORY_VARIABLES
 
 Action = Literal["store", "append", "true", "false", "const", "optional"]
 
@@ -36,6 +37,10 @@ class Setting:
     metavar: str | None = None
     # How the platform changes the default, for the docs; the logic is in config.py.
     platform: str | None = None
+    # The environment variables that change the default (PLATFORM.md); empty for most.
+    env: tuple[str, ...] = ()
+    # The one among them that holds the value itself, parsed as the flag's value would be.
+    env_value: str | None = None
     # False: accepted (so a gunicorn config keeps working) but warned about when set.
     implemented: bool = True
     # Settings that steer how configuration itself is read cannot come from a config file.
@@ -87,6 +92,7 @@ _SETTINGS: list[Setting] = [
         default=["127.0.0.1:8000"], flags=("-b", "--bind"), parse=v.bind_list, action="append",
         metavar="ADDRESS",
         platform="`[::]:$PORT` (or `0.0.0.0:$PORT` without IPv6) when PORT is set",
+        env=("PORT",),
     ),
     Setting(
         "backlog", "Server socket", "Pending connections the kernel queues per socket.",
@@ -102,6 +108,7 @@ _SETTINGS: list[Setting] = [
         default=1, flags=("-w", "--workers"), parse=v.positive_int, metavar="INT",
         platform="from `WEB_CONCURRENCY` (a number, or `auto`), or computed from the memory "
         "and CPU limits as the Heroku Python buildpack does",
+        env=("WEB_CONCURRENCY", "WEB_CONCURRENCY_SET_BY"),
     ),
     Setting(
         "worker_class", "Worker processes",
@@ -143,12 +150,14 @@ _SETTINGS: list[Setting] = [
         "Seconds workers get to finish their requests on a graceful stop or restart.",
         default=30, flags=("--graceful-timeout",), parse=v.non_negative_int, metavar="INT",
         platform="25 when `DYNO` is set, so everything is gone before Heroku's 30 s SIGKILL",
+        env=("DYNO",),
     ),
     Setting(
         "keepalive", "Worker processes",
         "Seconds an idle kept-alive connection is held open.",
         default=2, flags=("--keep-alive",), parse=v.non_negative_int, metavar="INT",
         platform="95 when `DYNO` is set, above the router's 90 s idle close",
+        env=("DYNO",),
     ),
     # -- Memory (dynocorn)
     Setting(
@@ -157,6 +166,7 @@ _SETTINGS: list[Setting] = [
         flags=("--memory-quota",), parse=v.size_bytes, metavar="SIZE",
         platform="detected: cgroup v2, cgroup v1, `DYNO_RAM`, `MEMORY_AVAILABLE`, "
         "`FLY_VM_MEMORY_MB`, `MEMORY_LIMIT`, `CONTAINER_MEMORY`, then physical memory",
+        env=tuple(variable for variable, _unit in MEMORY_VARIABLES),
     ),
     Setting(
         "worker_memory", "Memory",
@@ -216,6 +226,7 @@ _SETTINGS: list[Setting] = [
         "sendfile", "Server mechanics", "Use sendfile() for `wsgi.file_wrapper` responses.",
         default=True, flags=("--no-sendfile",), parse=v.as_bool, action="false",
         platform="`SENDFILE=0` turns it off",
+        env=("SENDFILE",), env_value="SENDFILE",
     ),
     Setting(
         "chdir", "Server mechanics", "Change to this directory before loading the app.",
@@ -270,6 +281,7 @@ _SETTINGS: list[Setting] = [
         default=["127.0.0.1", "::1"], flags=("--forwarded-allow-ips",), parse=v.ip_allow_list,
         metavar="STRING",
         platform="`$FORWARDED_ALLOW_IPS`; `*` when `DYNO` is set (the router is the only peer)",
+        env=("FORWARDED_ALLOW_IPS", "DYNO"), env_value="FORWARDED_ALLOW_IPS",
     ),
     Setting(
         "pythonpath", "Server mechanics",
@@ -297,6 +309,7 @@ _SETTINGS: list[Setting] = [
         "accesslog", "Logging", "Access log file; `-` is stdout.",
         flags=("--access-logfile",), parse=v.optional_str, metavar="FILE",
         platform="`-` (stdout, Heroku-router logfmt) when `DYNO` is set",
+        env=("DYNO",),
     ),
     Setting(
         "access_log_format", "Logging", "Access log format, with gunicorn's `%(x)s` atoms.",

@@ -355,3 +355,32 @@ def test_umask_and_sizes(cwd: Path, root: Path) -> None:
     cfg = load(["-m", "022", "--max-worker-memory", "300MB", "app:app"], cwd, root)
     assert cfg.umask == 0o22
     assert cfg.max_worker_memory == 300 * 2**20
+
+
+# One value per variable the settings table names; a variable added there needs one here.
+ENVIRONMENT_SAMPLES = {
+    "PORT": "7000",
+    "WEB_CONCURRENCY": "3",
+    "WEB_CONCURRENCY_SET_BY": "heroku/python",
+    "DYNO": "web.1",
+    "DYNO_RAM": "1024",
+    "MEMORY_AVAILABLE": "1024",
+    "FLY_VM_MEMORY_MB": "1024",
+    "MEMORY_LIMIT": "1024M",
+    "CONTAINER_MEMORY": str(1024 * 1024 * 1024),
+    "SENDFILE": "0",
+    "FORWARDED_ALLOW_IPS": "10.0.0.1",
+}
+
+
+def test_every_environment_variable_in_the_table_changes_its_setting(cwd: Path, root: Path) -> None:
+    named = {variable for setting in SETTINGS.values() for variable in setting.env}
+    assert named == set(ENVIRONMENT_SAMPLES)
+    for setting in SETTINGS.values():
+        for variable in setting.env:
+            environ = {variable: ENVIRONMENT_SAMPLES[variable]}
+            if variable == "WEB_CONCURRENCY_SET_BY":  # it qualifies WEB_CONCURRENCY
+                environ["WEB_CONCURRENCY"] = "9"
+            cfg = load(["app:app"], cwd, root, **environ)
+            assert cfg.source(setting.name).startswith("platform ("), (setting.name, variable)
+            assert variable in cfg.source(setting.name) or variable == "WEB_CONCURRENCY_SET_BY"

@@ -18,6 +18,7 @@ import jsonschema
 import pytest
 
 from dynocorn.config import CMD_ARGS_VARIABLES
+from dynocorn.settings import SETTINGS
 
 REPO = Path(__file__).resolve().parents[2]
 APP_JSON = REPO / "app.json"
@@ -111,7 +112,10 @@ def _modules(root: Path) -> Iterable[tuple[str, ast.Module]]:
 
 
 def variables_dynocorn_reads() -> set[str]:
-    names = set(CMD_ARGS_VARIABLES)  # the names the code exposes, plus what its source reads
+    # The names the code exposes (the CMD_ARGS, the settings table's value variables, which
+    # config.py reads by name; test_config proves it), plus what its source reads.
+    names = set(CMD_ARGS_VARIABLES)
+    names |= {setting.env_value for setting in SETTINGS.values() if setting.env_value}
     for relative, tree in _modules(LIB):
         names |= direct_reads(tree)
         if not relative.startswith(WSGI_ENVIRON_MODULES):

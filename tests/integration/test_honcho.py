@@ -6,36 +6,22 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
 
 import pytest
-import requests
 
+from honcho_runs import (
+    HONCHO,
+    VENV_BIN,
+    answers,
+    exit_statuses,
+    free_port_pair,
+    kill_unstopped_children,
+    port_is_free,
+)
 from server import REPO, Server
-
-VENV_BIN = Path(sys.executable).parent
-HONCHO = str(VENV_BIN / "honcho")
-
-
-def free_port_pair() -> int:
-    """A base port whose next one is free too (honcho gives web.2 base + 1)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base >= 65535:
-            continue
-        with socket.socket() as first, socket.socket() as second:
-            try:
-                first.bind(("", base))
-                second.bind(("", base + 1))
-            except OSError:
-                continue
-        return base
-    raise AssertionError("no free pair of ports")
 
 
 def honcho(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Server:
@@ -48,28 +34,6 @@ def honcho(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Ser
     return Server.from_command([HONCHO, "start", *args], environ, cwd=cwd)
 
 
-STARTED = re.compile(r"\| (\S+) started \(pid=(\d+)\)")
-STOPPED = re.compile(r"\| (\S+) stopped \(rc=(-?\d+)\)")
-
-
-def kill_unstopped_children(server: Server) -> None:
-    """SIGKILL the process groups of honcho's children that honcho did not see stop.
-
-    honcho starts each Procfile process in a session of its own, outside the group the test
-    created: if honcho itself fails, its children would outlive the test. Only the groups it
-    reported starting and not stopping are signalled (a stopped one's pid may be reused).
-    """
-    output = "\n".join(server.stdout_lines)
-    started = {name: int(pid) for name, pid in STARTED.findall(output)}
-    stopped = {name for name, _ in STOPPED.findall(output)}
-    for name, pid in started.items():
-        if name not in stopped:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
 def stop_honcho(server: Server, sig: int = signal.SIGTERM) -> float:
     """Signal honcho (which stops its children) and return how long it took to exit."""
     started = time.monotonic()
@@ -80,31 +44,6 @@ def stop_honcho(server: Server, sig: int = signal.SIGTERM) -> float:
         kill_unstopped_children(server)
         server.kill_group()
     return time.monotonic() - started
-
-
-def exit_statuses(server: Server) -> dict[str, int]:
-    """Each process's exit status as honcho reports it (`web.1 stopped (rc=0)`)."""
-    return {name: int(rc) for name, rc in STOPPED.findall("\n".join(server.stdout_lines))}
-
-
-def port_is_free(port: int) -> bool:
-    """Whether dynocorn could bind [::]:port (IPv4 too) right now."""
-    try:
-        with socket.create_server(("", port), family=socket.AF_INET6, dualstack_ipv6=True):
-            return True
-    except OSError:
-        return False
-
-
-def answers(port: int, host: str = "127.0.0.1") -> requests.Response:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            return requests.get(f"http://{host}:{port}/", timeout=2)
-        except requests.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def test_procfile_example_under_honcho_with_two_instances() -> None:

@@ -19,8 +19,8 @@ run: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile.example
 
 lint: install
-	$(BIN)/ruff check lib tests examples
-	$(BIN)/ruff format --check lib tests examples
+	$(BIN)/ruff check lib tests examples bench
+	$(BIN)/ruff format --check lib tests examples bench
 
 typecheck: install
 	$(BIN)/mypy

@@ -544,6 +544,7 @@ class Row:
     rounds: int  # rounds with a result
     requests_per_second: float
     ratio: float  # to BASELINE in the same round; NaN without a baseline
+    peer_ratio: float  # dynocorn-X to gunicorn-X (the same worker class) in the same round
     p50_ms: float
     p99_ms: float
     errors: int  # summed over the rounds
@@ -561,17 +562,16 @@ def summarize(plan: Plan, runs: Sequence[Run]) -> list[Row]:
     rows: list[Row] = []
     for cell in plan.cells:
         mine = [(n, results[(cell, n)]) for n in range(1, plan.rounds + 1) if (cell, n) in results]
-        ratios = []
-        for number, result in mine:
-            base = results.get((cell._replace(server=BASELINE), number))
-            if base is not None and base.requests_per_second > 0:
-                ratios.append(result.requests_per_second / base.requests_per_second)
+        ratios = _same_round_ratios(results, cell, mine, BASELINE)
+        peer = peer_of(cell.server)
+        peer_ratios = _same_round_ratios(results, cell, mine, peer) if peer else []
         rows.append(
             Row(
                 cell=cell,
                 rounds=len(mine),
                 requests_per_second=_median([r.requests_per_second for _, r in mine]),
                 ratio=_median(ratios),
+                peer_ratio=_median(peer_ratios),
                 p50_ms=_median([r.p50_ms for _, r in mine]),
                 p99_ms=_median([r.p99_ms for _, r in mine]),
                 errors=sum(r.errors for _, r in mine),
@@ -579,6 +579,27 @@ def summarize(plan: Plan, runs: Sequence[Run]) -> list[Row]:
             )
         )
     return rows
+
+
+def peer_of(server: str) -> str | None:
+    """gunicorn's server with the same worker class: dynocorn-gthread -> gunicorn-gthread."""
+    kind, _, worker_class = server.partition("-")
+    return f"gunicorn-{worker_class}" if kind == "dynocorn" and worker_class else None
+
+
+def _same_round_ratios(
+    results: Mapping[tuple[Cell, int], WrkResult],
+    cell: Cell,
+    mine: Sequence[tuple[int, WrkResult]],
+    other: str,
+) -> list[float]:
+    """Each round's req/s of `cell` over that of the `other` server on the same app and mode."""
+    ratios = []
+    for number, result in mine:
+        base = results.get((cell._replace(server=other), number))
+        if base is not None and base.requests_per_second > 0:
+            ratios.append(result.requests_per_second / base.requests_per_second)
+    return ratios
 
 
 def _median(values: Sequence[float]) -> float:
@@ -592,19 +613,21 @@ def _number(value: float, pattern: str) -> str:
 
 def speed_table(plan: Plan, rows: Sequence[Row]) -> str:
     lines = [
-        f"| server | app | mode | req/s | vs {BASELINE} | p50 ms | p99 ms | errors |",
-        "|---|---|---|--:|--:|--:|--:|--:|",
+        f"| server | app | mode | req/s | vs {BASELINE} | vs gunicorn, same class"
+        " | p50 ms | p99 ms | errors |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|",
     ]
     for row in rows:
         server, app, mode = row.cell
         if row.failure is not None:
             reason = row.failure.splitlines()[0]
-            lines.append(f"| {server} | {app} | {mode} | failed: {reason} | - | - | - | - |")
+            lines.append(f"| {server} | {app} | {mode} | failed: {reason} | - | - | - | - | - |")
             continue
         partial = f" ({row.rounds}/{plan.rounds} rounds)" if row.rounds < plan.rounds else ""
         lines.append(
             f"| {server} | {app} | {mode} | {_number(row.requests_per_second, ',.0f')}{partial}"
-            f" | {_number(row.ratio, '.2f')} | {_number(row.p50_ms, '.2f')}"
+            f" | {_number(row.ratio, '.2f')} | {_number(row.peer_ratio, '.2f')}"
+            f" | {_number(row.p50_ms, '.2f')}"
             f" | {_number(row.p99_ms, '.2f')} | {row.errors} |"
         )
     return "\n".join(lines)

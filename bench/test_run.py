@@ -1,4 +1,4 @@
-"""Checks of the benchmark's own logic: `.venv/bin/pytest bench` (not part of `make test`)."""
+"""Checks of the benchmark's own logic, run by `make test` (the benchmark is `make bench`)."""
 
 import math
 import os
@@ -119,6 +119,22 @@ def test_ratio_is_the_median_of_same_round_ratios() -> None:
     assert rows[mine].ratio == 2.0
     assert rows[mine].requests_per_second == 90
     assert rows[base].ratio == 1.0
+    assert rows[mine].peer_ratio == 2.0  # gunicorn-sync is also dynocorn-sync's peer
+    assert math.isnan(rows[base].peer_ratio)
+
+
+def test_each_dynocorn_class_is_compared_with_gunicorns_same_class() -> None:
+    plan = run.plan_from_env({"SERVERS": "dynocorn-gthread,gunicorn-sync,gunicorn-gthread",
+                              "APPS": "hello", "MODES": "keepalive", "ROUNDS": "1"})  # fmt: skip
+    mine = run.Cell("dynocorn-gthread", "hello", "keepalive")
+    runs = [
+        run.Run(1, mine, _result(300)),
+        run.Run(1, mine._replace(server="gunicorn-sync"), _result(100)),
+        run.Run(1, mine._replace(server="gunicorn-gthread"), _result(200)),
+    ]
+    row = {row.cell: row for row in run.summarize(plan, runs)}[mine]
+    assert (row.ratio, row.peer_ratio) == (3.0, 1.5)
+    assert run.peer_of("granian") is None
 
 
 def test_a_server_that_never_started_is_a_failed_row() -> None:

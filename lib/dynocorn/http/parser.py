@@ -6,7 +6,8 @@ The parser keeps each request head in its own hands until the blank line that en
 has arrived, then deals with the whole head at once:
 
 1. the request line, with one regex: a method token, single spaces, a target of
-   printable ASCII and ``HTTP/1.0`` or ``HTTP/1.1`` (other ``HTTP/x.y`` -> 505);
+   printable ASCII and ``HTTP/1.0`` or ``HTTP/1.1`` (``HTTP/2.0`` and later -> 505, any
+   other version -> 400);
 2. limits, on the raw text (request line -> 414, field count and line size -> 431),
    skipped for heads too short to break any;
 3. llhttp (httptools), fed exactly that head, validates the rest in C: header syntax,
@@ -62,7 +63,9 @@ _DEAD = 4  # refused something; the connection is going away
 _METHOD = r"[!$%&'*+\-.^_`|~0-9A-Z]{3,20}"
 _TARGET = r"[\x21-\x7e]+"  # printable ASCII: no controls, spaces or raw non-ASCII
 _REQUEST_LINE = re.compile(rf"({_METHOD}) ({_TARGET}) (HTTP/1\.[01])\r\n")
-_OTHER_VERSION = re.compile(rf"{_METHOD} {_TARGET} HTTP/\d\.\d\r\n")
+# Versions other than 1.0 and 1.1 are refused with 400 (COMPAT.md), except 2.0 and later:
+# there 505 tells a client that tried a newer protocol to fall back to HTTP/1.1.
+_LATER_VERSION = re.compile(rf"{_METHOD} {_TARGET} HTTP/[2-9]\.\d\r\n")
 # Used on heads llhttp accepted: "\n" name ":" OWS value OWS "\r". The request line
 # holds no LF, so matching may start at 0. The second form skips names containing "_":
 # the leading LF anchors each match to a line start, so such a line is dropped whole.
@@ -229,7 +232,7 @@ def _refuse_request_line(text: str, line_cap: int) -> NoReturn:
     line_end = text.find("\r\n")
     if line_end > line_cap:
         raise URITooLong(f"request line longer than {line_cap} bytes")
-    if _OTHER_VERSION.match(text):
+    if _LATER_VERSION.match(text):
         raise VersionNotSupported(f"unsupported version in {text[:line_end]!r}")
     raise BadRequest(f"invalid request line {text[: min(line_end, 100)]!r}")
 

@@ -1,9 +1,10 @@
-"""The request corpus replayed over a real socket against the echo app.
+"""The request corpus replayed over a real socket against the echo app, for every worker class.
 
 Valid cases must produce one answer per request, in order, carrying what the corpus says the
-request was. Refused cases must get their status and a closed connection; a second request
-sent behind them on the same connection must never reach the app (the echo app records
-every request it runs).
+request was, headers included (so a dropped `X_Forwarded_For` is proven dropped end to end).
+Refused cases must get their status and a closed connection; a second request sent behind
+them on the same connection must never reach the app (the echo app records every request it
+runs). One server per worker class serves every case.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 import socket
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
@@ -20,18 +22,38 @@ import pytest
 from corpus_cases import Case, load_cases
 from rawhttp import RawResponse, read_response
 from server import Server, running
+from worker_classes import WORKER_CLASSES
 
 CASES = load_cases()
 MODES = ["whole", "bytewise", "random"]
 
 
-@pytest.fixture(scope="module")
-def echo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=WORKER_CLASSES)
+def echo_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("echo") / "seen.jsonl"
     log.touch()
-    with running(["-w", "2", "testapps:echo"], workers=2, env={"ECHO_LOG": str(log)}) as srv:
+    args = [*request.param, "-w", "2", "testapps:echo"]
+    with running(args, workers=2, env={"ECHO_LOG": str(log)}) as srv:
         srv.echo_log = log  # type: ignore[attr-defined]
         yield srv
+
+
+def split_seed(case: Case) -> int:
+    """The same random split on every run (hash() of a str changes with PYTHONHASHSEED)."""
+    return zlib.crc32(case.name.encode())
+
+
+def environ_headers(headers: list[list[str]]) -> dict[str, str]:
+    """The environ keys PEP 3333 makes of the headers a request carries, repeats joined."""
+    environ: dict[str, str] = {}
+    for name, value in headers:
+        key = name.upper().replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
+        environ[key] = f"{environ[key]},{value}" if key in environ else value
+    return environ
 
 
 def send(sock: socket.socket, raw: bytes, mode: str, seed: int) -> None:
@@ -80,7 +102,7 @@ def test_valid_case(echo_server: Server, case: Case, mode: str) -> None:
     expected = case.requests
     with connect(echo_server) as sock:
         try:
-            send(sock, case.raw, mode, seed=hash(case.name) & 0xFFFF)
+            send(sock, case.raw, mode, seed=split_seed(case))
         except (BrokenPipeError, ConnectionResetError):
             # Only where the last request asked to close: the server answered it and closed
             # while we were still sending the bytes it ignores. Its answers are still read.
@@ -97,6 +119,12 @@ def test_valid_case(echo_server: Server, case: Case, mode: str) -> None:
         assert seen["path"] == unquote(request["path"], encoding="latin-1")
         assert seen["query"] == request["query"]
         assert seen["body"] == request["body"]
+        expected_headers = environ_headers(request["headers"])
+        assert seen["headers"] == {
+            key: value for key, value in expected_headers.items() if key.startswith("HTTP_")
+        }
+        assert seen["content_type"] == expected_headers.get("CONTENT_TYPE")
+        assert seen["content_length"] == expected_headers.get("CONTENT_LENGTH")
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -106,7 +134,7 @@ def test_refused_case_and_the_request_behind_it(echo_server: Server, case: Case,
     follow_up = f"GET {marker} HTTP/1.1\r\nHost: h\r\n\r\n".encode()
     with connect(echo_server) as sock:
         try:
-            send(sock, case.raw + follow_up, mode, seed=hash(case.name) & 0xFFFF)
+            send(sock, case.raw + follow_up, mode, seed=split_seed(case))
         except (BrokenPipeError, ConnectionResetError):
             pass  # refused and closed while we were still sending: fine
         got = responses_until_close(sock, 10)

@@ -17,3 +17,8 @@ WORKER_CLASSES = [
         marks=pytest.mark.skipif(not HAVE_GEVENT, reason="gevent is not installed"),
     ),
 ]
+
+
+def worker_class_name(worker_args: list[str]) -> str:
+    """The class name the master logs (`Using worker: NAME`) for one of the flag sets above."""
+    return worker_args[worker_args.index("-k") + 1] if "-k" in worker_args else "sync"

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from server import Server, running
-from worker_classes import WORKER_CLASSES
+from worker_classes import WORKER_CLASSES, worker_class_name
 
 
 def get(server: Server, path: str = "/", timeout: float = 10.0) -> requests.Response:
@@ -66,11 +66,12 @@ class SteadyLoad:
         self._thread.join(15)
 
 
-def test_log_lines_people_alert_on(tmp_path: Path) -> None:
-    with running(["-w", "2", "testapps:hello"], workers=2) as srv:
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_log_lines_people_alert_on(worker_args: list[str]) -> None:
+    with running([*worker_args, "-w", "2", "testapps:hello"], workers=2) as srv:
         srv.wait_for(r"\[INFO\] Starting dynocorn \d+\.\d+\.\d+")
         srv.wait_for(r"\[INFO\] Listening at: http://127\.0\.0\.1:\d+ \(\d+\)")
-        srv.wait_for(r"\[INFO\] Using worker: sync")
+        srv.wait_for(rf"\[INFO\] Using worker: {worker_class_name(worker_args)}$")
         assert len(srv.booted_pids()) == 2
     srv.wait_for(r"\[INFO\] Handling signal: term")
     srv.wait_for(r"\[INFO\] Worker exiting \(pid: \d+\)", count=2)
@@ -186,12 +187,14 @@ def test_hung_request_times_out_with_500_and_the_worker_is_replaced() -> None:
         assert get(srv).status_code == 200
 
 
-def test_timeout_zero_disables_it() -> None:
-    with running(["-w", "1", "-t", "0", "testapps:routes"]) as srv:
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_timeout_zero_disables_it(worker_args: list[str]) -> None:
+    with running([*worker_args, "-w", "1", "-t", "0", "testapps:routes"]) as srv:
         assert get(srv, "/sleep?seconds=2").status_code == 200
         assert "WORKER TIMEOUT" not in srv.log
 
 
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
 @pytest.mark.parametrize(
     ("app", "code", "reason"),
     [
@@ -202,9 +205,9 @@ def test_timeout_zero_disables_it() -> None:
     ],
 )
 def test_boot_failures_stop_the_master_with_their_exit_code(
-    app: str, code: int, reason: str
+    app: str, code: int, reason: str, worker_args: list[str]
 ) -> None:
-    srv = Server(["-w", "2", app])
+    srv = Server([*worker_args, "-w", "2", app])
     try:
         assert srv.wait_exit(30) == code
         srv.wait_for(rf"Reason: {reason}")
@@ -212,8 +215,9 @@ def test_boot_failures_stop_the_master_with_their_exit_code(
         srv.kill_group()
 
 
-def test_preload_failure_exits_1() -> None:
-    srv = Server(["--preload", "no_such_module:app"])
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_preload_failure_exits_1(worker_args: list[str]) -> None:
+    srv = Server([*worker_args, "--preload", "no_such_module:app"])
     try:
         assert srv.wait_exit(30) == 1
     finally:
@@ -238,7 +242,8 @@ def test_max_requests_recycles_without_losing_requests(worker_args: list[str]) -
         srv.wait_for(r"Autorestarting worker after current request")
 
 
-def test_pidfile_and_hooks(tmp_path: Path) -> None:
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_pidfile_and_hooks(tmp_path: Path, worker_args: list[str]) -> None:
     pidfile = tmp_path / "master.pid"
     marks = tmp_path / "marks.txt"
     config = tmp_path / "conf.py"
@@ -258,7 +263,7 @@ def test_pidfile_and_hooks(tmp_path: Path) -> None:
         "def child_exit(server, worker): _mark('child_exit')\n"
         "def on_exit(server): _mark('on_exit')\n"
     )
-    with running(["-c", str(config), "-p", str(pidfile), "testapps:hello"]) as srv:
+    with running([*worker_args, "-c", str(config), "-p", str(pidfile), "testapps:hello"]) as srv:
         assert pidfile.read_text().strip() == str(srv.pid)
         assert get(srv).status_code == 200
     assert not pidfile.exists()
@@ -300,8 +305,9 @@ def test_usr2_reexec_then_old_master_term(worker_args: list[str]) -> None:
             poll(lambda: not Path(f"/proc/{new_master}").exists(), 30, "new master to stop")
 
 
-def test_access_log_in_gunicorn_format(tmp_path: Path) -> None:
-    with running(["--access-logfile", "-", "testapps:hello"]) as srv:
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_access_log_in_gunicorn_format(worker_args: list[str]) -> None:
+    with running([*worker_args, "--access-logfile", "-", "testapps:hello"]) as srv:
         requests.get(
             f"http://127.0.0.1:{srv.port}/x?y=1", headers={"User-Agent": "probe/1"}, timeout=5
         )
@@ -310,9 +316,10 @@ def test_access_log_in_gunicorn_format(tmp_path: Path) -> None:
         assert line.endswith('"-" "probe/1"')
 
 
-def test_heroku_access_log_is_logfmt_on_stdout() -> None:
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_heroku_access_log_is_logfmt_on_stdout(worker_args: list[str]) -> None:
     env = {"DYNO": "web.1"}
-    with running(["testapps:hello"], env=env) as srv:
+    with running([*worker_args, "testapps:hello"], env=env) as srv:
         now_ms = int(time.time() * 1000) - 12
         requests.get(
             f"http://127.0.0.1:{srv.port}/x",

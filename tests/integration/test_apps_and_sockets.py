@@ -11,15 +11,18 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 import requests
 
-from server import REPO, Server, running
+from server import DYNOCORN, REPO, Server, running
+from worker_classes import WORKER_CLASSES
 
 EXAMPLES = REPO / "examples"
 
 
-def test_flask_example() -> None:
-    with running(["-w", "2", "flask_app:app"], workers=2, cwd=EXAMPLES) as srv:
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_flask_example(worker_args: list[str]) -> None:
+    with running([*worker_args, "-w", "2", "flask_app:app"], workers=2, cwd=EXAMPLES) as srv:
         base = f"http://127.0.0.1:{srv.port}"
         assert requests.get(f"{base}/json", timeout=10).json() == {"message": "Hello, World!"}
         posted = requests.post(f"{base}/echo", data=b"x" * 1000, timeout=10).json()
@@ -34,8 +37,9 @@ def test_flask_example() -> None:
         assert requests.get(f"{base}/missing", timeout=10).status_code == 404
 
 
-def test_django_example() -> None:
-    with running(["django_app:application"], cwd=EXAMPLES) as srv:
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_django_example(worker_args: list[str]) -> None:
+    with running([*worker_args, "django_app:application"], cwd=EXAMPLES) as srv:
         base = f"http://127.0.0.1:{srv.port}"
         assert (
             requests.get(f"{base}/", timeout=10).json()["message"].startswith("Hello from Django")
@@ -68,26 +72,20 @@ def _bound_socket() -> socket.socket:
     return sock
 
 
-def test_fd_bind() -> None:
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_fd_bind(worker_args: list[str]) -> None:
     sock = _bound_socket()
     port = sock.getsockname()[1]
     srv = Server.from_command(
-        [
-            sys.executable,
-            "-m",
-            "dynocorn",
-            "--no-env-file",
-            "-b",
-            f"fd://{sock.fileno()}",
-            "testapps:hello",
-        ],
+        [*DYNOCORN, "--no-env-file", *worker_args, "-b", f"fd://{sock.fileno()}", "testapps:hello"],
         pass_fds=(sock.fileno(),),
     )
     sock.close()
     assert_serves_on(srv, port)
 
 
-def test_systemd_socket_activation() -> None:
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_systemd_socket_activation(worker_args: list[str]) -> None:
     sock = _bound_socket()
     port = sock.getsockname()[1]
     launcher = (
@@ -98,15 +96,24 @@ def test_systemd_socket_activation() -> None:
         "os.execv(sys.executable, [sys.executable, '-m', 'dynocorn', *sys.argv[2:]])\n"
     )
     srv = Server.from_command(
-        [sys.executable, "-c", launcher, str(sock.fileno()), "--no-env-file", "testapps:hello"],
+        [
+            sys.executable,
+            "-c",
+            launcher,
+            str(sock.fileno()),
+            "--no-env-file",
+            *worker_args,
+            "testapps:hello",
+        ],
         pass_fds=(sock.fileno(),),
     )
     sock.close()
     assert_serves_on(srv, port)
 
 
-def test_workers_exit_when_the_master_dies() -> None:
-    srv = Server(["-w", "2", "testapps:hello"])
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_workers_exit_when_the_master_dies(worker_args: list[str]) -> None:
+    srv = Server([*worker_args, "-w", "2", "testapps:hello"])
     try:
         srv.wait_listening(workers=2)
         workers = [psutil.Process(pid) for pid in srv.worker_pids()]

@@ -15,6 +15,7 @@ import requests
 
 from server import APPS, REPO, Server, running
 from test_master import SteadyLoad, poll
+from worker_classes import WORKER_CLASSES
 
 
 def test_raw_env_pythonpath_and_umask(tmp_path: Path) -> None:
@@ -46,9 +47,10 @@ def test_workers_switch_user() -> None:
         assert psutil.Process(srv.pid).uids().real == 0  # the master keeps its user
 
 
-def test_usr1_reopens_the_log_files(tmp_path: Path) -> None:
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_usr1_reopens_the_log_files(tmp_path: Path, worker_args: list[str]) -> None:
     errorlog = tmp_path / "error.log"
-    srv = Server(["--error-logfile", str(errorlog), "testapps:hello"])
+    srv = Server([*worker_args, "--error-logfile", str(errorlog), "testapps:hello"])
     try:
         poll(lambda: errorlog.exists() and "Booting worker" in errorlog.read_text(), what="boot")
         rotated = tmp_path / "error.log.1"
@@ -63,8 +65,9 @@ def test_usr1_reopens_the_log_files(tmp_path: Path) -> None:
         srv.kill_group()
 
 
-def test_lifetime_recycling_loses_nothing() -> None:
-    args = ["-w", "2", "--max-worker-lifetime", "2", "testapps:sleepy"]
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_lifetime_recycling_loses_nothing(worker_args: list[str]) -> None:
+    args = [*worker_args, "-w", "2", "--max-worker-lifetime", "2", "testapps:sleepy"]
     with running(args, workers=2) as srv:
         first = set(srv.worker_pids())
         with SteadyLoad(srv, "/?seconds=0.01") as load:

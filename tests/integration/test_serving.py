@@ -288,19 +288,21 @@ def test_unread_body_does_not_leak_into_the_next_request(server: Server) -> None
     assert json.loads(responses[1].body)["path"] == "/echo"
 
 
-def test_ipv6_loopback(tmp_path: Path) -> None:
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_ipv6_loopback(worker_args: list[str]) -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
-    with running(["testapps:hello"], bind="[::1]:0") as srv:
+    with running([*worker_args, "testapps:hello"], bind="[::1]:0") as srv:
         assert srv.url.startswith("http://[::1]:")
         response = requests.get(f"http://[::1]:{srv.port}/", timeout=5)
         assert response.text == "Hello, World!"
 
 
-def test_dual_stack_bind_serves_ipv4_too() -> None:
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_dual_stack_bind_serves_ipv4_too(worker_args: list[str]) -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
-    with running(["testapps:hello"], bind="[::]:0") as srv:
+    with running([*worker_args, "testapps:hello"], bind="[::]:0") as srv:
         assert requests.get(f"http://127.0.0.1:{srv.port}/", timeout=5).status_code == 200
         assert requests.get(f"http://[::1]:{srv.port}/", timeout=5).status_code == 200
 

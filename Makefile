@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 run: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile.example
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -f Procfile.example
 
 lint: install
 	$(BIN)/ruff check lib tests examples bench

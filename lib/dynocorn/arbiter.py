@@ -31,7 +31,7 @@ from dynocorn.channel import MasterChannel
 from dynocorn.logs import LogFile
 from dynocorn.metrics.monitor import MemoryMonitor
 from dynocorn.worker_handle import WorkerHandle
-from dynocorn.workers import worker_class_for
+from dynocorn.workers import WorkerClassError, worker_class_for
 from dynocorn.workers.base import FORK_SIGNALS
 
 if TYPE_CHECKING:
@@ -47,6 +47,9 @@ ABORT_GRACE = 2.0
 CRASH_WINDOW = 5.0
 MAX_SPAWN_DELAY = 5.0
 LOOP_TICK = 1.0
+# INT/QUIT: how long workers get to run their worker_int and worker_exit hooks before
+# SIGKILL (never longer than graceful_timeout). gunicorn waits for them too.
+QUICK_STOP_GRACE = 1.0
 REEXEC_COMMAND_VARIABLE = "DYNOCORN_REEXEC"
 
 SIGNAL_NAMES: dict[int, str] = {
@@ -127,6 +130,8 @@ class Arbiter:
 
     def start(self) -> None:
         cfg = self.cfg
+        # gunicorn's moment: the count is first set, before on_starting, with no old value.
+        cfg.nworkers_changed(self, self.num_workers, None)
         self.log.info(f"Starting dynocorn {__version__}")
         cfg.on_starting(self)
         self.init_signals()
@@ -151,7 +156,7 @@ class Arbiter:
         self.manage_workers(time.monotonic())  # now, not after the loop's first wait
 
     def preload(self) -> None:
-        self.worker_class.before_preload(self.log)
+        self.worker_class.before_preload(self.cfg, self.log)
         try:
             self.app = apploader.load_app(self.cfg.wsgi_app)
         except (apploader.AppImportError, apploader.AppLoadError) as error:
@@ -200,7 +205,11 @@ class Arbiter:
     def next_timeout(self) -> float:
         if self.signal_queue:
             return 0.0
-        return min(LOOP_TICK, self.monitor.next_wakeup(time.monotonic()))
+        now = time.monotonic()
+        timeout = min(LOOP_TICK, self.monitor.next_wakeup(now))
+        if self.stopping and self.workers:
+            timeout = min(timeout, max(0.0, self.stop_deadline - now))  # SIGKILL on time
+        return timeout
 
     def act_on_memory(self, now: float) -> None:
         decisions = self.monitor.sample(now, list(self.workers.values()))
@@ -252,16 +261,15 @@ class Arbiter:
 
     def handle_hup(self) -> None:
         self.log.info("Hang up: Master")
-        try:
-            new_cfg = self.reload_config()
-        except Exception as error:
-            self.log.error(f"Reload failed, keeping the running configuration: {error}")
+        reloaded = self.reload_for_hup()
+        if reloaded is None:
             return
+        new_cfg, new_worker_class = reloaded
         old_workers = self.num_workers
         self.cfg = new_cfg
         self.monitor.configure(new_cfg)
         self.num_workers = new_cfg.workers
-        self.worker_class = worker_class_for(new_cfg)
+        self.worker_class = new_worker_class
         self.cfg.on_reload(self)
         if self.num_workers != old_workers:
             self.cfg.nworkers_changed(self, self.num_workers, old_workers)
@@ -272,6 +280,23 @@ class Arbiter:
         )
         self.replacement = None
         self.old_stopping = None
+
+    def reload_for_hup(self) -> tuple[Config, type[Worker]] | None:
+        """The new configuration and its worker class, or None (logged) to keep the old.
+
+        Both are resolved before anything changes, so a config file that no longer loads,
+        or names a worker class that cannot be imported, leaves the server as it was."""
+        keeping = "Reload failed, keeping the running configuration"
+        try:
+            new_cfg = self.reload_config()
+        except Exception as error:
+            self.log.error(f"{keeping}: {error}")
+            return None
+        try:
+            return new_cfg, worker_class_for(new_cfg)
+        except WorkerClassError as error:
+            self.log.error(f"{keeping}: worker_class = {new_cfg.worker_class!r}: {error}")
+            return None
 
     def handle_term(self) -> None:
         self.begin_stop(graceful=True)
@@ -313,16 +338,19 @@ class Arbiter:
     def begin_stop(self, graceful: bool) -> None:
         if self.stopping and graceful:
             return  # Heroku may send TERM more than once; the first deadline stands
-        first = not self.stopping
-        self.stopping = True
-        if first:
-            self.close_listeners()
-            self.stop_deadline = time.monotonic() + (self.cfg.graceful_timeout if graceful else 0)
-        if graceful:
-            self.kill_workers(signal.SIGTERM)
+        now = time.monotonic()
+        grace = self.cfg.graceful_timeout
+        if not graceful:
+            grace = min(grace, QUICK_STOP_GRACE)
+        if self.stopping:
+            # INT after TERM: quicker, never later than the graceful deadline.
+            self.stop_deadline = min(self.stop_deadline, now + grace)
         else:
-            self.stop_deadline = min(self.stop_deadline, time.monotonic() + 1.0)
-            self.kill_workers(signal.SIGQUIT)
+            self.stopping = True
+            self.close_listeners()
+            self.stop_deadline = now + grace
+        # The loop SIGKILLs whatever is left at stop_deadline; it ends as soon as none is left.
+        self.kill_workers(signal.SIGTERM if graceful else signal.SIGQUIT)
 
     def close_listeners(self) -> None:
         # Unix socket files stay when a re-executed master is serving on them.

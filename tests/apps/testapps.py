@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib.util
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -57,6 +59,7 @@ def echo(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         "body": body.decode("latin-1"),
         "multiprocess": environ["wsgi.multiprocess"],
         "multithread": environ["wsgi.multithread"],
+        "run_once": environ["wsgi.run_once"],
         "pid": os.getpid(),
     }
     _record(seen)
@@ -79,6 +82,32 @@ def sleepy(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     query = dict(part.split("=", 1) for part in environ["QUERY_STRING"].split("&") if "=" in part)
     time.sleep(float(query.get("seconds", "1")))
     body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def announced_sleep(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """As sleepy, after a log line a test can wait for instead of sleeping itself."""
+    print(f"testapps: {environ['RAW_URI']} started", file=sys.stderr, flush=True)
+    return sleepy(environ, start_response)
+
+
+def until_file(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """Announces itself, then answers with its pid once the file ?path exists (at most 60 s):
+    a request that runs exactly as long as the test wants."""
+    path = environ["QUERY_STRING"].partition("path=")[2]
+    print(f"testapps: {environ['RAW_URI']} started", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def gc_freeze_count(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """How many objects gc.freeze() moved to the permanent generation in this process."""
+    body = str(gc.get_freeze_count()).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
 
@@ -195,6 +224,9 @@ def routes(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         "/echo": validated_echo,
         "/crash": validator(crash),
         "/sleep": validator(sleepy),
+        "/announced-sleep": validator(announced_sleep),
+        "/gc-freeze-count": validator(gc_freeze_count),
+        "/until-file": validator(until_file),
         "/hang": validator(hang),
         "/stream": validator(stream),
         "/download": validator(download),

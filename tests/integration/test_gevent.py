@@ -331,6 +331,18 @@ def test_an_app_imported_before_the_patch_is_warned_about(tmp_path: Path) -> Non
         assert get(srv, "/state").json()["socket_patched_at_import"] is False
 
 
+@needs_gevent
+def test_an_app_imported_before_the_patch_is_warned_about_with_preload(tmp_path: Path) -> None:
+    config = tmp_path / "early.conf.py"
+    config.write_text("import gevent_apps  # noqa: F401\n")
+    with running([*GEVENT, "--preload", "-c", str(config), "gevent_apps:app"]) as srv:
+        warning = r"\[WARNING\] 'gevent_apps' was imported before gevent patched"
+        [line] = srv.wait_for(warning)
+        assert f"[{srv.pid}]" in line.string  # the master says it, before preloading
+        assert get(srv, "/state").json()["socket_patched_at_import"] is False
+    assert len([line for line in srv.lines if "was imported before gevent patched" in line]) == 1
+
+
 # -- timeouts: code that holds the hub
 
 

@@ -7,7 +7,9 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import pytest
 import requests
 
 from rawhttp import connect
@@ -49,6 +51,65 @@ def test_a_request_past_timeout_is_reported_and_the_worker_replaced() -> None:
             20,
             "the worker to be replaced",
         )
+        assert get(srv.port, "/").status_code == 200
+
+
+def test_time_waiting_for_a_free_thread_is_not_request_time() -> None:
+    # Four 2 s requests on two threads: the last two wait 2 s, then run 2 s. Only the
+    # running counts towards -t 3.
+    with running(["-w", "1", "--threads", "2", "-t", "3", "testapps:routes"]) as srv:
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda _: get(srv.port, "/sleep?seconds=2"), range(4)))
+        assert [r.status_code for r in results] == [200] * 4
+        assert len({r.text for r in results}) == 1  # one worker served them all
+    assert "WORKER TIMEOUT" not in srv.log
+
+
+def test_after_a_timeout_the_other_requests_finish_before_the_worker_goes(
+    tmp_path: Path,
+) -> None:
+    release = tmp_path / "release"
+    with running(["-w", "1", "--threads", "4", "-t", "3", "testapps:routes"]) as srv:
+        victim = srv.worker_pids()[0]
+        with ThreadPoolExecutor(2) as pool:
+            stuck = pool.submit(get, srv.port, "/announced-sleep?seconds=3600")
+            srv.wait_for(r"testapps: /announced-sleep\?seconds=3600 started")
+            # A second later than the stuck one, so it is still within -t when that one
+            # times out (the check runs once a second).
+            time.sleep(1.5)
+            other = pool.submit(get, srv.port, f"/until-file?path={release}")
+            srv.wait_for(r"testapps: /until-file\S* started")
+            srv.wait_for(rf"WORKER TIMEOUT \(pid:{victim}\) request GET /announced-sleep")
+            assert stuck.result(20).status_code == 500
+            # The worker is retiring but waits for the other request; its successor serves.
+            poll(lambda: len(srv.worker_pids()) == 2, 20, "the successor")
+            assert victim in srv.worker_pids()
+            release.touch()
+            response = other.result(20)
+        assert response.status_code == 200
+        assert response.text == str(victim)
+        poll(lambda: srv.worker_pids() != [] and victim not in srv.worker_pids(), 20, "exit")
+    assert [line for line in srv.lines if "WORKER TIMEOUT" in line and "until-file" in line] == []
+
+
+def test_graceful_timeout_bounds_the_wait_for_the_other_requests(tmp_path: Path) -> None:
+    never = tmp_path / "never"
+    args = ["-w", "1", "--threads", "4", "-t", "3", "--graceful-timeout", "2", "testapps:routes"]
+    with running(args) as srv:
+        victim = srv.worker_pids()[0]
+        with ThreadPoolExecutor(2) as pool:
+            pool.submit(get, srv.port, "/announced-sleep?seconds=3600")
+            srv.wait_for(r"testapps: /announced-sleep\?seconds=3600 started")
+            time.sleep(1.5)  # as above: the second request must not time out with the first
+            endless = pool.submit(get, srv.port, f"/until-file?path={never}")
+            srv.wait_for(r"testapps: /until-file\S* started")
+            srv.wait_for(rf"WORKER TIMEOUT \(pid:{victim}\)")
+            timed_out = time.monotonic()
+            poll(lambda: victim not in srv.worker_pids(), 10, "the worker to go")
+            waited = time.monotonic() - timed_out
+            with pytest.raises(requests.ConnectionError):
+                endless.result(20)  # cut off at graceful_timeout: nothing was sent
+        assert 1.5 < waited < 5, f"the retiring worker stayed {waited:.1f} s"
         assert get(srv.port, "/").status_code == 200
 
 

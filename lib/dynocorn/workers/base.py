@@ -86,6 +86,7 @@ class Worker:
         self.channel_fd = channel_fd
         self.pid = 0  # set in the child
         self.alive = True
+        self.quitting = False  # INT/QUIT: exit now, without finishing requests
         self.booted = False
         self.nr = 0  # requests served
         jitter = random.randint(0, cfg.max_requests_jitter) if cfg.max_requests_jitter else 0
@@ -102,11 +103,11 @@ class Worker:
         return f"<Worker {self.pid}>"
 
     @classmethod
-    def before_preload(cls, log: ErrorLog) -> None:
+    def before_preload(cls, cfg: Config, log: ErrorLog) -> None:
         """Called in the master before `--preload` imports the app (gevent patches here)."""
 
     @classmethod
-    def before_app_import(cls, log: ErrorLog) -> None:
+    def before_app_import(cls, cfg: Config, log: ErrorLog) -> None:
         """Called in the worker before it imports the app (when not preloaded)."""
 
     # -- in the child, right after fork
@@ -121,7 +122,7 @@ class Worker:
         process.switch_user(uid, gid, self.cfg.initgroups)
         self.init_signals()
         if self.wsgi is None:
-            self.before_app_import(self.log)
+            self.before_app_import(self.cfg, self.log)
             self.wsgi = apploader.load_app(self.cfg.wsgi_app)
         if self.cfg.max_worker_lifetime > 0:
             # Up to 10% jitter so workers started together do not all restart together.
@@ -168,6 +169,7 @@ class Worker:
 
     def handle_quit(self, signum: int, frame: FrameType | None) -> None:
         self.alive = False
+        self.quitting = True
         self.cfg.worker_int(self)
         sys.exit(0)
 

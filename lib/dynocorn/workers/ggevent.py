@@ -63,6 +63,7 @@ from dynocorn.workers.sync import (
 )
 
 if TYPE_CHECKING:
+    from dynocorn.config import Config
     from dynocorn.logs import ErrorLog
 
 ABORT_FINISH = 1.0  # after a timeout, seconds the other requests get before they are cut off
@@ -89,6 +90,19 @@ def patch(log: ErrorLog) -> None:
         )
 
 
+def warn_if_imported_early(wsgi_app: str | None, log: ErrorLog) -> None:
+    """An app imported before the patch (by a config file) holds unpatched objects."""
+    module = (wsgi_app or "").partition(":")[0].strip()
+    parts = module.split(".")
+    early = [p for i in range(len(parts)) if (p := ".".join(parts[: i + 1])) in sys.modules]
+    if module and early:
+        log.warning(
+            f"{early[-1]!r} was imported before gevent patched the standard library "
+            "(by the config file?): what it created at import (sockets, locks, "
+            "threads) may block the whole worker"
+        )
+
+
 class _Wake(BaseException):
     """Thrown into a greenlet waiting between requests: the worker is stopping, look again."""
 
@@ -103,7 +117,8 @@ class GeventWorker(HttpWorker):
     # -- patching
 
     @classmethod
-    def before_preload(cls, log: ErrorLog) -> None:
+    def before_preload(cls, cfg: Config, log: ErrorLog) -> None:
+        warn_if_imported_early(cfg.wsgi_app, log)
         patch(log)
         for name in _MASTER_KEEPS:
             if monkey.is_object_patched("os", name):
@@ -111,7 +126,8 @@ class GeventWorker(HttpWorker):
                 setattr(os, name, monkey.get_original("os", name))
 
     @classmethod
-    def before_app_import(cls, log: ErrorLog) -> None:
+    def before_app_import(cls, cfg: Config, log: ErrorLog) -> None:
+        warn_if_imported_early(cfg.wsgi_app, log)
         patch(log)
 
     def init_process(self) -> None:
@@ -123,30 +139,21 @@ class GeventWorker(HttpWorker):
         self.abort_hook_pending = False
         self.abort_error: WorkerAbort | None = None
         self.wakeup = Event()
-        if self.wsgi is None:
-            self.warn_if_imported_early()
-        elif monkey.is_module_patched("socket"):
-            for name, patched in _held_back.items():
-                setattr(os, name, patched)
-        else:
-            self.log.warning(
-                "the app was preloaded before gevent patched the standard library (the "
-                "worker class changed on reload?): restart to use gevent fully"
-            )
-            patch(self.log)
+        if self.wsgi is not None:  # preloaded; otherwise before_app_import() patches
+            self.take_preloaded_app()
         super().init_process()
 
-    def warn_if_imported_early(self) -> None:
-        """An app imported before the patch (by a config file) holds unpatched objects."""
-        module = (self.cfg.wsgi_app or "").partition(":")[0].strip()
-        parts = module.split(".")
-        early = [p for i in range(len(parts)) if (p := ".".join(parts[: i + 1])) in sys.modules]
-        if module and early:
-            self.log.warning(
-                f"{early[-1]!r} was imported before gevent patched the standard library "
-                "(by the config file?): what it created at import (sockets, locks, "
-                "threads) may block the whole worker"
-            )
+    def take_preloaded_app(self) -> None:
+        """The master patched before it imported the app: put back what it held back."""
+        if monkey.is_module_patched("socket"):
+            for name, patched in _held_back.items():
+                setattr(os, name, patched)
+            return
+        self.log.warning(
+            "the app was preloaded before gevent patched the standard library (the "
+            "worker class changed on reload?): restart to use gevent fully"
+        )
+        patch(self.log)
 
     # -- signals: flags and a wake-up; see the module doc
 

@@ -35,7 +35,9 @@ from dynocorn.workers.sync import SyncWorker
 class InFlight:
     connection: Connection
     request: Request
-    started: float
+    # When a pool thread began running it (monotonic). The time it waited for a free
+    # thread is not the request's: `timeout` counts from here.
+    started: float = 0.0
     thread: int = 0  # the running thread's ident, once it has started
     keep: bool = False
     timed_out: bool = False
@@ -58,13 +60,14 @@ class ThreadWorker(SyncWorker):
         if connection.lock is None:
             connection.lock = threading.Lock()
         connection.sent = 0
-        record = InFlight(connection, request, time.monotonic())
+        record = InFlight(connection, request)
         self.in_flight[connection.fd] = record
         self.pool.submit(self.run_request, record)
 
     def run_request(self, record: InFlight) -> None:
         """In a pool thread."""
-        record.thread = threading.get_ident()
+        record.started = time.monotonic()
+        record.thread = threading.get_ident()  # after `started`: tick() reads it as "running"
         try:
             record.keep = self.handle(record.connection, record.request)
         except BaseException:
@@ -137,6 +140,11 @@ class ThreadWorker(SyncWorker):
             connection.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        # The moment the other classes run it on the master's SIGABRT: a timeout.
+        try:
+            self.cfg.worker_abort(self)
+        except Exception:
+            self.log.exception("worker_abort hook failed")
         self.retire("a request timed out; Python cannot stop its thread")
 
     # -- stopping

@@ -49,7 +49,10 @@ class SyncWorker(HttpWorker):
         try:
             self.serve_until_stopped()
         finally:
-            self.finish_and_close()
+            # A quick stop (INT/QUIT) leaves at once: the master SIGKILLs it a moment later,
+            # and that moment is for the worker_int and worker_exit hooks.
+            if not self.quitting:
+                self.finish_and_close()
 
     # -- set-up
 

@@ -1,9 +1,34 @@
 """Worker classes: `sync` (default), `gthread`, `gevent`, or a dotted path to a Worker subclass.
 
-A class of your own subclasses `dynocorn.workers.base.Worker` (the lifecycle: signals,
-heartbeat, recycling) and implements `run()`; to reuse dynocorn's HTTP and WSGI handling,
-subclass `dynocorn.workers.http_worker.HttpWorker` and call `self.handle(connection,
-request)` for each parsed request.
+A worker class of your own (`-k package.module.ClassName`) subclasses one of two bases:
+
+`dynocorn.workers.base.Worker`: the lifecycle (fork, signals, heartbeat, recycling, hooks).
+Implement `run()`, which must
+
+- serve on `self.listeners` (each has `.sock`, a listening socket shared with the other
+  workers, and `.fileno()`) until `self.alive` is False, then return; TERM, max-requests
+  and lifetime recycling set it to False, INT and QUIT make the process exit at once;
+- call `self.notify()` at least once a second: the master kills a worker silent for
+  `timeout` seconds;
+- return when `self.parent_changed()` (the master has gone);
+- call `self.request_done()` after each request (max-requests and memory recycling).
+
+`dynocorn.workers.http_worker.HttpWorker` (a Worker): also dynocorn's HTTP parser and WSGI
+layer. Its `run()` must in addition
+
+- call `self.setup_http()` once, before the first connection;
+- wrap each accepted socket with `self.new_connection(sock, peer, listener.fileno())`,
+  which gives a `Connection` with its own sans-IO parser (`connection.parser`);
+- feed the bytes it reads to `connection.parser.feed()` (`feed_eof()` at EOF) and pass each
+  request that appears in `connection.parser.requests`, in order, to
+  `self.handle(connection, request)`, which runs the app, answers, and counts the request
+  (it calls `request_done()`); it returns whether the connection may serve another
+  request: close it when False. A `dynocorn.http.HTTPError` from the parser is a bad
+  request: `connection.refuse(error)`, then close.
+
+The connection's own reads and writes (the request body, the response) set the socket's
+timeouts themselves and leave it non-blocking: set a timeout before your own recv() if you
+block on it. tests/apps/custom_worker.py has a minimal example (`Minimal`).
 """
 
 from __future__ import annotations

@@ -207,8 +207,9 @@ class Arbiter:
             return 0.0
         now = time.monotonic()
         timeout = min(LOOP_TICK, self.monitor.next_wakeup(now))
-        if self.stopping and self.workers:
-            timeout = min(timeout, max(0.0, self.stop_deadline - now))  # SIGKILL on time
+        if self.stopping and self.workers and now < self.stop_deadline:
+            # Wake for the SIGKILL on time; after it, SIGCHLD wakes the loop (no spinning).
+            timeout = min(timeout, self.stop_deadline - now)
         return timeout
 
     def act_on_memory(self, now: float) -> None:

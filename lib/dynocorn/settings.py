@@ -456,7 +456,10 @@ _SETTINGS: list[Setting] = [
     _hook("post_fork", "server, worker", "Called in the worker just after it is forked."),
     _hook("post_worker_init", "worker", "Called in the worker after the app is loaded."),
     _hook("worker_int", "worker", "Called in the worker on SIGINT or SIGQUIT."),
-    _hook("worker_abort", "worker", "Called in the worker on SIGABRT (a timeout)."),
+    _hook(
+        "worker_abort", "worker",
+        "Called in the worker on SIGABRT (a timeout), or when a gthread request times out.",
+    ),
     _hook("pre_exec", "server", "Called in the new master before a USR2 re-exec."),
     _hook("pre_request", "worker, req", "Called in the worker before each request."),
     _hook(
@@ -466,7 +469,8 @@ _SETTINGS: list[Setting] = [
     _hook("worker_exit", "server, worker", "Called in the worker just before it exits."),
     _hook(
         "nworkers_changed", "server, new_value, old_value",
-        "Called in the master when the worker count changes.",
+        "Called in the master when the worker count is first set (old_value None) and when "
+        "it changes.",
     ),
     _hook("on_exit", "server", "Called in the master just before it exits."),
 ]

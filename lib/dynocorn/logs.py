@@ -2,6 +2,9 @@
 
 Error log line: `[2026-11-22 01:29:22 +0000] [13672] [INFO] message`. Every line is written
 whole in one call, so lines from several processes sharing a stream do not interleave.
+
+The error log's methods take what `logging` and gunicorn's logger take (`msg, *args`,
+`exc_info=...`), since gunicorn config hooks call `server.log.info("... %s", pid)`.
 """
 
 from __future__ import annotations
@@ -11,13 +14,36 @@ import sys
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING, TextIO
+from collections.abc import Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, TextIO, TypeAlias, TypedDict, Unpack
 
 if TYPE_CHECKING:
     from dynocorn.access_log import AccessLog
     from dynocorn.config import Config
+    from dynocorn.metrics.statsd import StatsD
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+# Levels gunicorn counts in StatsD, as `gunicorn.log.<level>` (exception is its own).
+COUNTED_LEVELS = frozenset(("warning", "error", "critical"))
+LOG_COUNTER = "gunicorn.log.{}"
+
+ExcInfo: TypeAlias = (
+    bool
+    | BaseException
+    | tuple[type[BaseException], BaseException, TracebackType | None]
+    | tuple[None, None, None]
+    | None
+)
+
+
+class LogOptions(TypedDict, total=False):
+    """The keyword arguments `logging` takes: stacklevel and extra are accepted, not used."""
+
+    exc_info: ExcInfo
+    stack_info: bool
+    stacklevel: int
+    extra: Mapping[str, object]
 
 
 class LogFile:
@@ -52,31 +78,101 @@ class ErrorLog:
     def __init__(self, sink: LogFile | None = None, level: str = "info") -> None:
         self.sink = sink if sink is not None else LogFile("-", sys.stderr)
         self.threshold = LEVELS[level]
+        # Set by the master's monitor when StatsD is on: warnings and errors are counted,
+        # whatever the log level, as gunicorn does.
+        self.statsd: StatsD | None = None
 
-    def log(self, level: str, message: str) -> None:
+    def log(
+        self, level: str | int, msg: object, *args: object, **options: Unpack[LogOptions]
+    ) -> None:
+        """``level`` is a name ("info") or a `logging` number (20)."""
+        self._emit(level_name(level), msg, args, options)
+
+    def debug(self, msg: object, *args: object, **options: Unpack[LogOptions]) -> None:
+        self._emit("debug", msg, args, options)
+
+    def info(self, msg: object, *args: object, **options: Unpack[LogOptions]) -> None:
+        self._emit("info", msg, args, options)
+
+    def warning(self, msg: object, *args: object, **options: Unpack[LogOptions]) -> None:
+        self._emit("warning", msg, args, options)
+
+    def error(self, msg: object, *args: object, **options: Unpack[LogOptions]) -> None:
+        self._emit("error", msg, args, options)
+
+    def critical(self, msg: object, *args: object, **options: Unpack[LogOptions]) -> None:
+        self._emit("critical", msg, args, options)
+
+    def exception(self, msg: object, *args: object, **options: Unpack[LogOptions]) -> None:
+        """An error line followed by the current exception's traceback."""
+        options.setdefault("exc_info", True)
+        self._emit("error", msg, args, options, counter="exception")
+
+    def _emit(
+        self,
+        level: str,
+        msg: object,
+        args: tuple[object, ...],
+        options: LogOptions,
+        counter: str | None = None,
+    ) -> None:
+        counter = counter or (level if level in COUNTED_LEVELS else None)
+        if counter is not None and self.statsd is not None:
+            self.statsd.increment(LOG_COUNTER.format(counter))
         if LEVELS[level] < self.threshold:
             return
+        text = render(msg, args)
+        trace = traceback_text(options.get("exc_info"))
+        if trace:
+            text += "\n" + trace
+        if options.get("stack_info"):
+            text += "\nStack (most recent call last):\n" + "".join(traceback.format_stack())
         stamp = time.strftime("%Y-%m-%d %H:%M:%S %z")
-        self.sink.write(f"[{stamp}] [{os.getpid()}] [{level.upper()}] {message}\n")
+        self.sink.write(f"[{stamp}] [{os.getpid()}] [{level.upper()}] {text.rstrip()}\n")
 
-    def debug(self, message: str) -> None:
-        self.log("debug", message)
 
-    def info(self, message: str) -> None:
-        self.log("info", message)
+def level_name(level: str | int) -> str:
+    """ "info", "INFO" or logging.INFO (20) -> "info"; a number between levels rounds down."""
+    if isinstance(level, str):
+        name = level.lower()
+        return name if name in LEVELS else "info"
+    below = [name for name, number in LEVELS.items() if number <= level]
+    return below[-1] if below else "debug"
 
-    def warning(self, message: str) -> None:
-        self.log("warning", message)
 
-    def error(self, message: str) -> None:
-        self.log("error", message)
+def render(msg: object, args: tuple[object, ...]) -> str:
+    """``msg % args`` as `logging` does: not at all without args, a lone mapping by name.
 
-    def critical(self, message: str) -> None:
-        self.log("critical", message)
+    Arguments that do not fit the message are shown beside it rather than raised: a log
+    call must not take down the code that made it (logging prints an error instead).
+    """
+    text = str(msg)
+    if not args:
+        return text
+    values: object = args
+    if len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+        values = args[0]
+    try:
+        return text % values
+    except (TypeError, ValueError, KeyError) as error:
+        return f"{text} {args!r} (the arguments did not fit the message: {error})"
 
-    def exception(self, message: str) -> None:
-        """An error line followed by the current exception's traceback."""
-        self.log("error", message + "\n" + traceback.format_exc().rstrip())
+
+def traceback_text(exc_info: ExcInfo) -> str | None:
+    """The traceback ``exc_info`` names (True: the exception being handled), or None."""
+    if not exc_info:
+        return None
+    error: BaseException | None
+    if isinstance(exc_info, BaseException):
+        error = exc_info
+    elif isinstance(exc_info, tuple):
+        error = exc_info[1]
+    else:
+        error = sys.exc_info()[1]
+    if error is None:
+        return None
+    lines = traceback.format_exception(type(error), error, error.__traceback__)
+    return "".join(lines).rstrip()
 
 
 class Logs:

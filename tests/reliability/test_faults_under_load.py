@@ -25,7 +25,7 @@ import requests
 
 from rawhttp import read_response
 from reliability.harness import Load, connection_refused, poll, report
-from server import Server, running
+from server import REPO, Server, running
 from worker_classes import WORKER_CLASSES
 
 THREADS = 4
@@ -278,7 +278,7 @@ def test_lifetime_recycling_every_2_seconds() -> None:
 
 def test_memory_recycling_of_a_leaking_app() -> None:
     args = ["-w", "2", "--max-worker-memory", "64MB", "leaky:app"]
-    with running(args, workers=2) as srv:
+    with running(args, workers=2, cwd=REPO / "examples") as srv:
         first = set(srv.worker_pids())
         with Load(srv.port, "/", threads=THREADS) as load:
             poll(

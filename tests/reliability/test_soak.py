@@ -15,7 +15,7 @@ import time
 import pytest
 
 from reliability.harness import Load, report
-from server import running
+from server import REPO, running
 
 QUOTA_MB = 256
 INTERVAL = 5
@@ -37,7 +37,7 @@ def test_leaking_app_for_ten_minutes_within_the_quota() -> None:
         "/dev/null",
         "leaky:app",
     ]
-    with running(args, workers=2, env={"DYNO": "web.1"}) as srv:
+    with running(args, workers=2, env={"DYNO": "web.1"}, cwd=REPO / "examples") as srv:
         # Two clients, each at most ~40 requests a second: steady, and bounded on a shared box.
         with Load(
             srv.port, "/", threads=2, pause=0.025, bound=seconds + 60, keep_bodies=False

@@ -2,7 +2,8 @@
 
 Metrics are best effort: the socket never blocks and no method raises, so a StatsD server
 that is down, slow or misnamed costs a request nothing. What was lost is counted in
-``dropped``; why the client could not start is in ``error``, for the caller to log once.
+``dropped``; why the client could not start is in ``error``, and ``error_to_log()`` hands it
+to the caller once: the master logs it, and a worker only if its own client failed otherwise.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ REQUEST_DURATION = "gunicorn.request.duration"  # timer, milliseconds
 REQUEST_STATUS = "gunicorn.request.status.{}"  # counter per status code
 WORKERS = "gunicorn.workers"  # gauge
 LOG = "gunicorn.log.{}"  # counter per level: critical, error, warning, exception
+
+# Errors already handed out for logging, in this process or (inherited across fork) in the
+# master: every worker makes its own client, and eight copies of one warning tell nothing.
+_LOGGED_ERRORS: set[str] = set()
 
 # gunicorn 20 started to read "unix:PATH" as a socket path, and kept "unix:8125" meaning a
 # host named "unix" so old configurations did not change meaning.
@@ -74,6 +79,13 @@ class StatsD:
             self._sock = _connect(host, port)
         except OSError as error:
             self.error = f"StatsD at {where} unavailable, metrics off: {error}"
+
+    def error_to_log(self) -> str | None:
+        """``error``, unless this process or its master has logged the same one already."""
+        if self.error is None or self.error in _LOGGED_ERRORS:
+            return None
+        _LOGGED_ERRORS.add(self.error)
+        return self.error
 
     def increment(self, name: str, value: float = 1) -> None:
         self._send(name, value, "c")

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from dynocorn import apploader, process
 from dynocorn.channel import WorkerChannel
 from dynocorn.metrics.memory import read_process_memory, read_rss
-from dynocorn.metrics.monitor import MIN_REQUESTS_FOR_RECYCLING, mb
+from dynocorn.metrics.monitor import mb, old_enough_to_recycle
 from dynocorn.metrics.queue import Percentiles
 from dynocorn.metrics.statsd import StatsD, parse_statsd_host
 
@@ -95,6 +95,7 @@ class Worker:
         self._retiring_logged = False
         self.memory_limit: int | None = cfg.max_worker_memory
         self.memory_check_due = 0.0
+        self.spawned_at = time.monotonic()  # made in the master just before the fork
         self.boot_uss: int | None = None
         self.queue_times = Percentiles(256)  # since the last report to the master
         self.statsd: StatsD | None = None
@@ -132,6 +133,8 @@ class Worker:
         if self.cfg.statsd_host:
             host, port = parse_statsd_host(self.cfg.statsd_host)
             self.statsd = StatsD(host, port, self.cfg.statsd_prefix, self.cfg.dogstatsd_tags)
+            if error := self.statsd.error_to_log():
+                self.log.warning(error)
         self.cfg.post_worker_init(self)
         self.booted = True
         self.channel.ready()
@@ -213,7 +216,9 @@ class Worker:
         if now < self.memory_check_due or self.memory_limit is None:
             return
         self.memory_check_due = now + MEMORY_CHECK_EVERY
-        if read_rss() <= self.memory_limit or self.nr < MIN_REQUESTS_FOR_RECYCLING:
+        if read_rss() <= self.memory_limit or not old_enough_to_recycle(
+            self.nr, now - self.spawned_at
+        ):
             return
         memory = read_process_memory(self.pid)
         if memory is None or memory.uss <= self.memory_limit:

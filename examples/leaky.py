@@ -1,4 +1,10 @@
-"""An app that leaks: every request keeps 1 MB (written, so it is really resident)."""
+"""A leaking app, to watch memory recycling: every request keeps 1 MB.
+
+The megabyte is written (random bytes repeated), so its pages are really resident and
+private to the worker: its USS grows by 1 MB a request until `--max-worker-memory` recycles
+it. Try: `dynocorn -w 2 --max-worker-memory 64MB --metrics-interval 5 leaky:app` and send
+requests; the log says when a worker is replaced, the metrics lines show its memory.
+"""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ DEFAULT_SOURCE = "web.1"
 
 @dataclass(frozen=True)
 class WorkerFigures:
-    index: int  # 1-based, stable across a worker's replacement
+    index: int  # the worker's slot, 1-based: its replacement takes the same one
     pid: int
     rss: int  # bytes
     pss: int  # bytes

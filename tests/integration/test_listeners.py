@@ -25,7 +25,7 @@ import requests
 
 from rawhttp import read_response
 from server import LISTENING, Server, running
-from worker_classes import WORKER_CLASSES, known_to_fail_with
+from worker_classes import WORKER_CLASSES
 
 HAVE_SETPROCTITLE = importlib.util.find_spec("setproctitle") is not None
 # gunicorn's error log line: `[2026-11-22 01:29:22 +0000] [13672] [INFO] message`.
@@ -136,16 +136,7 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str) -> No
         time.sleep(0.02)
 
 
-GEVENT_STARVES = (
-    "workers/ggevent.py converse(): a connection whose next request is always already "
-    "buffered never waits in recv(), so its greenlet never yields to the hub: accept "
-    "greenlets starve (a fresh request on another listener waits until the flood stops) "
-    "and so does the heartbeat greenlet (with -t 3 the master logs WORKER TIMEOUT after 3 s "
-    "of one client pipelining and kills the worker). Needs a yield every few requests."
-)
-
-
-@pytest.mark.parametrize("worker_args", known_to_fail_with("gevent", GEVENT_STARVES))
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
 def test_a_pipelining_connection_does_not_starve_another_listener(
     worker_args: list[str],
 ) -> None:
@@ -248,15 +239,7 @@ def test_no_sendfile_sends_the_same_body_without_sendfile(
     assert written < len(payload), f"{written} bytes went through sendfile()"
 
 
-GEVENT_SENDFILE = (
-    "workers/ggevent.py (via connection.py _sendfile): gevent's socket.sendfile() never "
-    "calls os.sendfile() (gevent calls it not cooperative) but reads and sends 8 KiB blocks, "
-    "so wsgi.file_wrapper responses under -k gevent get no sendfile() although "
-    "--no-sendfile was not given (the README says they do)"
-)
-
-
-@pytest.mark.parametrize("worker_args", known_to_fail_with("gevent", GEVENT_SENDFILE))
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
 def test_file_wrapper_uses_sendfile_by_default(worker_args: list[str], tmp_path: Path) -> None:
     with file_server(worker_args, tmp_path) as (srv, payload):
         body, written = fetch_file_and_measure(srv)

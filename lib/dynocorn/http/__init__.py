@@ -9,6 +9,7 @@ from dynocorn.http.errors import (
     InternalServerError,
     InvalidResponse,
     RequestTimeout,
+    ServiceUnavailable,
     URITooLong,
     VersionNotSupported,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "RequestParser",
     "RequestTimeout",
     "ResponsePlan",
+    "ServiceUnavailable",
     "URITooLong",
     "VersionNotSupported",
     "encode_chunk",

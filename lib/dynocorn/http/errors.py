@@ -59,6 +59,13 @@ class InternalServerError(HTTPError):
     reason = "Internal Server Error"
 
 
+class ServiceUnavailable(HTTPError):
+    """Sent by the server for a request it cannot start (every thread is stuck)."""
+
+    status = 503
+    reason = "Service Unavailable"
+
+
 class VersionNotSupported(HTTPError):
     status = 505
     reason = "HTTP Version Not Supported"

@@ -26,7 +26,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from dynocorn.http import InternalServerError, Request
+from dynocorn.http import HTTPError, InternalServerError, Request, ServiceUnavailable
 from dynocorn.workers.connection import Connection
 from dynocorn.workers.sync import SyncWorker
 
@@ -102,7 +102,32 @@ class ThreadWorker(SyncWorker):
 
     def blocks_exit(self, connection: Connection) -> bool:
         record = self.in_flight.get(connection.fd)
-        return record is not None and not record.timed_out
+        if record is None or record.timed_out:
+            return False
+        if not record.thread and self.every_thread_stuck():
+            # It would wait for a thread that never frees: answer it now, do not wait.
+            self.answer_for(record, ServiceUnavailable("every thread is stuck"))
+            return False
+        return True
+
+    def every_thread_stuck(self) -> bool:
+        stuck = sum(1 for record in self.in_flight.values() if record.timed_out)
+        return stuck >= int(self.cfg.threads)
+
+    def answer_for(self, record: InFlight, error: HTTPError) -> None:
+        """Answer in place of the request's thread, if nothing was sent yet; the thread's
+        own sends fail from now on."""
+        connection = record.connection
+        assert connection.lock is not None
+        with connection.lock:
+            if connection.aborted:
+                return
+            connection.aborted = True
+            if connection.sent == 0:
+                try:
+                    connection.sock.send(error.render())
+                except OSError:
+                    pass
 
     # -- request timeouts
 
@@ -126,15 +151,7 @@ class ThreadWorker(SyncWorker):
             f"its thread's stack:\n{stack.rstrip()}"
         )
         connection = record.connection
-        assert connection.lock is not None
-        # Answer for the stuck thread if it has sent nothing; its later sends then fail.
-        with connection.lock:
-            connection.aborted = True
-            if connection.sent == 0:
-                try:
-                    connection.sock.send(InternalServerError("request timeout").render())
-                except OSError:
-                    pass
+        self.answer_for(record, InternalServerError("request timeout"))
         try:
             # Not close(): the thread may still be inside recv() on this file descriptor.
             connection.sock.shutdown(socket.SHUT_RDWR)

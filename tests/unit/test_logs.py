@@ -7,7 +7,6 @@ import logging
 import re
 import socket
 import sys
-from collections.abc import Iterator
 
 import pytest
 
@@ -117,14 +116,6 @@ def test_level_names(level: str | int, name: str) -> None:
 
 def test_a_lone_empty_mapping_is_a_value_not_names() -> None:
     assert render("%s", ({},)) == "{}"
-
-
-@pytest.fixture
-def statsd_server() -> Iterator[socket.socket]:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.settimeout(2)
-        yield sock
 
 
 def test_statsd_counts_warnings_errors_and_exceptions(statsd_server: socket.socket) -> None:

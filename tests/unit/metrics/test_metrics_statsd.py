@@ -62,14 +62,6 @@ def test_bad_statsd_hosts(text: str, reason: str) -> None:
 # --- a real UDP server ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def server() -> Iterator[socket.socket]:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.settimeout(2)
-        yield sock
-
-
 def receive(server: socket.socket, count: int) -> list[str]:
     return [server.recv(65536).decode() for _ in range(count)]
 
@@ -83,15 +75,15 @@ def nothing_waiting(server: socket.socket) -> bool:
     return False
 
 
-def test_gunicorn_names_under_the_prefix_with_tags(server: socket.socket) -> None:
-    port = server.getsockname()[1]
+def test_gunicorn_names_under_the_prefix_with_tags(statsd_server: socket.socket) -> None:
+    port = statsd_server.getsockname()[1]
     with StatsD("127.0.0.1", port, prefix="myapp", tags="env:prod, dyno:web.1") as statsd:
         assert statsd.error is None
         statsd.request(200, 12.3456)
         statsd.gauge("gunicorn.workers", 3)
         statsd.increment("gunicorn.log.error")
         statsd.increment("dynocorn.custom", 5)
-        assert receive(server, 6) == [
+        assert receive(statsd_server, 6) == [
             "myapp.gunicorn.request.duration:12.346|ms|#env:prod,dyno:web.1",
             "myapp.gunicorn.requests:1|c|#env:prod,dyno:web.1",
             "myapp.gunicorn.request.status.200:1|c|#env:prod,dyno:web.1",
@@ -114,28 +106,28 @@ def test_gunicorn_names_under_the_prefix_with_tags(server: socket.socket) -> Non
         (".", "gunicorn.requests"),
     ],
 )
-def test_prefix_joins_with_one_dot(server: socket.socket, prefix: str, name: str) -> None:
-    with StatsD("127.0.0.1", server.getsockname()[1], prefix=prefix) as statsd:
+def test_prefix_joins_with_one_dot(statsd_server: socket.socket, prefix: str, name: str) -> None:
+    with StatsD("127.0.0.1", statsd_server.getsockname()[1], prefix=prefix) as statsd:
         statsd.increment("gunicorn.requests")
-        assert receive(server, 1) == [f"{name}:1|c"]
+        assert receive(statsd_server, 1) == [f"{name}:1|c"]
 
 
 @pytest.mark.parametrize(
     ("value", "text"),
     [(5, "5"), (1.0, "1"), (12.5, "12.5"), (0.1234, "0.123"), (0.0001, "0"), (-0.0001, "0")],
 )
-def test_numbers(server: socket.socket, value: float, text: str) -> None:
-    with StatsD("127.0.0.1", server.getsockname()[1]) as statsd:
+def test_numbers(statsd_server: socket.socket, value: float, text: str) -> None:
+    with StatsD("127.0.0.1", statsd_server.getsockname()[1]) as statsd:
         statsd.timing("t", value)
-        assert receive(server, 1) == [f"t:{text}|ms"]
+        assert receive(statsd_server, 1) == [f"t:{text}|ms"]
 
 
-def test_nan_is_dropped_not_sent(server: socket.socket) -> None:
-    with StatsD("127.0.0.1", server.getsockname()[1]) as statsd:
+def test_nan_is_dropped_not_sent(statsd_server: socket.socket) -> None:
+    with StatsD("127.0.0.1", statsd_server.getsockname()[1]) as statsd:
         statsd.gauge("g", float("nan"))
         statsd.timing("t", float("inf"))
         assert statsd.dropped == 2
-        assert nothing_waiting(server)
+        assert nothing_waiting(statsd_server)
 
 
 def test_ipv6(tmp_path: Path) -> None:
@@ -180,12 +172,12 @@ def test_an_unknown_host_never_raises() -> None:
     statsd.close()
 
 
-def test_after_close_nothing_is_sent(server: socket.socket) -> None:
-    statsd = StatsD("127.0.0.1", server.getsockname()[1])
+def test_after_close_nothing_is_sent(statsd_server: socket.socket) -> None:
+    statsd = StatsD("127.0.0.1", statsd_server.getsockname()[1])
     statsd.close()
     statsd.close()
     statsd.increment("x")
-    assert nothing_waiting(server)
+    assert nothing_waiting(statsd_server)
 
 
 # --- unix datagram sockets ------------------------------------------------------------------

@@ -488,14 +488,6 @@ def test_requests_of_a_worker_that_exited_still_count(make: Maker) -> None:
 # --- StatsD ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def statsd_server() -> Iterator[socket.socket]:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.settimeout(2)
-        yield sock
-
-
 def test_gauges_by_slot_and_log_counters(make: Maker, statsd_server: socket.socket) -> None:
     dyno = make("--statsd-host", f"127.0.0.1:{statsd_server.getsockname()[1]}")
     workers = [dyno.worker(11, 10), dyno.worker(12, 20)]

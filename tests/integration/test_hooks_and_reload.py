@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import pytest
 import requests
 
 from rawhttp import connect, read_response
-from server import Server, running
+from server import running
+from test_master import get, poll
 from worker_classes import HAVE_GEVENT, WORKER_CLASSES
 
 HOOKS = """
@@ -59,18 +59,6 @@ class Hooks:
     def wait_for(self, name: str, count: int = 1, timeout: float = 15.0) -> list[str]:
         poll(lambda: len(self.lines(name)) >= count, timeout, f"{count} {name} mark(s)")
         return self.lines(name)
-
-
-def poll(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def get(server: Server, path: str = "/", timeout: float = 10.0) -> requests.Response:
-    return requests.get(f"http://127.0.0.1:{server.port}{path}", timeout=timeout)
 
 
 def pids_in(lines: list[str]) -> set[int]:

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +25,7 @@ import requests
 
 from rawhttp import read_response
 from server import LISTENING, Server, running
+from test_master import poll
 from worker_classes import WORKER_CLASSES
 
 HAVE_SETPROCTITLE = importlib.util.find_spec("setproctitle") is not None
@@ -128,14 +129,6 @@ class PipelinedFlood:
         self.sock.close()
 
 
-def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 @pytest.mark.parametrize("worker_args", WORKER_CLASSES)
 def test_a_pipelining_connection_does_not_starve_another_listener(
     worker_args: list[str],
@@ -144,7 +137,7 @@ def test_a_pipelining_connection_does_not_starve_another_listener(
     with running(args, bind=None) as srv:
         flooded, other = listener_ports(srv, 2)
         with PipelinedFlood(flooded) as flood:
-            wait_until(lambda: flood.answers >= 1000 or flood.error, 20, "the flood to flow")
+            poll(lambda: flood.answers >= 1000 or flood.error, 20, "the flood to flow")
             assert flood.error is None, flood.error
             latencies = []
             for _ in range(20):
@@ -154,7 +147,7 @@ def test_a_pipelining_connection_does_not_starve_another_listener(
                 latencies.append(time.monotonic() - started)
             answered_during = flood.answers
             # The flood still flows: the worker shared itself rather than switching over.
-            wait_until(
+            poll(
                 lambda: flood.answers > answered_during + 1000 or flood.error,
                 20,
                 "more flood answers",
@@ -263,7 +256,7 @@ def test_proc_name_titles_the_master_and_the_workers(worker_args: list[str]) -> 
         assert "dynocorn: master [billing-api]" in title(srv.pid)
         workers = srv.worker_pids()
         # A new worker names itself as it starts up, a moment after it is forked.
-        wait_until(
+        poll(
             lambda: all("dynocorn: worker [billing-api]" in title(pid) for pid in workers),
             10,
             "the workers' titles",

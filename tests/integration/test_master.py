@@ -21,7 +21,7 @@ def get(server: Server, path: str = "/", timeout: float = 10.0) -> requests.Resp
     return requests.get(f"http://127.0.0.1:{server.port}{path}", timeout=timeout)
 
 
-def poll(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
+def poll(condition: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

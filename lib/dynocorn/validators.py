@@ -231,24 +231,23 @@ def _id_or_name(value: Any) -> int | str | None:
 
 def user_id(value: Any) -> int | str | None:
     """A user, by name or uid; a name must exist here (gunicorn checks it when reading)."""
-    user = _id_or_name(value)
-    if isinstance(user, str):
-        try:
-            pwd.getpwnam(user)
-        except KeyError:
-            raise ValueError("no such user on this system") from None
-    return user
+    return _existing(value, pwd.getpwnam, "user")
 
 
 def group_id(value: Any) -> int | str | None:
     """A group, by name or gid; a name must exist here."""
-    group = _id_or_name(value)
-    if isinstance(group, str):
+    return _existing(value, grp.getgrnam, "group")
+
+
+def _existing(value: Any, look_up: Callable[[str], object], kind: str) -> int | str | None:
+    """A number as is; a name only if `look_up` finds it (a KeyError says it does not)."""
+    ident = _id_or_name(value)
+    if isinstance(ident, str):
         try:
-            grp.getgrnam(group)
+            look_up(ident)
         except KeyError:
-            raise ValueError("no such group on this system") from None
-    return group
+            raise ValueError(f"no such {kind} on this system") from None
+    return ident
 
 
 def statsd_host(value: Any) -> str | None:

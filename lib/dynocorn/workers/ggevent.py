@@ -48,7 +48,7 @@ try:
 except ImportError as error:
     raise ImportError("the gevent worker needs gevent: pip install 'dynocorn[gevent]'") from error
 
-from dynocorn.http import HTTPError, RequestParser, RequestTimeout
+from dynocorn.http import HTTPError, RequestTimeout
 from dynocorn.workers.base import WorkerAbort
 from dynocorn.workers.connection import Connection
 from dynocorn.workers.http_worker import HttpWorker
@@ -141,6 +141,7 @@ YIELD_EVERY = 16
 
 
 class GeventWorker(HttpWorker):
+    connection_class = GeventConnection
     name = "gevent"
     running = False  # serving: signal handlers defer to the main greenlet from now on
     # As gunicorn's async workers say: the app may be running several requests at once in
@@ -373,13 +374,6 @@ class GeventWorker(HttpWorker):
                 self.slots.release()
             if not self.serving and not self.alive:
                 self.wakeup.set()
-
-    def new_connection(self, sock: Any, peer: Any, listener_fd: int) -> Connection:
-        connection = GeventConnection(
-            sock, peer, RequestParser(self.limits), self.builders[listener_fd]
-        )
-        connection.io_timeout = self.io_timeout
-        return connection
 
     def converse(self, connection: Connection) -> None:
         """Serve requests on this connection until one end is done with it."""

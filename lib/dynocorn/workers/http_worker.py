@@ -33,6 +33,9 @@ DRAIN_LIMIT = 65536  # unread body we discard to keep a connection; beyond, we c
 
 
 class HttpWorker(Worker):
+    # What new_connection() builds; a worker class whose I/O differs swaps in a subclass.
+    connection_class: type[Connection] = Connection
+
     def setup_http(self) -> None:
         cfg = self.cfg
         self.limits = Limits(
@@ -138,7 +141,9 @@ class HttpWorker(Worker):
         return keep and response.keep_alive and body.drain(DRAIN_LIMIT)
 
     def new_connection(self, sock: Any, peer: Any, listener_fd: int) -> Connection:
-        connection = Connection(sock, peer, RequestParser(self.limits), self.builders[listener_fd])
+        connection = self.connection_class(
+            sock, peer, RequestParser(self.limits), self.builders[listener_fd]
+        )
         connection.io_timeout = self.io_timeout
         return connection
 

@@ -22,17 +22,3 @@ WORKER_CLASSES: list[pytest.ParameterSet] = [
 def worker_class_name(worker_args: list[str]) -> str:
     """The class name the master logs (`Using worker: NAME`) for one of the flag sets above."""
     return worker_args[worker_args.index("-k") + 1] if "-k" in worker_args else "sync"
-
-
-def known_to_fail_with(worker_class: str, reason: str) -> list[pytest.ParameterSet]:
-    """WORKER_CLASSES with one class's case marked as a known bug (strict: a fix must remove it)."""
-    return [
-        pytest.param(
-            *param.values,
-            id=param.id,
-            marks=[*param.marks, pytest.mark.xfail(strict=True, reason=reason)],
-        )
-        if param.id == worker_class
-        else param
-        for param in WORKER_CLASSES
-    ]

@@ -529,20 +529,23 @@ _GUNICORN_EXTRAS: list[tuple[str, str | None, Any, str]] = [
     ("control_socket_mode", "--control-socket-mode", 0o600, "int"),
     ("control_socket_disable", "--no-control-socket", False, "bool"),
 ]
-for _name, _flag, _default, _kind in _GUNICORN_EXTRAS:
-    _parse, _action = _EXTRA_KINDS[_kind]
-    _SETTINGS.append(
-        Setting(
-            _name,
-            GUNICORN_EXTRAS_SECTION,
-            "gunicorn 27; not implemented.",
-            default=_default,
-            flags=(_flag,) if _flag else (),
-            parse=_parse,
-            action=_action,
-            metavar=_name.upper() if _action != "true" else None,
-            implemented=False,
-        )
+
+
+def _gunicorn_extra(name: str, flag: str | None, default: Any, kind: str) -> Setting:
+    parse, action = _EXTRA_KINDS[kind]
+    return Setting(
+        name,
+        GUNICORN_EXTRAS_SECTION,
+        "gunicorn 27; not implemented.",
+        default=default,
+        flags=(flag,) if flag else (),
+        parse=parse,
+        action=action,
+        metavar=name.upper() if action != "true" else None,
+        implemented=False,
     )
+
+
+_SETTINGS.extend(_gunicorn_extra(*extra) for extra in _GUNICORN_EXTRAS)
 
 SETTINGS: dict[str, Setting] = {setting.name: setting for setting in _SETTINGS}

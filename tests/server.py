@@ -38,7 +38,7 @@ class Server:
         bind: str | None = "127.0.0.1:0",
         cgroup_limit: int | None = None,
     ) -> None:
-        command = [*DYNOCORN, *(["-b", bind] if bind else []), "--no-env-file", *args]
+        command = [*DYNOCORN, *(["-b", bind] if bind else []), *args]
         self._start(command, env or {}, cwd, (), cgroup_limit)
 
     @classmethod

@@ -646,7 +646,10 @@ class Arbiter:
             return
         try:
             self.cfg.pre_exec(self)
-            environ = dict(os.environ)
+            # The new master reads the env files itself: what they added must not pose as the
+            # real environment there, which would win over an edited file.
+            added = self.cfg.env_files.added
+            environ = {k: v for k, v in os.environ.items() if added.get(k) != v}
             sockets.export_for_reexec(self.listeners, environ)
             environ[REEXEC_COMMAND_VARIABLE] = str(self.pid)
             package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from dynocorn import apploader, process
+from dynocorn import apploader, envfiles, process
 from dynocorn import config as config_module
 from dynocorn.arbiter import Arbiter
 from dynocorn.logs import ErrorLog, Logs
@@ -34,9 +34,8 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         sys.stderr.write(f"{error}\n")
         return EXIT_CONFIG
 
-    # The app reads os.environ (DATABASE_URL and the like): give it what .env held.
-    for key, value in config.env_file_values.items():
-        os.environ.setdefault(key, value)
+    # The app reads os.environ (DATABASE_URL and the like): give it what the env files hold.
+    envfiles.export(config.env_files, None, config.real_environ)
 
     if config.print_config or config.check_config:
         # Neither starts the logs the server would use; warnings still must not pass unseen.
@@ -69,8 +68,15 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     for warning in config.warnings:
         logs.error.warning(warning)
 
+    exported = [config.env_files]
+
     def reload_config() -> config_module.Config:
-        return config_module.load(config.argv, os.environ, config.cwd)
+        # The same real environment as at start, and the env files read again, so that the
+        # config file sees after HUP what it saw at start (plus edits to the files).
+        new = config_module.load(config.argv, config.real_environ, config.cwd)
+        envfiles.export(new.env_files, exported[-1], config.real_environ)
+        exported.append(new.env_files)
+        return new
 
     return Arbiter(config, logs, reload_config).run()
 

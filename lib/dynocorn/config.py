@@ -21,9 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from dotenv import dotenv_values
-
-from dynocorn import __version__, platform
+from dynocorn import __version__, envfiles, platform
 from dynocorn.settings import SETTINGS, Setting, no_hook
 
 DEFAULT_CONFIG_FILES = ("dynocorn.conf.py", "gunicorn.conf.py")
@@ -91,8 +89,10 @@ class Config:
     # What built it, so HUP can build it again and USR2 can re-execute the same command.
     argv: list[str] = field(default_factory=list)
     cwd: Path = field(default_factory=Path.cwd)
-    # Variables the .env file added (the CLI exports them so the app sees them too).
-    env_file_values: dict[str, str] = field(default_factory=dict)
+    # What the env files named by --env-file added (the CLI exports it so the app sees it),
+    # and the real environment they were read under, so that HUP reads them the same way.
+    env_files: envfiles.EnvFiles = field(default_factory=envfiles.EnvFiles)
+    real_environ: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     def __getattr__(self, name: str) -> Any:
@@ -108,10 +108,11 @@ class Config:
         return self.sources[name] == DEFAULT
 
     def print_lines(self) -> list[str]:
-        return [
+        settings = [
             f"{name} = {format_value(self.values[name])}  # {self.sources[name]}"
             for name in SETTINGS
         ]
+        return settings + self.env_files.provenance_lines()
 
 
 def format_value(value: Any) -> str:
@@ -131,21 +132,17 @@ def load(
     """Build the configuration from every source; raise ConfigError or UsageError."""
     parser = build_parser()
     command_line = _parse(parser, argv, COMMAND_LINE)
-    env_file_values = _read_env_file(parser, command_line, environ, cwd)
-    added_by_env_file = {k: v for k, v in env_file_values.items() if k not in environ}
-    environ = {**env_file_values, **environ}  # real environment variables win
-
-    layers: list[tuple[str, dict[str, Any]]] = []
-    for variable in CMD_ARGS_VARIABLES:
-        if environ.get(variable, "").strip():
-            layers.append((variable, _parse_variable(parser, environ, variable)))
-    layers.append((COMMAND_LINE, command_line))
-
-    warnings: list[str] = []
-    config_file = _find_config_file(layers, cwd)
-    if config_file is not None:
-        label = f"config file ({config_file[1]})"
-        layers.insert(0, (label, _read_config_file(config_file, label, warnings)))
+    real_environ = dict(environ)
+    asked = _env_files_asked(parser, command_line, real_environ)
+    env_files = _read_env_files(asked, cwd, real_environ)
+    sourced = _read_sources(parser, command_line, env_files.environment(real_environ), cwd)
+    if sourced.config_file_env_files and not env_files.paths:
+        # The config file names the env files: read them, then run the config file again so
+        # that it, too, sees the environment the app will get.
+        env_files = _read_env_files(sourced.config_file_env_files, cwd, real_environ)
+        sourced = _read_sources(parser, command_line, env_files.environment(real_environ), cwd)
+    environ = env_files.environment(real_environ)
+    layers, warnings = sourced.layers, sourced.warnings
 
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -164,12 +161,18 @@ def load(
         values["worker_class"] = "gthread"
         sources["worker_class"] = f"{sources['threads']} (threads={values['threads']})"
     warnings.extend(_unimplemented_warnings(values, sources))
+    if values["no_env_file"]:
+        warnings.append(
+            f"no_env_file (from {sources['no_env_file']}) is deprecated and has no effect: "
+            "dynocorn reads an env file only when --env-file names one"
+        )
     return Config(
         values=values,
         sources=sources,
         platform=detected,
-        config_file=config_file[0] if config_file else None,
-        env_file_values=added_by_env_file,
+        config_file=sourced.config_file,
+        env_files=env_files,
+        real_environ=real_environ,
         argv=list(argv),
         cwd=cwd,
         warnings=warnings,
@@ -205,33 +208,65 @@ def _parse_value(setting: Setting, raw: Any, source: str) -> Any:
         raise ConfigError(setting.name, shown, source, str(error)) from None
 
 
-def _read_env_file(
+def _env_files_asked(
+    parser: argparse.ArgumentParser, command_line: dict[str, Any], real_environ: Mapping[str, str]
+) -> tuple[list[str], str]:
+    """The env files named before any is read, and by which source: the command line, or
+    a *_CMD_ARGS variable of the real environment (one in an env file cannot name more)."""
+    asked: tuple[list[str], str] = ([], DEFAULT)
+    for variable in CMD_ARGS_VARIABLES:
+        if real_environ.get(variable, "").strip():
+            layer = _parse_variable(parser, real_environ, variable)
+            if "env_file" in layer:
+                asked = (layer["env_file"], variable)
+    if "env_file" in command_line:
+        asked = (command_line["env_file"], COMMAND_LINE)
+    return asked
+
+
+def _read_env_files(
+    asked: tuple[list[str], str], cwd: Path, real_environ: Mapping[str, str]
+) -> envfiles.EnvFiles:
+    paths, source = asked
+    try:
+        return envfiles.read(paths, cwd, real_environ)
+    except envfiles.MissingEnvFile as missing:
+        raise ConfigError("env_file", missing.path, source, "no such file") from None
+
+
+@dataclass
+class _Sources:
+    """The layers above the defaults, as read under one environment."""
+
+    layers: list[tuple[str, dict[str, Any]]]
+    warnings: list[str]
+    config_file: Path | str | None
+    config_file_env_files: tuple[list[str], str] | None
+
+
+def _read_sources(
     parser: argparse.ArgumentParser,
     command_line: dict[str, Any],
     environ: Mapping[str, str],
     cwd: Path,
-) -> dict[str, str]:
-    """The .env file's variables; the CMD_ARGS may come from it, so only the real
-    environment's CMD_ARGS and the command line can turn it off or move it."""
-    wanted: dict[str, Any] = {}
-    env_file_source = ""
+) -> _Sources:
+    """The config file (run under `environ`), the *_CMD_ARGS variables and the command line."""
+    layers: list[tuple[str, dict[str, Any]]] = []
     for variable in CMD_ARGS_VARIABLES:
         if environ.get(variable, "").strip():
-            layer = _parse_variable(parser, environ, variable)
-            wanted.update(layer)
-            if "env_file" in layer:
-                env_file_source = variable
-    wanted.update(command_line)
-    if wanted.get("no_env_file"):
-        return {}
-    if "env_file" in command_line:
-        env_file_source = COMMAND_LINE
-    path = cwd / wanted.get("env_file", SETTINGS["env_file"].default)
-    if not path.is_file():
-        if env_file_source:
-            raise ConfigError("env_file", wanted["env_file"], env_file_source, "no such file")
-        return {}
-    return {key: value or "" for key, value in dotenv_values(path).items()}
+            layers.append((variable, _parse_variable(parser, environ, variable)))
+    layers.append((COMMAND_LINE, command_line))
+    warnings: list[str] = []
+    config_file = _find_config_file(layers, cwd)
+    if config_file is None:
+        return _Sources(layers, warnings, None, None)
+    label = f"config file ({config_file[1]})"
+    with envfiles.process_environment(environ):
+        file_layer = _read_config_file(config_file, label, warnings)
+    asked = None
+    if "env_file" in file_layer:
+        asked = (_parse_value(SETTINGS["env_file"], file_layer["env_file"], label), label)
+    return _Sources([(label, file_layer), *layers], warnings, config_file[0], asked)
 
 
 def _find_config_file(

@@ -75,13 +75,15 @@ _SETTINGS: list[Setting] = [
     ),
     Setting(
         "env_file", "Config file",
-        "A `.env` file loaded into the environment at start; real variables win. "
-        "`--no-env-file` skips it.",
-        default=".env", flags=("--env-file",), parse=v.optional_str, metavar="PATH",
-        in_config_file=False,
+        "An env file (`KEY=value` lines, read with python-dotenv) whose variables the config "
+        "file and the app see; repeatable, later files win, real environment variables win "
+        "over all. None is read unless named: a `.env` in the app is for `honcho start` and "
+        "`heroku local`, not for production.",
+        default=[], flags=("--env-file",), parse=v.as_str_list, action="append", metavar="PATH",
     ),
     Setting(
-        "no_env_file", "Config file", "Do not load a `.env` file.",
+        "no_env_file", "Config file",
+        "Deprecated, no effect: no env file is read unless `--env-file` names one.",
         default=False, flags=("--no-env-file",), parse=v.as_bool, action="true",
         in_config_file=False,
     ),

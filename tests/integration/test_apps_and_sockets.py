@@ -77,7 +77,7 @@ def test_fd_bind(worker_args: list[str]) -> None:
     sock = _bound_socket()
     port = sock.getsockname()[1]
     srv = Server.from_command(
-        [*DYNOCORN, "--no-env-file", *worker_args, "-b", f"fd://{sock.fileno()}", "testapps:hello"],
+        [*DYNOCORN, *worker_args, "-b", f"fd://{sock.fileno()}", "testapps:hello"],
         pass_fds=(sock.fileno(),),
     )
     sock.close()
@@ -101,7 +101,6 @@ def test_systemd_socket_activation(worker_args: list[str]) -> None:
             "-c",
             launcher,
             str(sock.fileno()),
-            "--no-env-file",
             *worker_args,
             "testapps:hello",
         ],
@@ -164,7 +163,7 @@ def test_capture_output_sends_prints_to_the_error_log(tmp_path: Path) -> None:
 
 def test_check_config_loads_the_app() -> None:
     ok = subprocess.run(
-        [sys.executable, "-m", "dynocorn", "--no-env-file", "--check-config", "testapps:hello"],
+        [sys.executable, "-m", "dynocorn", "--check-config", "testapps:hello"],
         cwd=REPO / "tests" / "apps",
         env={**os.environ, "PYTHONPATH": str(REPO / "lib")},
         capture_output=True,
@@ -174,7 +173,7 @@ def test_check_config_loads_the_app() -> None:
     )
     assert ok.returncode == 0, ok.stderr
     bad = subprocess.run(
-        [sys.executable, "-m", "dynocorn", "--no-env-file", "--check-config", "testapps:nope"],
+        [sys.executable, "-m", "dynocorn", "--check-config", "testapps:nope"],
         cwd=REPO / "tests" / "apps",
         env={**os.environ, "PYTHONPATH": str(REPO / "lib")},
         capture_output=True,

@@ -37,7 +37,7 @@ def printed(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
     """name -> 'value  # source' from --print-config output."""
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    return dict(line.split(" = ", 1) for line in lines)
+    return dict(line.split(" = ", 1) for line in lines if " = " in line)
 
 
 def machine_has_memory_limit() -> bool:
@@ -127,12 +127,24 @@ def test_typo_in_config_file_warns(tmp_path: Path) -> None:
     assert "unknown setting worker (did you mean workers?)" in result.stderr
 
 
-def test_env_file_is_read_by_the_command(tmp_path: Path) -> None:
+def test_env_file_is_read_by_the_command_only_when_named(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("WEB_CONCURRENCY=3\n")
     settings = printed(run(["--print-config", "app:app"], tmp_path))
+    assert settings["workers"].startswith("1  # default")
+    assert "env WEB_CONCURRENCY" not in run(["--print-config", "app:app"], tmp_path).stdout
+    result = run(["--print-config", "--env-file", ".env", "app:app"], tmp_path)
+    assert "env WEB_CONCURRENCY  # env file (.env)" in result.stdout.splitlines()
+    settings = printed(run(["--print-config", "--env-file", ".env", "app:app"], tmp_path))
     assert settings["workers"] == "3  # platform (WEB_CONCURRENCY=3)"
-    settings = printed(run(["--print-config", "app:app"], tmp_path, WEB_CONCURRENCY="2"))
+    settings = printed(
+        run(["--print-config", "--env-file", ".env", "app:app"], tmp_path, WEB_CONCURRENCY="2")
+    )
     assert settings["workers"] == "2  # platform (WEB_CONCURRENCY=2)"
+
+
+def test_no_env_file_is_accepted_with_a_deprecation_warning(tmp_path: Path) -> None:
+    result = run(["--check-config", "--no-env-file", "app:app"], tmp_path)
+    assert "no_env_file (from command line) is deprecated" in result.stderr
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:

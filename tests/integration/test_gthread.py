@@ -119,7 +119,6 @@ def test_threads_mean_gthread_in_print_config() -> None:
             sys.executable,
             "-m",
             "dynocorn",
-            "--no-env-file",
             "--threads",
             "4",
             "--print-config",
@@ -182,7 +181,7 @@ def test_a_bad_worker_class_is_one_line_and_exit_1() -> None:
         ("threaded", "unknown worker class 'threaded'"),
     ]:
         result = subprocess.run(
-            [sys.executable, "-m", "dynocorn", "--no-env-file", "-k", name, "testapps:hello"],
+            [sys.executable, "-m", "dynocorn", "-k", name, "testapps:hello"],
             cwd=APPS,
             env={**os.environ, "PYTHONPATH": str(REPO / "lib")},
             capture_output=True,

@@ -6,11 +6,11 @@ import os
 import re
 import shutil
 import signal
-import sys
 import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from honcho_runs import (
     HONCHO,
@@ -21,7 +21,8 @@ from honcho_runs import (
     kill_unstopped_children,
     port_is_free,
 )
-from server import REPO, Server
+from server import APPS, REPO, Server, running
+from test_master import poll
 
 
 def honcho(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Server:
@@ -126,23 +127,43 @@ def test_env_file_under_honcho(tmp_path: Path) -> None:
     assert "Shutting down: Master" in output
 
 
-def test_env_file_with_dynocorn_run_directly(tmp_path: Path) -> None:
-    project = make_project(tmp_path)
-    command = [sys.executable, "-m", "dynocorn", "-b", "127.0.0.1:0", "app:app"]
-    env = {"PYTHONPATH": str(REPO / "lib")}
-    srv = Server.from_command(command, env, cwd=project)
-    try:
-        srv.wait_listening(workers=3)
-        assert len(srv.worker_pids()) == 3
-    finally:
-        srv.stop()
-        srv.kill_group()
-    # A real environment variable wins over .env.
-    srv = Server.from_command(command, {**env, "WEB_CONCURRENCY": "2"}, cwd=project)
-    try:
-        srv.wait_listening(workers=2)
-        time.sleep(0.5)  # proving there is no third worker: give it the time to appear
-        assert len(srv.worker_pids()) == 2
-    finally:
-        srv.stop()
-        srv.kill_group()
+def value_of(server: Server, name: str) -> object:
+    """The environment variable `name` as the app sees it."""
+    return requests.get(f"{server.url}/?name={name}", timeout=10).json()["value"]
+
+
+def test_a_dot_env_is_read_only_when_named(tmp_path: Path) -> None:
+    """A `.env` committed for `heroku local` ships in the slug: production must not read it."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".env").write_text("ENVIRONMENT=development\nWEB_CONCURRENCY=3\n")
+    app = ["--pythonpath", str(APPS), "testapps:environment"]
+    with running(app, cwd=project) as srv:
+        assert value_of(srv, "ENVIRONMENT") is None
+        assert len(srv.worker_pids()) == 1
+    with running(["--env-file", ".env", *app], workers=3, cwd=project) as srv:
+        assert value_of(srv, "ENVIRONMENT") == "development"
+    # A real environment variable wins over the file.
+    with running(["--env-file", ".env", *app], cwd=project, env={"ENVIRONMENT": "prod"}) as srv:
+        assert value_of(srv, "ENVIRONMENT") == "prod"
+
+
+def test_hup_reads_the_env_files_again_for_the_config_file_and_the_app(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    env_file = project / "local.env"
+    env_file.write_text("ENVIRONMENT=development\nGONE_LATER=1\n")
+    (project / "gunicorn.conf.py").write_text(
+        "import os\nworkers = 2 if os.environ.get('ENVIRONMENT') == 'development' else 3\n"
+    )
+    app = ["--env-file", "local.env", "--pythonpath", str(APPS), "testapps:environment"]
+    with running(app, workers=2, cwd=project) as srv:
+        env_file.write_text("ENVIRONMENT=staging\n")
+        srv.signal(signal.SIGHUP)
+        poll(lambda: len(srv.worker_pids()) == 3, what="3 workers after HUP")
+        # Old workers leave one at a time: wait until only new ones answer.
+        poll(
+            lambda: all(value_of(srv, "ENVIRONMENT") == "staging" for _ in range(6)),
+            what="every worker serving the new value",
+        )
+        assert value_of(srv, "GONE_LATER") is None

@@ -86,7 +86,6 @@ def test_daemon_mode(tmp_path: Path) -> None:
             sys.executable,
             "-m",
             "dynocorn",
-            "--no-env-file",
             "-D",
             "-p",
             str(pidfile),

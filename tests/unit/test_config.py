@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -302,24 +303,93 @@ def test_repeatable_and_switch_flags(cwd: Path, root: Path) -> None:
     assert cfg.raw_env == ["A=1"]
 
 
-def test_env_file_is_loaded_and_real_environment_wins(cwd: Path, root: Path) -> None:
+def test_a_dot_env_in_the_app_is_never_read_unless_named(cwd: Path, root: Path) -> None:
+    # Heroku's getting-started app commits ENVIRONMENT=development for `heroku local`; it
+    # ships in the slug, and production must not see it.
+    (cwd / ".env").write_text("WEB_CONCURRENCY=3\nDYNOCORN_CMD_ARGS=--timeout 9\n")
+    (cwd / "gunicorn.conf.py").write_text(
+        "import os\nworkers = 4 if os.environ.get('WEB_CONCURRENCY') else 2\n"
+    )
+    cfg = load(["app:app"], cwd, root)
+    assert cfg.workers == 2
+    assert cfg.timeout == 30
+    assert cfg.env_files.added == {}
+    assert not any(line.startswith("env ") for line in cfg.print_lines())
+
+
+def test_env_file_is_loaded_when_named_and_real_environment_wins(cwd: Path, root: Path) -> None:
     (cwd / ".env").write_text("WEB_CONCURRENCY=3\nDATABASE_URL=postgres://x\nPORT=6000\n")
-    cfg = load(["app:app"], cwd, root, PORT="7000")
+    cfg = load(["--env-file", ".env", "app:app"], cwd, root, PORT="7000")
     assert cfg.workers == 3
     assert cfg.bind == ["[::]:7000"]
-    assert cfg.env_file_values == {"WEB_CONCURRENCY": "3", "DATABASE_URL": "postgres://x"}
+    assert cfg.env_files.added == {"WEB_CONCURRENCY": "3", "DATABASE_URL": "postgres://x"}
+
+
+def test_env_files_repeat_and_the_later_wins(cwd: Path, root: Path) -> None:
+    (cwd / "base.env").write_text("WEB_CONCURRENCY=3\nDATABASE_URL=postgres://base\n")
+    (cwd / "prod.env").write_text("WEB_CONCURRENCY=5\n")
+    cfg = load(["--env-file", "base.env", "--env-file", "prod.env", "app:app"], cwd, root)
+    assert cfg.workers == 5
+    assert cfg.env_files.origin == {"WEB_CONCURRENCY": "prod.env", "DATABASE_URL": "base.env"}
 
 
 def test_env_file_can_hold_cmd_args(cwd: Path, root: Path) -> None:
-    (cwd / ".env").write_text("DYNOCORN_CMD_ARGS=--timeout 9\n")
-    assert load(["app:app"], cwd, root).timeout == 9
+    (cwd / "local.env").write_text("DYNOCORN_CMD_ARGS=--timeout 9\n")
+    assert load(["--env-file", "local.env", "app:app"], cwd, root).timeout == 9
 
 
-def test_no_env_file_and_other_env_file(cwd: Path, root: Path) -> None:
+def test_env_file_from_cmd_args_of_the_real_environment(cwd: Path, root: Path) -> None:
+    (cwd / "local.env").write_text("WEB_CONCURRENCY=6\n")
+    for variable in ("GUNICORN_CMD_ARGS", "DYNOCORN_CMD_ARGS"):
+        cfg = load(["app:app"], cwd, root, **{variable: "--env-file local.env"})
+        assert cfg.workers == 6
+        assert cfg.source("env_file") == variable
+
+
+def test_the_config_file_sees_the_env_files(cwd: Path, root: Path) -> None:
+    (cwd / "local.env").write_text("ENVIRONMENT=development\n")
+    (cwd / "gunicorn.conf.py").write_text(
+        "import os\npreload_app = os.environ.get('ENVIRONMENT') != 'development'\n"
+    )
+    assert load(["app:app"], cwd, root).preload_app is True
+    assert load(["--env-file", "local.env", "app:app"], cwd, root).preload_app is False
+    # Reading the config file does not leave the values in this process's environment.
+    assert "ENVIRONMENT" not in os.environ
+
+
+def test_the_config_file_may_name_env_files_and_sees_them(cwd: Path, root: Path) -> None:
+    (cwd / "local.env").write_text("ENVIRONMENT=development\n")
+    (cwd / "gunicorn.conf.py").write_text(
+        "import os\nenv_file = 'local.env'\n"
+        "preload_app = os.environ.get('ENVIRONMENT') != 'development'\n"
+    )
+    cfg = load(["app:app"], cwd, root)
+    assert cfg.env_files.added == {"ENVIRONMENT": "development"}
+    assert cfg.preload_app is False
+    assert cfg.source("env_file") == "config file (gunicorn.conf.py)"
+
+
+def test_print_config_names_each_variables_env_file_but_not_its_value(
+    cwd: Path, root: Path
+) -> None:
+    (cwd / "a.env").write_text("SECRET_KEY=hunter2\nPORT=6000\n")
+    (cwd / "b.env").write_text("DATABASE_URL=postgres://x\n")
+    cfg = load(["--env-file", "a.env", "--env-file", "b.env", "app:app"], cwd, root, PORT="7")
+    lines = cfg.print_lines()
+    assert "env DATABASE_URL  # env file (b.env)" in lines
+    assert "env SECRET_KEY  # env file (a.env)" in lines
+    assert "env PORT  # env file (a.env), ignored: set in the environment" in lines
+    assert not any("hunter2" in line or "postgres" in line for line in lines)
+
+
+def test_no_env_file_is_a_deprecated_no_op(cwd: Path, root: Path) -> None:
     (cwd / ".env").write_text("WEB_CONCURRENCY=3\n")
-    (cwd / "prod.env").write_text("WEB_CONCURRENCY=5\n")
-    assert load(["--no-env-file", "app:app"], cwd, root).workers == 1
-    assert load(["--env-file", "prod.env", "app:app"], cwd, root).workers == 5
+    cfg = load(["--no-env-file", "app:app"], cwd, root)
+    assert cfg.workers == 1
+    assert any("no_env_file" in w and "deprecated" in w for w in cfg.warnings)
+
+
+def test_a_missing_env_file_is_an_error(cwd: Path, root: Path) -> None:
     with pytest.raises(config.ConfigError, match=re.escape("env_file = 'missing.env'")):
         load(["--env-file", "missing.env", "app:app"], cwd, root)
 

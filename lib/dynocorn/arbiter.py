@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from dynocorn import __version__, apploader, process, sockets
 from dynocorn.channel import MasterChannel
+from dynocorn.handoff import Balance
 from dynocorn.logs import LogFile
 from dynocorn.metrics.monitor import MemoryMonitor
 from dynocorn.worker_handle import WorkerHandle
@@ -51,6 +52,9 @@ LOOP_TICK = 1.0
 # SIGKILL (never longer than graceful_timeout). gunicorn waits for them too.
 QUICK_STOP_GRACE = 1.0
 REEXEC_COMMAND_VARIABLE = "DYNOCORN_REEXEC"
+# Scoreboard slots at least (handoff.py); a worker beyond them (TTIN past 4x the start
+# count) serves without taking part in the balance of connections.
+BOARD_SLOTS = 64
 
 SIGNAL_NAMES: dict[int, str] = {
     signal.SIGHUP: "hup",
@@ -86,6 +90,9 @@ class Arbiter:
         self.reload_config = reload_config
         self.pid = os.getpid()
         self.listeners: list[sockets.Listener] = []
+        # Made before the first fork, so every worker can pass a connection to any other
+        # (handoff.py).
+        self.balance: Balance | None = None
         self.workers: dict[int, WorkerHandle] = {}
         self.num_workers: int = cfg.workers
         self.worker_age = 0
@@ -147,6 +154,7 @@ class Arbiter:
             raise HaltServer("Could not bind the listening sockets.", 1) from None
         for listener in self.listeners:
             self.log.info(f"Listening at: {listener.url} ({self.pid})")
+        self.balance = Balance(slots=max(BOARD_SLOTS, 4 * cfg.workers))
         self.log.info(f"Using worker: {self.cfg.worker_class}")
         process.set_title(f"dynocorn: master [{self.master_name}]")
         if cfg.preload_app:
@@ -368,6 +376,8 @@ class Arbiter:
             self.kill_workers(signal.SIGKILL)
             self.reap_workers(wait=True)
         self.close_listeners()
+        if self.balance is not None:
+            self.balance.close()  # connections still queued (none, normally) close with it
         self.log.info("Shutting down: Master")
         if reason:
             self.log.info(f"Reason: {reason}")
@@ -462,6 +472,8 @@ class Arbiter:
             self.cfg,
             self.logs,
             write_fd,
+            balance=self.balance,
+            board_slot=self.balance.board.claim() if self.balance is not None else None,
         )
         self.cfg.pre_fork(self, worker)
         # Signals wait until the child has its own handlers: a TERM arriving between fork
@@ -473,6 +485,7 @@ class Arbiter:
             os.close(write_fd)
             handle = WorkerHandle(pid, self.worker_age, MasterChannel(read_fd), time.monotonic())
             handle.worker = worker
+            handle.board_slot = worker.board_slot
             self.workers[pid] = handle
             self.selector.register(read_fd, selectors.EVENT_READ, handle)
             return pid
@@ -545,6 +558,8 @@ class Arbiter:
             if handle is None:
                 continue
             self.forget_channel(handle)
+            if self.balance is not None and handle.board_slot is not None:
+                self.balance.board.release(handle.board_slot)
             self.monitor.forget(handle)
             self.report_exit(handle, status)
             if handle.worker is not None:

@@ -28,6 +28,7 @@ class WorkerHandle:
     stats: dict[str, Any] = field(default_factory=dict)  # the worker's last report
     memory: ProcessMemory | None = None  # the master's last sample of it
     worker: Worker | None = None  # the object the hooks were given before the fork
+    board_slot: int | None = None  # its slot in the scoreboard (handoff.py)
 
     def __post_init__(self) -> None:
         self.last_seen = self.spawned_at

@@ -7,7 +7,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -86,17 +85,33 @@ def sleepy(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     return [body]
 
 
+def announce(line: str) -> None:
+    """One write, so that lines from requests running at once do not interleave."""
+    os.write(2, f"{line}\n".encode())
+
+
 def announced_sleep(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     """As sleepy, after a log line a test can wait for instead of sleeping itself."""
-    print(f"testapps: {environ['RAW_URI']} started", file=sys.stderr, flush=True)
+    announce(f"testapps: {environ['RAW_URI']} started")
     return sleepy(environ, start_response)
+
+
+def announced_spin(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """Computes for ?seconds (default 1) without yielding, after a log line: holds the
+    worker (and gevent's hub) the way CPU work does. Answers with its pid."""
+    announce(f"testapps: {environ['RAW_URI']} started")
+    query = dict(part.split("=", 1) for part in environ["QUERY_STRING"].split("&") if "=" in part)
+    end = time.monotonic() + float(query.get("seconds", "1"))
+    while time.monotonic() < end:
+        pass
+    return pid(environ, start_response)
 
 
 def until_file(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     """Announces itself, then answers with its pid once the file ?path exists (at most 60 s):
     a request that runs exactly as long as the test wants."""
     path = environ["QUERY_STRING"].partition("path=")[2]
-    print(f"testapps: {environ['RAW_URI']} started", file=sys.stderr, flush=True)
+    announce(f"testapps: {environ['RAW_URI']} started")
     deadline = time.monotonic() + 60
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -216,6 +231,13 @@ def write_callable(environ: Environ, start_response: StartResponse) -> Iterable[
     return [b"and returned"]
 
 
+def pid(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """The worker's process id: which worker answered."""
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
 def routes(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     """One app for most integration tests, by path."""
     # Every route runs under wsgiref's validator, except those that are invalid on purpose
@@ -238,6 +260,8 @@ def routes(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         "/write": validator(write_callable),
         "/closing": validator(closing),
         "/sendfile": sendfile,
+        "/pid": validator(pid),
+        "/announced-spin": validator(announced_spin),
     }
     first_segment = "/" + environ["PATH_INFO"].split("/")[1]
     handler = table.get(first_segment, validator(hello))

@@ -50,6 +50,7 @@ MEMORY_CHECK_EVERY = 0.25  # seconds: the cheap RSS check runs after a request a
 
 if TYPE_CHECKING:
     from dynocorn.config import Config
+    from dynocorn.handoff import Balance
     from dynocorn.logs import ErrorLog, Logs
     from dynocorn.sockets import Listener
 
@@ -74,6 +75,9 @@ class Worker:
         cfg: Config,
         logs: Logs,
         channel_fd: int,
+        *,
+        balance: Balance | None = None,
+        board_slot: int | None = None,
     ) -> None:
         self.age = age
         self.ppid = ppid
@@ -84,6 +88,11 @@ class Worker:
         self.log = logs.error
         self.access_log = logs.access
         self.channel_fd = channel_fd
+        # Where a busy worker passes waiting connections and an idle one takes them, and
+        # how many connections each worker holds (handoff.py); None for a lone worker.
+        self.balance = balance
+        self.handoff = balance.waiting if balance is not None else None
+        self.board_slot = board_slot
         self.pid = 0  # set in the child
         self.alive = True
         self.quitting = False  # INT/QUIT: exit now, without finishing requests

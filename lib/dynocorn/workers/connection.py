@@ -28,7 +28,9 @@ class Connection:
         "fill_timed_out",
         "io_timeout",
         "last_active",
+        "listener_fd",
         "lock",
+        "parked_at",
         "parser",
         "peer",
         "queued",
@@ -45,10 +47,12 @@ class Connection:
         self.peer = peer
         self.parser = parser
         self.builder = builder
+        self.listener_fd = -1  # the listener it came through, so that it can be handed off
         self.last_active = time.monotonic()
         # When the unfinished request's first byte came; -1.0 before any byte, 0.0 idle.
         self.started = -1.0
         self.queued = False
+        self.parked_at = 0.0  # the threaded worker's: when it began to wait for a thread
         # Only the threaded worker sets these: another thread may answer for a stuck one.
         self.lock: threading.Lock | None = None
         self.aborted = False

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from dynocorn.http import HTTPError, InternalServerError, Request, ServiceUnavailable
 from dynocorn.workers.connection import Connection
-from dynocorn.workers.sync import SyncWorker
+from dynocorn.workers.sync import OFFLOAD_TICK, SyncWorker, passable
 
 
 @dataclass(eq=False)
@@ -41,6 +41,7 @@ class InFlight:
     thread: int = 0  # the running thread's ident, once it has started
     keep: bool = False
     timed_out: bool = False
+    answered: bool = False  # by the loop, because no thread would ever run it
 
 
 class ThreadWorker(SyncWorker):
@@ -52,6 +53,57 @@ class ThreadWorker(SyncWorker):
         self.pool = ThreadPoolExecutor(self.cfg.threads, thread_name_prefix="dynocorn-request")
         self.in_flight: dict[int, InFlight] = {}
         self.returned: deque[InFlight] = deque()  # done requests; the wake-up pipe says so
+        # Connections whose next request arrived while every thread was busy, unread, in
+        # arrival order: the first thread to free takes the oldest, unless a sibling took it
+        # from the hand-off queue first (after OFFLOAD_TICK of waiting).
+        self.parked: deque[Connection] = deque()
+        self.next_heartbeat = 0.0
+        self.threads = int(self.cfg.threads)
+        # With no sibling to take them, parked connections wait here for a thread.
+        self.offloads = self.handoff is not None and self.cfg.workers > 1
+
+    def threads_free(self) -> bool:
+        return len(self.in_flight) < self.threads
+
+    def start_offloading(self) -> None:
+        """No thread of its own: the loop is never busy, it parks and passes on itself."""
+
+    # -- requests that arrive while every thread is busy
+
+    def on_readable(self, connection: Connection) -> None:
+        if self.threads_free() or not passable(connection) or not self.alive:
+            super().on_readable(connection)
+            return
+        self.selector.discard(connection.fd)
+        connection.parked_at = time.monotonic()
+        self.parked.append(connection)
+        if self.offloads:
+            self.next_tick = min(self.next_tick, connection.parked_at + OFFLOAD_TICK)
+
+    def unpark(self) -> None:
+        """A thread is free: serve the connection that has waited longest. Those in the
+        hand-off queue have (they waited OFFLOAD_TICK before they were passed on), and
+        while this worker was full it did not watch the queue: look there first."""
+        while self.parked and self.threads_free():
+            if self.handoff is not None and self.alive and self.take_handed_off(self.handoff):
+                continue
+            connection = self.parked.popleft()
+            connection.parked_at = 0.0
+            if self.connections.get(connection.fd) is not connection:
+                continue
+            super().on_readable(connection)
+            if self.connections.get(connection.fd) is connection and self.needs_watch(connection):
+                self.selector.register(connection.sock, connection)
+
+    def offload_parked(self, now: float) -> None:
+        """Pass on what has waited a whole tick; an idle sibling (if any) takes it."""
+        if not self.offloads:
+            return
+        while self.parked and self.alive and now - self.parked[0].parked_at >= OFFLOAD_TICK:
+            connection = self.parked.popleft()
+            connection.parked_at = 0.0
+            if self.connections.get(connection.fd) is connection:
+                self.pass_on(connection)
 
     # -- handing requests to threads and taking connections back
 
@@ -62,6 +114,8 @@ class ThreadWorker(SyncWorker):
         connection.sent = 0
         record = InFlight(connection, request)
         self.in_flight[connection.fd] = record
+        if not self.threads_free():
+            self.watch_handoff(False)  # siblings' waiting connections go to free siblings
         self.pool.submit(self.run_request, record)
 
     def run_request(self, record: InFlight) -> None:
@@ -93,22 +147,53 @@ class ThreadWorker(SyncWorker):
                 continue
             self.selector.register(connection.sock, connection)
             self.after_request(connection, record.keep)
+        self.unpark()
+        if self.threads_free() and self.accepting:
+            self.watch_handoff(True)
 
     def needs_watch(self, connection: Connection) -> bool:
-        return connection.fd not in self.in_flight  # the thread's return registers it
+        # A thread's return registers it; a parked one is registered when it is unparked.
+        return connection.fd not in self.in_flight and connection.parked_at == 0.0
 
     def in_use(self, connection: Connection) -> bool:
-        return connection.queued or connection.fd in self.in_flight
+        return connection.queued or connection.parked_at > 0.0 or connection.fd in self.in_flight
 
     def blocks_exit(self, connection: Connection) -> bool:
+        if connection.parked_at > 0.0:
+            return True  # its request is waiting for a thread
         record = self.in_flight.get(connection.fd)
-        if record is None or record.timed_out:
-            return False
-        if not record.thread and self.every_thread_stuck():
-            # It would wait for a thread that never frees: answer it now, do not wait.
-            self.answer_for(record, ServiceUnavailable("every thread is stuck"))
-            return False
-        return True
+        return record is not None and not record.timed_out and not record.answered
+
+    def finish_pass(self) -> bool:
+        if not self.terminating and self.handoff is not None:
+            self.hand_over_parked()
+        if self.every_thread_stuck():
+            self.answer_stranded()
+        return super().finish_pass()
+
+    def hand_over_parked(self) -> None:
+        """Retiring (max-requests, lifetime, memory, a timeout): the requests still waiting
+        for a thread go, unread, through the hand-off queue to a worker that stays, rather
+        than wait here for threads that may be stuck. (On TERM every worker stops: they
+        are served here.)"""
+        while self.parked:
+            connection = self.parked.popleft()
+            connection.parked_at = 0.0
+            if self.connections.get(connection.fd) is connection:
+                self.pass_on(connection)
+
+    def answer_stranded(self) -> None:
+        """Every thread is stuck past the timeout and this worker is going: what waits for
+        a thread would wait for ever. Answer it 503 now."""
+        while self.parked:
+            connection = self.parked.popleft()
+            connection.parked_at = 0.0
+            if self.connections.get(connection.fd) is connection:
+                self.refuse(connection, ServiceUnavailable("every thread is stuck"))
+        for record in list(self.in_flight.values()):
+            if not record.thread and not record.answered:
+                record.answered = True
+                self.answer_for(record, ServiceUnavailable("every thread is stuck"))
 
     def every_thread_stuck(self) -> bool:
         stuck = sum(1 for record in self.in_flight.values() if record.timed_out)
@@ -132,7 +217,16 @@ class ThreadWorker(SyncWorker):
     # -- request timeouts
 
     def tick(self, now: float) -> None:
-        super().tick(now)
+        self.offload_parked(now)
+        if now >= self.next_heartbeat:
+            super().tick(now)
+            self.next_heartbeat = self.next_tick
+            self.time_out_requests(now)
+        self.next_tick = self.next_heartbeat
+        if self.parked and self.offloads and self.alive:
+            self.next_tick = min(self.next_tick, self.parked[0].parked_at + OFFLOAD_TICK)
+
+    def time_out_requests(self, now: float) -> None:
         timeout = self.cfg.timeout
         if not timeout:
             return

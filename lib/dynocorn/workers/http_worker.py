@@ -145,6 +145,7 @@ class HttpWorker(Worker):
             sock, peer, RequestParser(self.limits), self.builders[listener_fd]
         )
         connection.io_timeout = self.io_timeout
+        connection.listener_fd = listener_fd
         return connection
 
 

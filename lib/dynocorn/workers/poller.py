@@ -18,6 +18,7 @@ class HasFileno(Protocol):
 
 
 _UNWATCHED = object()
+_EXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
 
 
 def _fd(file: HasFileno | int) -> int:
@@ -30,11 +31,15 @@ class Poller:
         self._epoll = select.epoll() if hasattr(select, "epoll") else None
         self._selector = None if self._epoll is not None else selectors.DefaultSelector()
 
-    def register(self, file: HasFileno | int, target: Any) -> None:
-        """Watch `file` for reading; poll() then returns `target` when it is readable."""
+    def register(self, file: HasFileno | int, target: Any, *, shared: bool = False) -> None:
+        """Watch `file` for reading; poll() then returns `target` when it is readable.
+
+        `shared`: a file every worker watches (a listening socket, the hand-off queue).
+        With EPOLLEXCLUSIVE the kernel wakes one worker that is waiting in poll() for each
+        new item, and skips workers that are busy, instead of waking them all."""
         fd = _fd(file)
         if self._epoll is not None:
-            self._epoll.register(fd, select.EPOLLIN)
+            self._epoll.register(fd, select.EPOLLIN | (_EXCLUSIVE if shared else 0))
         else:
             assert self._selector is not None
             self._selector.register(fd, selectors.EVENT_READ)

@@ -21,10 +21,12 @@ import errno
 import os
 import signal
 import socket
+import threading
 import time
 from collections import deque
 from typing import Any
 
+from dynocorn.handoff import HandoffQueue
 from dynocorn.http import HTTPError, Request, RequestTimeout
 from dynocorn.sockets import Listener
 from dynocorn.workers.connection import Connection
@@ -33,7 +35,15 @@ from dynocorn.workers.poller import Poller
 
 RECV_SIZE = 65536
 BODY_BUFFER = 65536  # bodies up to this are read before the app is called
-ACCEPT_BATCH = 32  # connections accepted per wake-up, so siblings get their share
+# A request running this long makes its worker pass on the connections whose next request
+# has arrived meanwhile, to the hand-off queue (handoff.py), where a free worker takes them.
+# Shorter requests do not: a worker making progress serves its own (the fair share of
+# connections keeps that even), and passing costs system calls and GIL hand-overs.
+OFFLOAD_AFTER = 0.010
+# How often the offload thread looks while a request runs, and between requests (when it
+# costs the idle server next to nothing).
+OFFLOAD_TICK = 0.001
+OFFLOAD_IDLE_TICK = 0.005
 NEW_CONNECTION_GRACE = 5.0  # seconds a new connection may take to send its first byte
 HEAD_TIMEOUT = 30.0  # seconds from a request's first byte to its complete head
 LOOP_TICK = 1.0
@@ -64,12 +74,23 @@ class SyncWorker(HttpWorker):
         self.terminating = False
         self.max_connections = self.cfg.worker_connections
         self.accepting = False
+        self.watching_handoff = False
         for listener in self.listeners:
             listener.sock.setblocking(False)
             if listener.sock.family != socket.AF_UNIX:
                 # Linux copies it to every accepted socket: one setsockopt, not one each.
                 listener.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.start_accepting()
+        self.serving: Connection | None = None  # the connection whose request runs now
+        # The balance of connections across workers (handoff.py), set by the offload thread.
+        self.board = self.balance.board if self.balance and self.board_slot is not None else None
+        self.spare = self.balance.spare if self.balance is not None else None
+        self.over_share = False
+        self.under_share = False
+        self.watching_spare = False
+        self.spare_seen = False
+        self.offload_lock = threading.Lock()
+        self.start_offloading()
         self.next_tick = 0.0
         # A signal (TERM) must wake the loop at once: a handler alone does not interrupt
         # select(), which Python retries, so the stop would wait for the next tick.
@@ -86,27 +107,50 @@ class SyncWorker(HttpWorker):
     def start_accepting(self) -> None:
         if not self.accepting:
             for listener in self.listeners:
-                self.selector.register(listener.sock, listener)
+                self.selector.register(listener.sock, listener, shared=True)
             self.accepting = True
+            self.watch_handoff(True)
 
     def stop_accepting(self) -> None:
         if self.accepting:
             for listener in self.listeners:
                 self.selector.unregister(listener.sock)
             self.accepting = False
+            self.watch_handoff(False)
+            self.watch_spare(False)
+
+    def watch_handoff(self, watch: bool) -> None:
+        """Take connections that busy siblings pass on: only while this worker could serve
+        one at once (the threaded worker stops while every thread is busy)."""
+        if self.handoff is None or watch == self.watching_handoff:
+            return
+        if watch:
+            self.selector.register(self.handoff, self.handoff, shared=True)
+        else:
+            self.selector.unregister(self.handoff)
+        self.watching_handoff = watch
 
     # -- the loop
 
     def serve_until_stopped(self) -> None:
         poll = self.selector.poll
         queue = self.queue
+        handoff = self.handoff
+        now = time.monotonic()
         while self.alive:
-            for target in poll(0 if queue else LOOP_TICK):
+            targets = poll(0.0 if queue else max(self.next_tick - now, 0.0))
+            if handoff is not None and handoff in targets:
+                # Connections passed on by busy siblings have waited longest: first.
+                self.take_handed_off(handoff)
+            for target in targets:
                 if type(target) is Connection:
                     if not target.queued:
                         self.on_readable(target)
                 elif target is None:
                     self.on_wakeup()
+                elif type(target) is HandoffQueue:
+                    if target is not handoff:  # the waiting queue was taken from above
+                        self.take_handed_off(target)
                 else:
                     self.accept(target)
             if queue and self.alive:
@@ -116,6 +160,19 @@ class SyncWorker(HttpWorker):
             now = time.monotonic()
             if now >= self.next_tick:
                 self.tick(now)
+            if self.under_share is not self.watching_spare:
+                self.watch_spare(self.under_share)
+
+    def watch_spare(self, watch: bool) -> None:
+        if self.spare is None:
+            return
+        if watch and self.accepting:
+            self.selector.register(self.spare, self.spare, shared=True)
+        elif not watch and self.watching_spare:
+            self.selector.unregister(self.spare)
+        else:
+            return
+        self.watching_spare = watch
 
     def on_wakeup(self) -> None:
         """The wake-up pipe is readable: a signal came (or, threaded, a request is done)."""
@@ -159,27 +216,44 @@ class SyncWorker(HttpWorker):
         return self.in_use(connection)
 
     def accept(self, listener: Listener) -> None:
-        listener_fd = listener.fileno()
-        for _ in range(ACCEPT_BATCH):
-            try:
-                sock, peer = listener.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as error:
-                if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    self.log.error(f"Cannot accept connections: {error.strerror}")
-                    self.stop_accepting()
-                return
-            connection = self.add_connection(sock, peer, listener_fd)
-            # Clients send the request right after connecting: read and serve it now. A
-            # `Connection: close` request is then answered and closed without the socket
-            # ever entering epoll (two epoll_ctl calls saved per connection).
-            self.on_readable(connection)
-            if connection.fd in self.connections and self.needs_watch(connection):
-                self.selector.register(sock, connection)
-            if len(self.connections) >= self.max_connections:
-                self.stop_accepting()  # the rest wait in the listen backlog, not in memory
-                return
+        """One connection per wake-up: with EPOLLEXCLUSIVE the next one wakes a worker that
+        is waiting, if there is one, instead of queueing behind this worker's request."""
+        try:
+            sock, peer = listener.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as error:
+            if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                self.log.error(f"Cannot accept connections: {error.strerror}")
+                self.stop_accepting()
+            return
+        self.adopt(sock, peer, listener.fileno())
+
+    def take_handed_off(self, handoff: HandoffQueue) -> bool:
+        """A connection a busy sibling passed on, its next request unread: serve it here.
+        False when the queue was empty (another worker was quicker)."""
+        received = handoff.receive()
+        if received is None:
+            return False
+        sock, listener_fd = received
+        try:
+            peer = sock.getpeername()
+        except OSError:  # the client is gone already
+            sock.close()
+            return True
+        self.adopt(sock, peer, listener_fd)
+        return True
+
+    def adopt(self, sock: socket.socket, peer: Any, listener_fd: int) -> None:
+        connection = self.add_connection(sock, peer, listener_fd)
+        # Clients send the request right after connecting: read and serve it now. A
+        # `Connection: close` request is then answered and closed without the socket
+        # ever entering epoll (two epoll_ctl calls saved per connection).
+        self.on_readable(connection)
+        if connection.fd in self.connections and self.needs_watch(connection):
+            self.selector.register(sock, connection)
+        if len(self.connections) >= self.max_connections:
+            self.stop_accepting()  # the rest wait in the listen backlog, not in memory
 
     def needs_watch(self, connection: Connection) -> bool:
         """Whether a fresh connection goes into epoll now (not while a thread has it)."""
@@ -190,7 +264,12 @@ class SyncWorker(HttpWorker):
         sock.setblocking(False)
         connection = self.new_connection(sock, peer, listener_fd)
         self.connections[connection.fd] = connection
+        self.count_connections()
         return connection
+
+    def count_connections(self) -> None:
+        if self.board is not None and self.board_slot is not None:
+            self.board.set(self.board_slot, len(self.connections))
 
     def on_readable(self, connection: Connection) -> None:
         try:
@@ -224,8 +303,76 @@ class SyncWorker(HttpWorker):
 
     def dispatch(self, connection: Connection, request: Request) -> None:
         """Run the request now, in this loop."""
-        keep = self.handle(connection, request)
+        self.serving = connection
+        try:
+            keep = self.handle(connection, request)
+        finally:
+            with self.offload_lock:  # the offloader may be passing a connection on
+                self.serving = None
         self.after_request(connection, keep)
+
+    # -- passing waiting connections on (handoff.py)
+
+    def start_offloading(self) -> None:
+        """A thread that, while this loop runs a slow request, passes the connections whose
+        next request has arrived to the hand-off queue, where an idle sibling takes them.
+        The loop itself cannot: it is inside the app."""
+        if self.handoff is None or self.cfg.workers < 2:
+            return
+        threading.Thread(target=self.offload_loop, name="dynocorn-offload", daemon=True).start()
+
+    def offload_loop(self) -> None:
+        seen: tuple[Connection | None, int] = (None, 0)  # the request running at the last look
+        since = 0.0  # when it was first seen running
+        next_weighing = 0.0
+        while self.alive:
+            time.sleep(OFFLOAD_TICK if self.serving is not None else OFFLOAD_IDLE_TICK)
+            now = time.monotonic()
+            running = (self.serving, self.nr)
+            if running != seen:
+                seen, since = running, now
+            elif running[0] is not None and now - since >= OFFLOAD_AFTER:
+                self.offload_waiting()  # a slow request: its neighbours go to a free worker
+            if self.board is not None and now >= next_weighing:
+                next_weighing = now + OFFLOAD_IDLE_TICK
+                self.weigh_share()
+
+    def offload_waiting(self) -> None:
+        """In the offload thread, while the loop is inside the app: pass on each connection
+        whose next request has arrived."""
+        with self.offload_lock:
+            serving = self.serving
+            if serving is None or not self.alive:
+                return  # the loop is between requests: it serves them itself
+            for target in self.selector.poll(0):
+                if type(target) is Connection and target is not serving and passable(target):
+                    self.pass_on(target)
+
+    def pass_on(self, connection: Connection, queue: HandoffQueue | None = None) -> None:
+        """To the `waiting` queue (by default) or the `spare` one."""
+        queue = queue or self.handoff
+        assert queue is not None
+        if queue.send(connection.sock, connection.listener_fd):
+            self.close(connection)  # our copy: the connection lives on in the queue
+
+    def weigh_share(self) -> None:
+        """In the offload thread: whether this worker holds more connections than its fair
+        share (the loop passes one on) or fewer (it takes spare ones)."""
+        assert self.board is not None and self.spare is not None
+        share = self.board.fair_share()
+        held = len(self.connections)
+        self.over_share = held > share and self.board.below(share)
+        # A spare connection still queued since the last look: the worker it was meant for
+        # filled up meanwhile. Take it anyway, rather than leave a client waiting.
+        stranded = self.spare.pending() and self.spare_seen
+        self.spare_seen = self.spare.pending()
+        under = held < share or stranded
+        if under != self.under_share:
+            self.under_share = under
+            try:
+                os.write(self.wake_write, b"x")  # the loop (un)watches the spare queue
+            except OSError:
+                pass
 
     def after_request(self, connection: Connection, keep: bool) -> None:
         if not keep:
@@ -238,6 +385,11 @@ class SyncWorker(HttpWorker):
             self.queue.append(connection)
         elif connection.parser.idle:
             connection.started = 0.0
+            if self.over_share and passable(connection):
+                # More connections than a fair share: this one, just answered, moves to a
+                # worker with fewer (the client sees nothing).
+                self.over_share = False
+                self.pass_on(connection, self.spare)
 
     def refuse(self, connection: Connection, error: HTTPError) -> None:
         """A bad request: answer its status and close; the worker goes on."""
@@ -246,8 +398,12 @@ class SyncWorker(HttpWorker):
         self.close(connection)
 
     def close(self, connection: Connection) -> None:
-        if self.connections.pop(connection.fd, None) is None:
+        # By identity: a connection passed on may still be in the loop's list of ready
+        # files, and its descriptor's number may belong to a new connection by then.
+        if self.connections.get(connection.fd) is not connection:
             return
+        del self.connections[connection.fd]
+        self.count_connections()
         self.selector.discard(connection.fd)
         connection.sock.close()
         if connection.queued:
@@ -327,6 +483,8 @@ class SyncWorker(HttpWorker):
         return pending
 
     def take_backlog(self) -> None:
+        """On TERM, every worker stops: the connections the kernel accepted and those in the
+        hand-off queue are answered, not reset. Whichever worker comes first takes them."""
         for listener in self.listeners:
             listener_fd = listener.fileno()
             while True:
@@ -335,6 +493,19 @@ class SyncWorker(HttpWorker):
                 except OSError:
                     break
                 self.selector.register(sock, self.add_connection(sock, peer, listener_fd))
+        while self.handoff is not None and (received := self.handoff.receive()) is not None:
+            sock, listener_fd = received
+            try:
+                peer = sock.getpeername()
+            except OSError:
+                sock.close()
+                continue
+            self.selector.register(sock, self.add_connection(sock, peer, listener_fd))
+
+
+def passable(connection: Connection) -> bool:
+    """Whether a connection can be handed off: nothing of its next request read yet."""
+    return not connection.queued and connection.parser.idle and not connection.parser.requests
 
 
 def ready(request: Request) -> bool:

@@ -1,0 +1,146 @@
+"""Balance across workers: a kept-alive connection may move to another worker.
+
+Every worker accepts from the shared listening socket, but a kept-alive connection stays
+with the worker that accepted it: a request arriving on it while that worker is busy with a
+slow request would wait, while other workers idle. gunicorn's sync worker avoids this by
+closing every connection (each request then goes through the one shared accept queue); a
+router that keeps connections open (Heroku's does) cannot be served that way.
+
+So a busy worker passes such a connection, whose next request has arrived but is not read
+yet, to this queue: a unix SOCK_SEQPACKET socket pair that the master makes before the
+first fork, so that every worker holds both ends. The socket itself travels as SCM_RIGHTS
+ancillary data; the kernel keeps it open while it is in flight. Any worker that could serve
+at once watches the receiving end (with EPOLLEXCLUSIVE, so one idle worker wakes per connection)
+and takes it, as it would take a new connection from the listening socket: the queue is a
+second accept queue, shared by all, in arrival order. Nothing of the request has been read
+from the socket when it is passed, so nothing but the listener it came through travels
+with it.
+"""
+
+from __future__ import annotations
+
+import array
+import fcntl
+import mmap
+import os
+import socket
+import struct
+import termios
+from dataclasses import dataclass, field
+
+# The listener's file descriptor: the same number in every worker, forked from the master.
+_HEADER = struct.Struct("!i")
+_FDS_SIZE = socket.CMSG_SPACE(array.array("i", [0]).itemsize)
+
+
+class HandoffQueue:
+    """Both ends of the queue; workers send on one and receive on the other."""
+
+    def __init__(self) -> None:
+        self._send_end, self._receive_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for end in (self._send_end, self._receive_end):
+            end.setblocking(False)
+
+    def fileno(self) -> int:
+        """The receiving end, to watch for readability."""
+        return self._receive_end.fileno()
+
+    def send(self, sock: socket.socket, listener_fd: int) -> bool:
+        """Pass `sock` (the caller then closes its own copy); False if the queue is full."""
+        try:
+            self._send_end.sendmsg(
+                [_HEADER.pack(listener_fd)],
+                [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [sock.fileno()]))],
+            )
+        except (BlockingIOError, InterruptedError):
+            return False
+        return True
+
+    def receive(self) -> tuple[socket.socket, int] | None:
+        """A passed connection and its listener's descriptor, or None when the queue is empty
+        (another worker was quicker)."""
+        try:
+            data, ancillary, _flags, _address = self._receive_end.recvmsg(_HEADER.size, _FDS_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return None
+        fds = array.array("i")
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+        if len(fds) != 1 or len(data) != _HEADER.size:
+            for fd in fds:  # never leak a descriptor from a malformed message
+                os.close(fd)
+            return None
+        (listener_fd,) = _HEADER.unpack(data)
+        return socket.socket(fileno=fds[0]), listener_fd
+
+    def pending(self) -> bool:
+        """Whether a connection waits in the queue (the size of the next message)."""
+        size = array.array("i", [0])
+        try:
+            fcntl.ioctl(self._receive_end.fileno(), termios.FIONREAD, size)
+        except OSError:
+            return False
+        return size[0] > 0
+
+    def close(self) -> None:
+        self._send_end.close()
+        self._receive_end.close()
+
+
+class Scoreboard:
+    """How many connections each worker holds, in memory the master shares before forking.
+
+    One int32 per worker slot: -1 when no worker holds the slot. The master claims a slot
+    for each worker it forks and releases it when the worker is reaped; each worker writes
+    only its own slot, and reads the others to know its fair share."""
+
+    def __init__(self, slots: int) -> None:
+        self._memory = mmap.mmap(-1, 4 * slots)
+        self._counts = memoryview(self._memory).cast("i")
+        for slot in range(slots):
+            self._counts[slot] = -1
+
+    def claim(self) -> int | None:
+        """In the master: a free slot for a new worker, or None when all are taken."""
+        for slot, count in enumerate(self._counts):
+            if count < 0:
+                self._counts[slot] = 0
+                return slot
+        return None
+
+    def release(self, slot: int) -> None:
+        self._counts[slot] = -1
+
+    def set(self, slot: int, connections: int) -> None:
+        self._counts[slot] = connections
+
+    def below(self, share: int) -> bool:
+        """Whether some worker holds fewer connections than `share`."""
+        return any(0 <= count < share for count in self._counts)
+
+    def fair_share(self) -> int:
+        """The most connections a worker should hold: all of them spread evenly."""
+        live = [count for count in self._counts if count >= 0]
+        return -(-sum(live) // len(live)) if live else 0
+
+
+@dataclass
+class Balance:
+    """What the master makes before the first fork so that workers can share the load.
+
+    `waiting`: connections whose request arrived while their worker was busy; any worker
+    that can serve one now takes it. `spare`: idle connections of a worker that holds more
+    than its fair share; only workers under their share take them."""
+
+    slots: int
+    waiting: HandoffQueue = field(default_factory=HandoffQueue)
+    spare: HandoffQueue = field(default_factory=HandoffQueue)
+    board: Scoreboard = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.board = Scoreboard(self.slots)
+
+    def close(self) -> None:
+        self.waiting.close()
+        self.spare.close()

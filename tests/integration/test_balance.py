@@ -1,0 +1,138 @@
+"""Balance across workers: a kept-alive connection is not stuck behind its worker's slow
+request while a sibling is idle (lib/dynocorn/handoff.py).
+
+Proved by who answers, not by timing: each response carries the answering worker's pid.
+Two kept-alive connections of one worker; the first starts a request that holds that worker
+far longer than the test waits; the second's request must come back from the other worker.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
+
+import pytest
+
+from rawhttp import connect, read_response
+from server import running
+
+# The slow request holds its worker this long; the test is done well before (it closes
+# the connection, and the worker's stop is bounded by --graceful-timeout).
+HOLD_SECONDS = 60
+# The classes that serve one request at a time per worker: the request holds the worker.
+# gevent's worker is held only by work that does not yield (CPU), hence the spinning route.
+BUSY_WORKERS = [
+    pytest.param([], "/announced-sleep", id="sync"),
+    pytest.param(["-k", "gthread", "--threads", "1"], "/announced-sleep", id="gthread"),
+    pytest.param(["-k", "gthread", "--threads", "3"], "/announced-sleep", id="gthread-3"),
+]
+
+
+class KeptAlive:
+    """One kept-alive connection: send a request, read its response."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = connect(port, timeout=30)
+        self.stream: BinaryIO = self.sock.makefile("rb")
+
+    def send(self, path: str) -> None:
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+
+    def answer(self) -> tuple[int, int]:
+        """(status, pid of the answering worker)."""
+        response = read_response(self.stream)
+        assert response is not None, "the server closed the connection"
+        return response.status, int(response.body)
+
+    def ask_pid(self) -> int:
+        self.send("/pid")
+        status, pid = self.answer()
+        assert status == 200
+        return pid
+
+    def close(self) -> None:
+        self.stream.close()
+        self.sock.close()
+
+
+@contextmanager
+def kept_alive(port: int, count: int) -> Iterator[list[KeptAlive]]:
+    connections = [KeptAlive(port) for _ in range(count)]
+    try:
+        yield connections
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+def on_one_worker(connections: list[KeptAlive], count: int) -> tuple[list[KeptAlive], int]:
+    """`count` connections that the same worker serves, and that worker's pid. With two
+    workers and 2 * count - 1 connections, one worker holds at least `count` of them."""
+    by_worker: dict[int, list[KeptAlive]] = {}
+    for connection in connections:
+        by_worker.setdefault(connection.ask_pid(), []).append(connection)
+    pid, held = max(by_worker.items(), key=lambda item: len(item[1]))
+    # Asked again: a connection may have moved while it was idle (to even the share).
+    held = [connection for connection in held if connection.ask_pid() == pid]
+    assert len(held) >= count, f"connections per worker: {[len(c) for c in by_worker.values()]}"
+    return held[:count], pid
+
+
+@pytest.mark.parametrize(("worker_args", "route"), BUSY_WORKERS)
+def test_a_request_behind_a_slow_one_is_answered_by_the_idle_sibling(
+    worker_args: list[str], route: str
+) -> None:
+    threads = int(worker_args[-1]) if "--threads" in worker_args else 1
+    args = [*worker_args, "-w", "2", "--graceful-timeout", "1", "testapps:routes"]
+    with running(args, workers=2) as srv, kept_alive(srv.port, 2 * threads + 1) as connections:
+        # Every thread of one worker runs a slow request, one per connection it holds.
+        (*held, waiting), busy_pid = on_one_worker(connections, threads + 1)
+        for connection in held:
+            connection.send(f"{route}?seconds={HOLD_SECONDS}")
+        srv.wait_for(rf"testapps: {route}\?seconds={HOLD_SECONDS} started", count=threads)
+        waiting.send("/pid")
+        status, pid = waiting.answer()
+        assert status == 200
+        assert pid != busy_pid, "the request waited for its own busy worker"
+        # The connection stays with the worker that answered: the next request too.
+        assert waiting.ask_pid() == pid
+
+
+@pytest.mark.parametrize(("worker_args", "route"), BUSY_WORKERS[:2])
+def test_a_new_connection_goes_to_the_idle_worker(worker_args: list[str], route: str) -> None:
+    args = [*worker_args, "-w", "2", "--graceful-timeout", "1", "testapps:routes"]
+    with running(args, workers=2) as srv, kept_alive(srv.port, 1) as (slow,):
+        busy_pid = slow.ask_pid()
+        slow.send(f"{route}?seconds={HOLD_SECONDS}")
+        srv.wait_for(rf"testapps: {route}\?seconds={HOLD_SECONDS} started")
+        for _ in range(5):  # each new connection, not only the first
+            with kept_alive(srv.port, 1) as (fresh,):
+                assert fresh.ask_pid() != busy_pid
+
+
+def test_the_hand_off_queue_carries_a_connection_with_its_unread_request() -> None:
+    """The queue itself, on real sockets: the request bytes stay in the passed socket."""
+    from dynocorn.handoff import HandoffQueue
+
+    queue = HandoffQueue()
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    accepted, _ = listener.accept()
+    client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert queue.send(accepted, listener.fileno())
+    accepted.close()  # the sender's copy; the queue keeps the connection open
+    received = queue.receive()
+    assert received is not None
+    passed, listener_fd = received
+    assert listener_fd == listener.fileno()
+    passed.settimeout(5)
+    assert passed.recv(100) == b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    passed.sendall(b"answered")
+    client.settimeout(5)
+    assert client.recv(100) == b"answered"
+    assert queue.receive() is None  # empty: None, not an error
+    for sock in (passed, client, listener):
+        sock.close()
+    queue.close()

@@ -5,6 +5,8 @@ wrk (1 thread, 50 connections, sharing the machine) loads it for DURATION second
 A round runs every server x app x mode once; the rounds repeat, so that drifts of the
 machine (other processes, CPU frequency) hit every server alike, and the table reports the
 median over the rounds, with each cell's ratio to gunicorn sync measured in the same round.
+The realistic cells (io20, mixed, cpu5, heroku_gthread) have their own workers, threads and
+connections, run keep-alive only, show every round and are checked against criteria.
 A separate pass measures memory: the Flask app with --preload under load, then the PSS of
 the whole process tree and the USS of each worker.
 
@@ -32,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -69,6 +71,7 @@ class Server:
     program: str  # run as `python -m PROGRAM`, so every server uses this interpreter
     flags: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()  # modules it needs besides its own
+    threads: int | None = None  # --threads, for the gthread worker class
 
     @property
     def preloads(self) -> bool:
@@ -78,25 +81,48 @@ class Server:
     def missing(self) -> list[str]:
         return [m for m in (self.program, *self.needs) if importlib.util.find_spec(m) is None]
 
-    def argv(self, port: int, target: str, preload: bool) -> list[str]:
+    def argv(
+        self,
+        port: int,
+        target: str,
+        preload: bool,
+        workers: int = WORKERS,
+        threads: int | None = None,
+    ) -> list[str]:
+        """`threads` overrides the gthread servers' --threads and sets granian's
+        --blocking-threads; the other servers have no such setting."""
         python = [sys.executable, "-m", self.program]
         if self.program == "granian":
+            blocking = ["--blocking-threads", str(threads)] if threads else []
             return [
-                *python, "--interface", "wsgi", "--workers", str(WORKERS), *self.flags,
-                "--host", HOST, "--port", str(port), target,
+                *python, "--interface", "wsgi", "--workers", str(workers), *self.flags,
+                *blocking, "--host", HOST, "--port", str(port), target,
             ]  # fmt: skip
+        pool = ["--threads", str(threads or self.threads)] if self.threads else []
         return [
-            *python, "-w", str(WORKERS), *self.flags, "-b", f"{HOST}:{port}",
+            *python, "-w", str(workers), *self.flags, *pool, "-b", f"{HOST}:{port}",
             *(["--preload"] if preload else []), target,
         ]  # fmt: skip
 
 
 @dataclass(frozen=True)
 class App:
+    """An app and how it is served: one column of the matrix, named in APPS."""
+
     name: str
     directory: Path  # the server's working directory, where the module is found
     target: str
     path: str = "/"
+    workers: int = WORKERS
+    connections: int = CONNECTIONS  # wrk -c
+    threads: int | None = None  # overrides Server.argv's threads (gthread, granian)
+    servers: tuple[str, ...] | None = None  # the only servers it runs on; None: all
+    ideal_rps: float | None = None
+    ideal_basis: str = ""  # where ideal_rps comes from, in words
+    # A realistic cell: keep-alive only; every round shown; dynocorn checked (criteria()).
+    realistic: bool = False
+    about: str = ""
+    wrk_script: Path | None = None  # a wrk Lua script that chooses each request
 
 
 class Cell(NamedTuple):
@@ -107,10 +133,10 @@ class Cell(NamedTuple):
 
 SERVERS = (
     Server("dynocorn-sync", "dynocorn"),
-    Server("dynocorn-gthread", "dynocorn", ("-k", "gthread", "--threads", "4")),
+    Server("dynocorn-gthread", "dynocorn", ("-k", "gthread"), threads=4),
     Server("dynocorn-gevent", "dynocorn", ("-k", "gevent"), ("gevent",)),
     Server("gunicorn-sync", "gunicorn"),
-    Server("gunicorn-gthread", "gunicorn", ("-k", "gthread", "--threads", "4")),
+    Server("gunicorn-gthread", "gunicorn", ("-k", "gthread"), threads=4),
     Server("gunicorn-gevent", "gunicorn", ("-k", "gevent"), ("gevent",)),
     Server("granian", "granian"),
 )
@@ -118,7 +144,22 @@ APPS = (
     App("hello", ROOT / "examples", "hello:app"),
     App("flask", ROOT / "examples", "flask_app:app", "/json"),
     App("sleep10", BENCH_DIR, "apps:sleep10"),
-)
+    # Where a pre-fork server that keeps connections alive can leave a request waiting on a
+    # busy worker while a sibling idles (bench/README.md, "Realistic cells").
+    App("io20", BENCH_DIR, "apps:io20", workers=4, connections=8, realistic=True,
+        about="every request waits 20 ms, as on a database",
+        ideal_rps=4 / 0.020, ideal_basis="4 sync workers x 1 request / 20 ms"),
+    App("mixed", BENCH_DIR, "apps:mixed", workers=4, connections=16, realistic=True,
+        about="90 % of requests wait 2 ms, 10 % wait 200 ms (every tenth)",
+        wrk_script=BENCH_DIR / "mixed.lua"),
+    App("cpu5", BENCH_DIR, "apps:cpu5", workers=2, connections=8, realistic=True,
+        about="every request computes for 5 ms of CPU"),
+    # Heroku's getting-started gunicorn.conf.py: gthread, 2 workers of 5 threads.
+    App("heroku_gthread", BENCH_DIR, "apps:io20", workers=2, connections=20, threads=5,
+        servers=("dynocorn-gthread", "gunicorn-gthread", "granian"), realistic=True,
+        about="io20's app under Heroku's gthread settings",
+        ideal_rps=2 * 5 / 0.020, ideal_basis="2 workers x 5 threads / 20 ms"),
+)  # fmt: skip
 MODES: dict[str, tuple[str, ...]] = {
     "keepalive": (),
     "close": ("-H", "Connection: close"),
@@ -128,9 +169,14 @@ MODES: dict[str, tuple[str, ...]] = {
 # meets. The app adds the same work in both modes, so hello shows the difference best.
 DEFAULT_CLOSE = {("hello", "dynocorn-sync"), ("hello", "gunicorn-sync"), ("hello", "granian")}
 TRIM_NOTE = (
-    "Default matrix, trimmed to fit in 10 minutes: `close` only for the hello app on "
-    "dynocorn-sync, gunicorn-sync and granian. Set MODES to run every combination."
+    "Default matrix, trimmed: `close` only for the hello app on dynocorn-sync, gunicorn-sync "
+    "and granian. Set MODES to run every combination (the realistic cells are keep-alive only)."
 )
+# The realistic cells' criteria (criteria(); bench/README.md).
+CRITERIA_ROUNDS = 5  # what the criteria are meant to be read on: ROUNDS=5
+IDEAL_SHARE = 0.95  # the worst round reaches this share of the cell's ideal req/s
+SPREAD_LIMIT_PCT = 10.0  # every round's req/s within this % of the median
+PASS, FAIL, NOT_APPLICABLE, INCOMPLETE = "PASS", "FAIL", "n/a", "incomplete"
 
 
 class ConfigError(Exception):
@@ -186,9 +232,12 @@ def plan_from_env(env: Mapping[str, str]) -> Plan:
         for app in apps
         for mode in modes
         for server in servers
-        if not (trim and mode == "close" and (app.name, server.name) not in DEFAULT_CLOSE)
+        if (app.servers is None or server.name in app.servers)
+        and not (app.realistic and mode != "keepalive")
+        and not (trim and mode == "close" and (app.name, server.name) not in DEFAULT_CLOSE)
     )
-    notes = (TRIM_NOTE,) if trim and "close" in modes else ()
+    trimmed = trim and "close" in modes and any(not app.realistic for app in apps)
+    notes = (TRIM_NOTE,) if trimmed else ()
     return Plan(
         servers=tuple(servers),
         apps=apps,
@@ -271,7 +320,7 @@ def serve(server: Server, app: App, preload: bool, log_path: Path) -> Iterator[R
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(app.directory), env.get("PYTHONPATH")]))
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            server.argv(port, app.target, preload),
+            server.argv(port, app.target, preload, app.workers, app.threads),
             cwd=app.directory,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -361,9 +410,17 @@ class WrkResult:
         return self.socket_errors + self.non_2xx
 
 
-def run_wrk(wrk: str, url: str, seconds: int, mode: str) -> WrkResult:
+def run_wrk(
+    wrk: str,
+    url: str,
+    seconds: int,
+    mode: str,
+    connections: int = CONNECTIONS,
+    script: Path | None = None,
+) -> WrkResult:
     argv = [
-        wrk, "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", *MODES[mode], url,
+        wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *MODES[mode],
+        *(["-s", str(script)] if script else []), url,
     ]  # fmt: skip
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
@@ -487,24 +544,26 @@ def measure_pair(
     try:
         with serve(server, app, preload=False, log_path=log) as running:
             with contextlib.suppress(WrkFailed):
-                run_wrk(wrk, running.url, WARMUP_SECONDS, modes[0])
+                run_wrk(wrk, running.url, WARMUP_SECONDS, modes[0], app.connections, app.wrk_script)
             for mode in modes:
                 cell = Cell(server.name, app.name, mode)
                 try:
-                    result = run_wrk(wrk, running.url, plan.duration, mode)
+                    result = run_wrk(
+                        wrk, running.url, plan.duration, mode, app.connections, app.wrk_script
+                    )
                 except WrkFailed as error:
                     runs.append(Run(number, cell, None, str(error)))
-                    say(f"  {server.name:17} {app.name:8} {mode:9} wrk failed: {error}")
+                    say(f"  {server.name:17} {app.name:14} {mode:9} wrk failed: {error}")
                     continue
                 runs.append(Run(number, cell, result))
                 say(
-                    f"  {server.name:17} {app.name:8} {mode:9} "
+                    f"  {server.name:17} {app.name:14} {mode:9} "
                     f"{result.requests_per_second:9,.0f} req/s  p99 {result.p99_ms:7.2f} ms"
                     + (f"  {result.errors} errors" if result.errors else "")
                 )
     except ServerFailed as error:
         failure = f"{error}\n{log_tail(log)}".strip()
-        say(f"  {server.name:17} {app.name:8} failed to start: {failure}")
+        say(f"  {server.name:17} {app.name:14} failed to start: {failure}")
         return [Run(number, Cell(server.name, app.name, m), None, failure) for m in modes]
     return runs
 
@@ -549,6 +608,14 @@ class Row:
     p99_ms: float
     errors: int  # summed over the rounds
     failure: str | None
+    # Every round in order (NaN: no result that round), and the furthest round's req/s from
+    # the median, in % of the median.
+    rps_by_round: tuple[float, ...]
+    p50_by_round: tuple[float, ...]
+    p99_by_round: tuple[float, ...]
+    spread_pct: float
+    ideal_rps: float  # the app's, NaN when it has none
+    ideal_pct: float  # median req/s in % of ideal_rps
 
 
 def summarize(plan: Plan, runs: Sequence[Run]) -> list[Row]:
@@ -559,26 +626,126 @@ def summarize(plan: Plan, runs: Sequence[Run]) -> list[Row]:
             results[(run.cell, run.round)] = run.result
         elif run.failure:
             failures.setdefault(run.cell, run.failure)
+    apps = {app.name: app for app in plan.apps}
     rows: list[Row] = []
     for cell in plan.cells:
         mine = [(n, results[(cell, n)]) for n in range(1, plan.rounds + 1) if (cell, n) in results]
         ratios = _same_round_ratios(results, cell, mine, BASELINE)
         peer = peer_of(cell.server)
         peer_ratios = _same_round_ratios(results, cell, mine, peer) if peer else []
+        by_round = [results.get((cell, n)) for n in range(1, plan.rounds + 1)]
+        rps = tuple(math.nan if r is None else r.requests_per_second for r in by_round)
+        median = _median(rps)
+        app = apps.get(cell.app)
+        ideal = math.nan if app is None or app.ideal_rps is None else app.ideal_rps
         rows.append(
             Row(
                 cell=cell,
                 rounds=len(mine),
-                requests_per_second=_median([r.requests_per_second for _, r in mine]),
+                requests_per_second=median,
                 ratio=_median(ratios),
                 peer_ratio=_median(peer_ratios),
                 p50_ms=_median([r.p50_ms for _, r in mine]),
                 p99_ms=_median([r.p99_ms for _, r in mine]),
                 errors=sum(r.errors for _, r in mine),
                 failure=failures.get(cell) if not mine else None,
+                rps_by_round=rps,
+                p50_by_round=tuple(math.nan if r is None else r.p50_ms for r in by_round),
+                p99_by_round=tuple(math.nan if r is None else r.p99_ms for r in by_round),
+                spread_pct=spread_pct(rps),
+                ideal_rps=ideal,
+                ideal_pct=100 * median / ideal,
             )
         )
     return rows
+
+
+def spread_pct(values: Sequence[float]) -> float:
+    """How far the furthest value is from the median, in % of the median (missing values,
+    NaN, are left out)."""
+    usable = [v for v in values if not math.isnan(v)]
+    median = _median(usable)
+    if not usable or not median > 0:
+        return math.nan
+    return 100 * max(abs(v - median) for v in usable) / median
+
+
+# --- the realistic cells' criteria ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    key: str  # rps, ideal, p50, p99, spread: the column of the criteria table
+    verdict: str  # PASS, FAIL, or n/a when there is nothing to compare with
+    detail: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    cell: Cell
+    peer: str  # gunicorn's server of the same worker class
+    checks: tuple[Check, ...]
+    verdict: str  # FAIL if any check failed, else PASS if all passed, else incomplete
+
+
+CRITERIA = {
+    "rps": "worst round req/s >= gunicorn's median",
+    "ideal": f"worst round req/s >= {IDEAL_SHARE:.0%} of ideal",
+    "p50": "median p50 <= gunicorn's",
+    "p99": "median p99 <= gunicorn's",
+    "spread": f"every round within ±{SPREAD_LIMIT_PCT:.0f}% of the median req/s",
+}
+
+
+def criteria(plan: Plan, rows: Sequence[Row]) -> list[Verdict]:
+    """Each dynocorn class in each realistic cell, against gunicorn's same class there."""
+    realistic = {app.name for app in plan.apps if app.realistic}
+    by_cell = {row.cell: row for row in rows}
+    verdicts: list[Verdict] = []
+    for row in rows:
+        peer = peer_of(row.cell.server)
+        if peer is None or row.cell.app not in realistic:
+            continue
+        checks = check_row(row, by_cell.get(row.cell._replace(server=peer)))
+        verdicts.append(Verdict(row.cell, peer, checks, overall(checks)))
+    return verdicts
+
+
+def check_row(mine: Row, peer: Row | None) -> tuple[Check, ...]:
+    """The criteria for one dynocorn row. A round without a result makes the worst round
+    and the spread fail; a missing gunicorn row makes its comparisons n/a; a cell without
+    an ideal has no ideal check."""
+    nan = math.nan
+    complete = mine.rps_by_round and not any(math.isnan(v) for v in mine.rps_by_round)
+    worst = min(mine.rps_by_round) if complete else nan
+    checks = [
+        _check("rps", worst, peer.requests_per_second if peer else nan, at_most=False),
+        _check("ideal", worst, IDEAL_SHARE * mine.ideal_rps, at_most=False),
+        _check("p50", mine.p50_ms, peer.p50_ms if peer else nan, at_most=True, pattern=".2f"),
+        _check("p99", mine.p99_ms, peer.p99_ms if peer else nan, at_most=True, pattern=".2f"),
+        _check("spread", mine.spread_pct if complete else nan, SPREAD_LIMIT_PCT, True, ".1f", "%"),
+    ]
+    return tuple(c for c in checks if not (c.key == "ideal" and math.isnan(mine.ideal_rps)))
+
+
+def _check(
+    key: str, value: float, limit: float, at_most: bool, pattern: str = ",.0f", unit: str = ""
+) -> Check:
+    if math.isnan(limit):
+        return Check(key, NOT_APPLICABLE, "nothing to compare with")
+    if math.isnan(value):
+        return Check(key, FAIL, "no result" if key != "spread" else "a round has no result")
+    passed = value <= limit if at_most else value >= limit
+    relation = ("<=" if passed else ">") if at_most else (">=" if passed else "<")
+    detail = f"{value:{pattern}}{unit} {relation} {limit:{pattern}}{unit}"
+    return Check(key, PASS if passed else FAIL, detail)
+
+
+def overall(checks: Sequence[Check]) -> str:
+    verdicts = {check.verdict for check in checks}
+    if FAIL in verdicts:
+        return FAIL
+    return PASS if verdicts == {PASS} else INCOMPLETE
 
 
 def peer_of(server: str) -> str | None:
@@ -602,7 +769,7 @@ def _same_round_ratios(
     return ratios
 
 
-def _median(values: Sequence[float]) -> float:
+def _median(values: Iterable[float]) -> float:
     usable = [v for v in values if not math.isnan(v)]
     return statistics.median(usable) if usable else math.nan
 
@@ -633,6 +800,78 @@ def speed_table(plan: Plan, rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def _rounds(values: Sequence[float], pattern: str) -> str:
+    return " / ".join(_number(v, pattern) for v in values)
+
+
+def serving(app: App) -> str:
+    """How the servers are set up for `app`, in words, for the realistic cells' headings."""
+    gthread = next(s.threads for s in SERVERS if s.threads)
+    threads = app.threads or gthread
+    blocking = f"--blocking-threads {app.threads}" if app.threads else "its default threads"
+    ideal = (
+        f"; ideal {app.ideal_rps:,.0f} req/s ({app.ideal_basis})" if app.ideal_rps else "; no ideal"
+    )
+    return (
+        f"{app.workers} workers ({threads} threads each for gthread; granian {blocking}); "
+        f"wrk -t1 -c{app.connections}, keep-alive{ideal}"
+    )
+
+
+def realistic_tables(plan: Plan, rows: Sequence[Row]) -> str:
+    """One table per realistic cell: every round's figures, then medians and spread."""
+    parts: list[str] = []
+    for app in plan.apps:
+        mine = [row for row in rows if row.cell.app == app.name]
+        if not app.realistic or not mine:
+            continue
+        parts += [
+            f"### {app.name}: {app.about}",
+            "",
+            serving(app),
+            "",
+            "| server | req/s by round | median req/s | spread | vs gunicorn, same class"
+            " | % of ideal | p50 ms by round | median p50 | p99 ms by round | median p99"
+            " | errors |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        ]
+        for row in mine:
+            if row.failure is not None:
+                reason = row.failure.splitlines()[0]
+                parts.append(f"| {row.cell.server} | failed: {reason} |" + " - |" * 9)
+                continue
+            parts.append(
+                f"| {row.cell.server} | {_rounds(row.rps_by_round, ',.0f')}"
+                f" | {_number(row.requests_per_second, ',.0f')}"
+                f" | ±{_number(row.spread_pct, '.1f')}%"
+                f" | {_number(row.peer_ratio, '.2f')} | {_number(row.ideal_pct, '.0f')}"
+                f" | {_rounds(row.p50_by_round, '.2f')} | {_number(row.p50_ms, '.2f')}"
+                f" | {_rounds(row.p99_by_round, '.2f')} | {_number(row.p99_ms, '.2f')}"
+                f" | {row.errors} |"
+            )
+        parts.append("")
+    return "\n".join(parts).rstrip("\n")
+
+
+def criteria_table(verdicts: Sequence[Verdict]) -> str:
+    lines = [
+        "| cell | server | against | " + " | ".join(CRITERIA.values()) + " | verdict |",
+        "|---|---|---|" + "---|" * len(CRITERIA) + "---|",
+    ]
+    for verdict in verdicts:
+        checks = {check.key: check for check in verdict.checks}
+        cells = [
+            "-" if key not in checks else f"{checks[key].verdict} ({checks[key].detail})"
+            for key in CRITERIA
+        ]
+        lines.append(
+            f"| {verdict.cell.app} | {verdict.cell.server} | {verdict.peer} | "
+            + " | ".join(cells)
+            + f" | **{verdict.verdict}** |"
+        )
+    return "\n".join(lines)
+
+
 def memory_table(runs: Sequence[MemoryRun]) -> str:
     lines = [
         "| server | --preload | total PSS MiB (master + workers) | worker USS MiB (mean) |",
@@ -652,23 +891,62 @@ def memory_table(runs: Sequence[MemoryRun]) -> str:
 
 
 def report(
-    plan: Plan, rows: Sequence[Row], memory: Sequence[MemoryRun], about: Mapping[str, Any]
+    plan: Plan,
+    rows: Sequence[Row],
+    memory: Sequence[MemoryRun],
+    about: Mapping[str, Any],
+    verdicts: Sequence[Verdict] = (),
 ) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in about["versions"].items())
+    realistic = {app.name for app in plan.apps if app.realistic}
+    classic = [row for row in rows if row.cell.app not in realistic]
     parts = [
         "# dynocorn benchmark",
         "",
         f"{about['date']} · {about['cpus']} CPUs ({about['cpu']}) · Python {about['python']}"
-        f" · {versions} · {about['wrk']} · commit {about['commit']}",
-        "",
-        f"wrk -t1 -c{CONNECTIONS} --latency on {HOST}, sharing the machine; {WORKERS} workers "
-        f"per server; {plan.rounds} interleaved round(s) of {plan.duration} s per cell after a "
-        f"{WARMUP_SECONDS} s warm-up; medians over the rounds, the ratio is the median of the "
-        f"per-round ratios to {BASELINE}; errors are wrk's socket errors plus non-2xx "
-        f"responses, summed over the rounds. Wall time {about['wall_seconds']:.0f} s.",
-        "",
-        speed_table(plan, rows),
+        f" · {versions} · {about['wrk']} · commit {about['commit']}"
+        f" · wall time {about['wall_seconds']:.0f} s",
     ]
+    if classic:
+        parts += [
+            "",
+            f"wrk -t1 -c{CONNECTIONS} --latency on {HOST}, sharing the machine; {WORKERS} "
+            f"workers per server; {plan.rounds} interleaved round(s) of {plan.duration} s per "
+            f"cell after a {WARMUP_SECONDS} s warm-up; medians over the rounds, the ratio is "
+            f"the median of the per-round ratios to {BASELINE}; errors are wrk's socket "
+            f"errors plus non-2xx responses, summed over the rounds.",
+            "",
+            speed_table(plan, classic),
+        ]
+    if len(classic) < len(rows):
+        parts += [
+            "",
+            "## Realistic cells",
+            "",
+            f"wrk -t1 --latency on {HOST}, keep-alive, sharing the machine; workers, threads "
+            f"and connections per cell as given; the same {plan.rounds} interleaved round(s) "
+            f"of {plan.duration} s after a {WARMUP_SECONDS} s warm-up. Every round's figures, "
+            "in round order, then the median; spread: the furthest round's req/s from the "
+            "median, in % of the median; vs gunicorn, same class: the median of the per-round "
+            "ratios; % of ideal: the median req/s in % of the cell's ideal.",
+            "",
+            realistic_tables(plan, rows),
+        ]
+    if verdicts:
+        parts += [
+            "",
+            "### Criteria: each dynocorn class against gunicorn's same class in the same cell",
+            "",
+            "Worst round: the lowest req/s of this server's rounds; medians as above. "
+            f"The criteria are meant for ROUNDS={CRITERIA_ROUNDS}"
+            + (
+                f"; this run had {plan.rounds}, so read them as a preview."
+                if plan.rounds < CRITERIA_ROUNDS
+                else "."
+            ),
+            "",
+            criteria_table(verdicts),
+        ]
     if memory:
         parts += [
             "",
@@ -692,7 +970,10 @@ def draw_chart(plan: Plan, rows: Sequence[Row], path: Path) -> None:
 
     ratios = {row.cell: row.ratio for row in rows}
     servers = [s.name for s in plan.servers]
-    groups = list(dict.fromkeys((row.cell.app, row.cell.mode) for row in rows))
+    # Groups with no ratio at all (heroku_gthread, which has no gunicorn-sync) are left out.
+    groups = list(
+        dict.fromkeys((row.cell.app, row.cell.mode) for row in rows if not math.isnan(row.ratio))
+    )
     figure = Figure(figsize=(10, 5), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
@@ -715,8 +996,9 @@ def draw_chart(plan: Plan, rows: Sequence[Row], path: Path) -> None:
     axes.set_xticks(range(len(servers)), labels=servers, fontsize=8)
     axes.set_ylabel(f"req/s / {BASELINE} (median of rounds)")
     axes.set_title(
-        f"wrk -t1 -c{CONNECTIONS} on loopback, {WORKERS} workers per server, "
-        f"{plan.rounds} round(s) of {plan.duration} s",
+        f"wrk -t1 on loopback, {plan.rounds} round(s) of {plan.duration} s; "
+        f"-c{CONNECTIONS} and {WORKERS} workers per server except in the realistic cells "
+        "(latest.md)",
         fontsize=10,
     )
     axes.legend(fontsize=8, ncols=len(groups), loc="upper center", bbox_to_anchor=(0.5, -0.08))
@@ -779,6 +1061,7 @@ def write_results(
     memory: Sequence[MemoryRun],
     about: Mapping[str, Any],
     markdown: str,
+    verdicts: Sequence[Verdict] = (),
 ) -> None:
     RESULTS_DIR.mkdir(exist_ok=True)
     (RESULTS_DIR / "latest.md").write_text(markdown)
@@ -795,9 +1078,30 @@ def write_results(
             "baseline": BASELINE,
             "skipped": plan.skipped,
             "notes": plan.notes,
+            # Per app: the realistic cells have their own; connections and workers above
+            # are the others'.
+            "apps_settings": {
+                app.name: {
+                    "target": app.target,
+                    "workers": app.workers,
+                    "connections": app.connections,
+                    "threads": app.threads,
+                    "servers": app.servers,
+                    "ideal_rps": app.ideal_rps,
+                    "realistic": app.realistic,
+                }
+                for app in plan.apps
+            },
+            "criteria": {
+                "meant_for_rounds": CRITERIA_ROUNDS,
+                "ideal_share": IDEAL_SHARE,
+                "spread_limit_pct": SPREAD_LIMIT_PCT,
+                "checks": CRITERIA,
+            },
         },
         "runs": [asdict(run) for run in runs],
         "summary": [asdict(row) for row in rows],
+        "criteria": [asdict(verdict) for verdict in verdicts],
         "memory": [asdict(run) for run in memory],
     }
     (RESULTS_DIR / "latest.json").write_text(json.dumps(to_json(raw), indent=1) + "\n")
@@ -834,11 +1138,12 @@ def main(env: Mapping[str, str] = os.environ, clock: Callable[[], float] = time.
         runs = run_rounds(plan, wrk, Path(logs))
         memory = run_memory_pass(plan, wrk, Path(logs)) if plan.memory else []
     rows = summarize(plan, runs)
+    verdicts = criteria(plan, rows)
     about = about_this_machine(wrk)
     about["wall_seconds"] = clock() - started
-    markdown = report(plan, rows, memory, about)
+    markdown = report(plan, rows, memory, about, verdicts)
     print(markdown)
-    write_results(plan, runs, rows, memory, about, markdown)
+    write_results(plan, runs, rows, memory, about, markdown, verdicts)
     say(f"wrote {RESULTS_DIR}/latest.md, latest.json, latest.png")
     return 0
 

@@ -2,6 +2,7 @@
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,10 @@ def test_default_matrix_is_trimmed_and_quick_is_small() -> None:
     close = [c for c in everything.cells if c.mode == "close"]
     assert {(c.app, c.server) for c in close} <= run.DEFAULT_CLOSE
     assert everything.notes == (run.TRIM_NOTE,)
-    assert run.estimate_seconds(everything) < 570  # 10 minutes, with a margin
+    assert {c.app for c in everything.cells} == {a.name for a in run.APPS}
+    assert run.estimate_seconds(everything) < 20 * 60  # bench/README.md says about 18 minutes
+    classic = run.plan_from_env({"APPS": "hello,flask,sleep10"})
+    assert run.estimate_seconds(classic) < 570  # 10 minutes, with a margin
 
     quick = run.plan_from_env({"QUICK": "1"})
     assert (quick.rounds, quick.duration) == (1, 2)
@@ -87,8 +91,42 @@ def test_default_matrix_is_trimmed_and_quick_is_small() -> None:
 
 def test_explicit_modes_are_not_trimmed() -> None:
     plan = run.plan_from_env({"SERVERS": "dynocorn-sync,gunicorn-sync", "MODES": "close"})
-    assert len(plan.cells) == 2 * len(run.APPS)
+    assert len(plan.cells) == 2 * len([a for a in run.APPS if not a.realistic])
     assert plan.notes == ()
+
+
+def test_realistic_cells_are_selected_by_name_and_keep_alive_only() -> None:
+    plan = run.plan_from_env(
+        {"APPS": "io20,mixed,cpu5,heroku_gthread", "MODES": "keepalive,close", "ROUNDS": "5"}
+    )
+    assert {c.mode for c in plan.cells} == {"keepalive"}
+    assert not plan.memory and plan.rounds == 5
+    assert plan.notes == ()  # nothing was trimmed
+    per_app = {app: {c.server for c in plan.cells if c.app == app} for app in ("io20", "cpu5")}
+    assert per_app["io20"] == per_app["cpu5"] == {s.name for s in plan.servers}
+    heroku = {c.server for c in plan.cells if c.app == "heroku_gthread"}
+    assert heroku == {"dynocorn-gthread", "gunicorn-gthread", "granian"} & set(per_app["io20"])
+
+
+def _argv(server: str, app: str) -> str:
+    chosen = next(s for s in run.SERVERS if s.name == server)
+    served = next(a for a in run.APPS if a.name == app)
+    argv = chosen.argv(8000, served.target, False, served.workers, served.threads)
+    return " ".join(argv[1:])  # without the interpreter's path
+
+
+def test_each_cell_starts_the_servers_with_its_own_workers_and_threads() -> None:
+    assert _argv("dynocorn-gthread", "hello").startswith(
+        "-m dynocorn -w 2 -k gthread --threads 4 -b "
+    )
+    assert _argv("gunicorn-sync", "sleep10").startswith("-m gunicorn -w 2 -b ")
+    assert _argv("gunicorn-gthread", "io20").startswith("-m gunicorn -w 4 -k gthread --threads 4 ")
+    assert _argv("dynocorn-sync", "cpu5").startswith("-m dynocorn -w 2 -b ")
+    assert _argv("dynocorn-gthread", "heroku_gthread").startswith(
+        "-m dynocorn -w 2 -k gthread --threads 5 -b "
+    )
+    assert "--workers 2 --blocking-threads 5 " in _argv("granian", "heroku_gthread")
+    assert "--workers 4 --host" in _argv("granian", "mixed")
 
 
 @pytest.mark.parametrize(
@@ -135,6 +173,70 @@ def test_each_dynocorn_class_is_compared_with_gunicorns_same_class() -> None:
     row = {row.cell: row for row in run.summarize(plan, runs)}[mine]
     assert (row.ratio, row.peer_ratio) == (3.0, 1.5)
     assert run.peer_of("granian") is None
+
+
+def test_spread_is_the_furthest_round_from_the_median_in_percent() -> None:
+    assert run.spread_pct([100, 90, 115]) == pytest.approx(15.0)
+    assert run.spread_pct([100, math.nan, 104]) == pytest.approx(200 / 102)  # median 102
+    assert math.isnan(run.spread_pct([math.nan]))
+
+
+Figures = Sequence[tuple[float, float, float]]  # req/s, p50, p99 per round
+
+
+def _rounds(cell: run.Cell, figures: Figures) -> list[run.Run]:
+    """One run per round: (req/s, p50, p99); NaN req/s for a round without a result."""
+    return [
+        run.Run(n, cell, None if math.isnan(rps) else run.WrkResult(rps, 1, p50, p99, 0, 0), "x")
+        for n, (rps, p50, p99) in enumerate(figures, start=1)
+    ]
+
+
+def _verdicts(app: str, mine: Figures, theirs: Figures) -> dict[str, str]:
+    plan = run.plan_from_env({"SERVERS": "dynocorn-sync,gunicorn-sync", "APPS": app,
+                              "ROUNDS": str(len(mine))})  # fmt: skip
+    cell = run.Cell("dynocorn-sync", app, "keepalive")
+    runs = _rounds(cell, mine) + _rounds(cell._replace(server="gunicorn-sync"), theirs)
+    rows = run.summarize(plan, runs)
+    (verdict,) = run.criteria(plan, rows)
+    assert verdict.peer == "gunicorn-sync"
+    # Every round and the verdicts are in the report, for reading.
+    about = {"date": "d", "cpus": 2, "cpu": "c", "python": "3", "versions": {}, "wrk": "wrk",
+             "commit": "c", "wall_seconds": 1.0}  # fmt: skip
+    text = run.report(plan, rows, [], about, [verdict])
+    assert " / ".join(f"{rps:,.0f}" for rps, _, _ in mine if not math.isnan(rps)) in text
+    assert f"**{verdict.verdict}**" in text
+    return {check.key: check.verdict for check in verdict.checks} | {"all": verdict.verdict}
+
+
+def test_criteria_pass_when_every_figure_holds() -> None:
+    mine = [(194, 20.5, 22), (196, 20.4, 23), (199, 20.3, 25), (195, 20.5, 24), (197, 20.4, 22)]
+    theirs = [(190, 21.0, 40)] * 5
+    verdicts = _verdicts("io20", mine, theirs)
+    assert verdicts == {"rps": "PASS", "ideal": "PASS", "p50": "PASS", "p99": "PASS",
+                        "spread": "PASS", "all": "PASS"}  # fmt: skip
+
+
+def test_criteria_fail_on_a_slow_round_a_spread_or_a_slower_tail() -> None:
+    # Median 196 beats gunicorn's 190, but the worst round (160) is below it, below 95 % of
+    # the ideal 200 and 18 % from the median; the p99 is worse than gunicorn's.
+    mine = [(160, 20.5, 90), (196, 20.4, 80), (199, 20.3, 85)]
+    theirs = [(190, 21.0, 40)] * 3
+    verdicts = _verdicts("io20", mine, theirs)
+    assert verdicts == {"rps": "FAIL", "ideal": "FAIL", "p50": "PASS", "p99": "FAIL",
+                        "spread": "FAIL", "all": "FAIL"}  # fmt: skip
+
+
+def test_criteria_without_ideal_or_a_round_or_gunicorn() -> None:
+    # mixed has no ideal: no such check. A round without a result fails the worst round
+    # and the spread.
+    verdicts = _verdicts("mixed", [(500, 3, 200), (math.nan, 0, 0)], [(400, 3, 210)] * 2)
+    assert verdicts == {"rps": "FAIL", "p50": "PASS", "p99": "PASS", "spread": "FAIL",
+                        "all": "FAIL"}  # fmt: skip
+    # Without gunicorn's figures, its comparisons are n/a and the verdict incomplete.
+    verdicts = _verdicts("cpu5", [(300, 10, 20)], [(math.nan, 0, 0)])
+    assert verdicts == {"rps": "n/a", "p50": "n/a", "p99": "n/a", "spread": "PASS",
+                        "all": "incomplete"}  # fmt: skip
 
 
 def test_a_server_that_never_started_is_a_failed_row() -> None:

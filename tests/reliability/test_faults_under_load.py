@@ -412,3 +412,38 @@ def _children(pid: int) -> list[int]:
         return [child.pid for child in psutil.Process(pid).children()]
     except psutil.Error:
         return []
+
+
+@pytest.mark.parametrize(
+    "worker_args",
+    [pytest.param([], id="sync"), pytest.param(["-k", "gthread", "--threads", "1"], id="gthread")],
+)
+def test_connections_passed_between_workers_under_load_through_hup_and_recycling(
+    worker_args: list[str],
+) -> None:
+    """Slow requests make their workers pass waiting kept-alive connections on (handoff.py)
+    all the time, while workers are replaced (HUP) and recycled (max-requests): nothing may
+    be lost or reset, the slow requests included."""
+    args = [*worker_args, "-w", "3", "--max-requests", "60", "testapps:sleepy"]
+    with running(args, workers=3) as srv:
+        old = set(srv.worker_pids())
+        with (
+            Load(srv.port, "/?seconds=0.002", threads=THREADS) as fast,
+            Load(srv.port, "/?seconds=0.2", threads=2) as slow,
+        ):
+            fast.wait_ok(100, 40)
+            srv.signal(signal.SIGHUP)
+            poll(lambda: not (set(srv.worker_pids()) & old), 30, "the old workers to go")
+            fast.wait_ok(150, 40)
+            slow.wait_ok(4, 20)
+        recycled = srv.log.count("Autorestarting worker after current request")
+    report(
+        case_id("hand-offs under HUP and max-requests", worker_args),
+        fast.sent + slow.sent,
+        fast.failed + slow.failed,
+        "0",
+        f"fast: {fast.summary()}; slow: {slow.summary()}; {recycled} recycles",
+    )
+    assert fast.failed == 0, fast.outcomes.failures[:5]
+    assert slow.failed == 0, slow.outcomes.failures[:5]
+    assert recycled >= 2

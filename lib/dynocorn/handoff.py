@@ -27,6 +27,7 @@ import socket
 import struct
 import termios
 from dataclasses import dataclass, field
+from typing import Any
 
 # The listener's file descriptor: the same number in every worker, forked from the master.
 _HEADER = struct.Struct("!i")
@@ -56,23 +57,32 @@ class HandoffQueue:
             return False
         return True
 
-    def receive(self) -> tuple[socket.socket, int] | None:
-        """A passed connection and its listener's descriptor, or None when the queue is empty
-        (another worker was quicker)."""
-        try:
-            data, ancillary, _flags, _address = self._receive_end.recvmsg(_HEADER.size, _FDS_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return None
-        fds = array.array("i")
-        for level, kind, payload in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-        if len(fds) != 1 or len(data) != _HEADER.size:
-            for fd in fds:  # never leak a descriptor from a malformed message
-                os.close(fd)
-            return None
-        (listener_fd,) = _HEADER.unpack(data)
-        return socket.socket(fileno=fds[0]), listener_fd
+    def receive(self) -> tuple[socket.socket, Any, int] | None:
+        """The next passed connection, its peer's address and its listener's descriptor;
+        None when the queue is empty (another worker was quicker). A connection whose client
+        went away while it was queued is closed and skipped."""
+        while True:
+            try:
+                data, ancillary, _flags, _address = self._receive_end.recvmsg(
+                    _HEADER.size, _FDS_SIZE
+                )
+            except (BlockingIOError, InterruptedError):
+                return None
+            fds = array.array("i")
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+            if len(fds) != 1 or len(data) != _HEADER.size:
+                for fd in fds:  # never leak a descriptor from a malformed message
+                    os.close(fd)
+                continue
+            sock = socket.socket(fileno=fds[0])
+            try:
+                peer = sock.getpeername()
+            except OSError:  # the client is gone already
+                sock.close()
+                continue
+            return sock, peer, _HEADER.unpack(data)[0]
 
     def pending(self) -> bool:
         """Whether a connection waits in the queue (the size of the next message)."""

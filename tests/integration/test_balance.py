@@ -125,8 +125,9 @@ def test_the_hand_off_queue_carries_a_connection_with_its_unread_request() -> No
     accepted.close()  # the sender's copy; the queue keeps the connection open
     received = queue.receive()
     assert received is not None
-    passed, listener_fd = received
+    passed, peer, listener_fd = received
     assert listener_fd == listener.fileno()
+    assert peer == client.getsockname()
     passed.settimeout(5)
     assert passed.recv(100) == b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
     passed.sendall(b"answered")

@@ -229,19 +229,13 @@ class SyncWorker(HttpWorker):
             return
         self.adopt(sock, peer, listener.fileno())
 
-    def take_handed_off(self, handoff: HandoffQueue) -> bool:
-        """A connection a busy sibling passed on, its next request unread: serve it here.
+    def take_handed_off(self, queue: HandoffQueue) -> bool:
+        """A connection a sibling passed on, its next request unread: serve it here.
         False when the queue was empty (another worker was quicker)."""
-        received = handoff.receive()
+        received = queue.receive()
         if received is None:
             return False
-        sock, listener_fd = received
-        try:
-            peer = sock.getpeername()
-        except OSError:  # the client is gone already
-            sock.close()
-            return True
-        self.adopt(sock, peer, listener_fd)
+        self.adopt(*received)
         return True
 
     def adopt(self, sock: socket.socket, peer: Any, listener_fd: int) -> None:
@@ -364,8 +358,9 @@ class SyncWorker(HttpWorker):
         self.over_share = held > share and self.board.below(share)
         # A spare connection still queued since the last look: the worker it was meant for
         # filled up meanwhile. Take it anyway, rather than leave a client waiting.
-        stranded = self.spare.pending() and self.spare_seen
-        self.spare_seen = self.spare.pending()
+        pending = self.spare.pending()
+        stranded = pending and self.spare_seen
+        self.spare_seen = pending
         under = held < share or stranded
         if under != self.under_share:
             self.under_share = under
@@ -484,7 +479,7 @@ class SyncWorker(HttpWorker):
 
     def take_backlog(self) -> None:
         """On TERM, every worker stops: the connections the kernel accepted and those in the
-        hand-off queue are answered, not reset. Whichever worker comes first takes them."""
+        hand-off queues are answered, not reset. Whichever worker comes first takes them."""
         for listener in self.listeners:
             listener_fd = listener.fileno()
             while True:
@@ -493,14 +488,10 @@ class SyncWorker(HttpWorker):
                 except OSError:
                     break
                 self.selector.register(sock, self.add_connection(sock, peer, listener_fd))
-        while self.handoff is not None and (received := self.handoff.receive()) is not None:
-            sock, listener_fd = received
-            try:
-                peer = sock.getpeername()
-            except OSError:
-                sock.close()
-                continue
-            self.selector.register(sock, self.add_connection(sock, peer, listener_fd))
+        for queue in (self.handoff, self.spare):
+            while queue is not None and (received := queue.receive()) is not None:
+                sock, peer, listener_fd = received
+                self.selector.register(sock, self.add_connection(sock, peer, listener_fd))
 
 
 def passable(connection: Connection) -> bool:

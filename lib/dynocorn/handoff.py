@@ -48,10 +48,13 @@ class HandoffQueue:
 
     def send(self, sock: socket.socket, listener_fd: int) -> bool:
         """Pass `sock` (the caller then closes its own copy); False if the queue is full."""
+        return self.send_fd(sock.fileno(), listener_fd)
+
+    def send_fd(self, fd: int, listener_fd: int) -> bool:
         try:
             self._send_end.sendmsg(
                 [_HEADER.pack(listener_fd)],
-                [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [sock.fileno()]))],
+                [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))],
             )
         except (BlockingIOError, InterruptedError):
             return False

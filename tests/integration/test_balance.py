@@ -17,6 +17,7 @@ import pytest
 
 from rawhttp import connect, read_response
 from server import running
+from worker_classes import HAVE_GEVENT
 
 # The slow request holds its worker this long; the test is done well before (it closes
 # the connection, and the worker's stop is bounded by --graceful-timeout).
@@ -27,6 +28,12 @@ BUSY_WORKERS = [
     pytest.param([], "/announced-sleep", id="sync"),
     pytest.param(["-k", "gthread", "--threads", "1"], "/announced-sleep", id="gthread"),
     pytest.param(["-k", "gthread", "--threads", "3"], "/announced-sleep", id="gthread-3"),
+    pytest.param(
+        ["-k", "gevent"],
+        "/announced-spin",
+        id="gevent",
+        marks=pytest.mark.skipif(not HAVE_GEVENT, reason="gevent is not installed"),
+    ),
 ]
 
 
@@ -100,7 +107,7 @@ def test_a_request_behind_a_slow_one_is_answered_by_the_idle_sibling(
         assert waiting.ask_pid() == pid
 
 
-@pytest.mark.parametrize(("worker_args", "route"), BUSY_WORKERS[:2])
+@pytest.mark.parametrize(("worker_args", "route"), [BUSY_WORKERS[0], BUSY_WORKERS[1]])
 def test_a_new_connection_goes_to_the_idle_worker(worker_args: list[str], route: str) -> None:
     args = [*worker_args, "-w", "2", "--graceful-timeout", "1", "testapps:routes"]
     with running(args, workers=2) as srv, kept_alive(srv.port, 1) as (slow,):

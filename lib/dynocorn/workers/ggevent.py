@@ -20,8 +20,7 @@ exits and the master starts another.
 Stopping: TERM, max-requests, lifetime and a changed parent stop the accept greenlets (TERM
 first takes the connections already in the backlog), answer requests already received with
 `Connection: close`, let in-flight requests finish within `graceful_timeout`, and close idle
-connections: after TERM_LINGER of quiet on TERM, at most RETIRE_LINGER when retiring, as sync
-does. INT and QUIT exit at once.
+connections after the policy's linger (policy.py), as sync does. INT and QUIT exit at once.
 
 Signals: Python runs a handler in whichever greenlet holds the hub, or in the hub itself
 when it is idle, where nothing may block. So handlers only set flags and schedule a wake-up
@@ -32,6 +31,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
 import sys
 import time
@@ -48,22 +48,16 @@ try:
 except ImportError as error:
     raise ImportError("the gevent worker needs gevent: pip install 'dynocorn[gevent]'") from error
 
-from dynocorn.http import HTTPError, RequestTimeout
+from dynocorn.http import HTTPError
 from dynocorn.workers.base import WorkerAbort
 from dynocorn.workers.connection import Connection
 from dynocorn.workers.http_worker import HttpWorker
-from dynocorn.workers.sync import (
-    HEAD_TIMEOUT,
-    LOOP_TICK,
-    NEW_CONNECTION_GRACE,
-    RECV_SIZE,
-    RETIRE_LINGER,
-    TERM_LINGER,
-    ready,
-)
+from dynocorn.workers.policy import refusal
+from dynocorn.workers.sync import LOOP_TICK, OFFLOAD_AFTER, OFFLOAD_TICK, RECV_SIZE, ready
 
 if TYPE_CHECKING:
     from dynocorn.config import Config
+    from dynocorn.handoff import HandoffQueue
     from dynocorn.logs import ErrorLog
 
 ABORT_FINISH = 1.0  # after a timeout, seconds the other requests get before they are cut off
@@ -103,12 +97,24 @@ def warn_if_imported_early(wsgi_app: str | None, log: ErrorLog) -> None:
         )
 
 
+_IDLE_TIMEOUT = TimeoutError("idle")
+# The offload thread is a real thread: it must not use gevent's patched versions.
+_original_lock = monkey.get_original("threading", "Lock")
+_original_start_thread = monkey.get_original("_thread", "start_new_thread")
+_original_sleep = monkey.get_original("time", "sleep")
+_original_poll = monkey.get_original("select", "poll")
+
+
 class _Wake(BaseException):
     """Thrown into a greenlet waiting between requests: the worker is stopping, look again."""
 
 
 class GeventConnection(Connection):
-    __slots__ = ()
+    __slots__ = ("handed_off",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.handed_off = False  # passed to another worker while it waited (offload thread)
 
     def _sendfile(self, file: Any, offset: int, count: int, io_timeout: float) -> int:
         """The kernel's sendfile(), waiting cooperatively while the client's buffer is full.
@@ -234,7 +240,10 @@ class GeventWorker(HttpWorker):
     def run(self) -> None:
         self.setup_http()
         self.serving: set[Any] = set()  # connection greenlets
-        self.idle: set[Any] = set()  # those waiting between requests
+        # Those waiting between requests, and their connections: the offload thread reads it.
+        self.idle: dict[Any, GeventConnection] = {}
+        self.offload_lock = _original_lock()
+        self.requests_running = 0
         self.slots = BoundedSemaphore(self.cfg.worker_connections)
         # Each listener as a gevent socket, on a duplicate descriptor: closing one socket
         # object then leaves the other's descriptor alone.
@@ -243,6 +252,11 @@ class GeventWorker(HttpWorker):
             for sock, fd in ((listener.sock, listener.fileno()) for listener in self.listeners)
         ]
         self.acceptors = [gevent.spawn(self.accept, gsock, fd) for gsock, fd in self.listening]
+        if self.handoff is not None:
+            self.acceptors.append(gevent.spawn(self.take_handed_off, self.handoff))
+            if self.cfg.workers > 1:
+                hub_loop = gevent.get_hub().loop  # this thread's hub: the other has none
+                _original_start_thread(self.offload_loop, (hub_loop,))
         gevent.spawn(self.heartbeat)
         self.running = True
         while self.alive:
@@ -328,6 +342,59 @@ class GeventWorker(HttpWorker):
                 raise
             self.spawn_connection(sock, peer, listener_fd, slot=True)
 
+    def take_handed_off(self, handoff: HandoffQueue) -> None:
+        """An acceptor for the hand-off queue: connections a busy sibling passed on."""
+        while True:
+            self.slots.acquire()
+            try:
+                gsocket.wait_read(handoff.fileno())
+                received = handoff.receive()
+            except BaseException:  # killed: stopping
+                self.slots.release()
+                raise
+            if received is None:  # another worker was quicker
+                self.slots.release()
+                continue
+            sock, peer, listener_fd = received
+            self.spawn_connection(gsocket.socket(fileno=sock.detach()), peer, listener_fd, True)
+
+    # -- passing waiting connections on while the hub is held (handoff.py)
+
+    def offload_loop(self, hub_loop: Any) -> None:
+        """In a thread of its own: when the hub has not turned for OFFLOAD_AFTER (a request
+        computes without yielding), pass the idle connections whose next request has
+        arrived to the hand-off queue. A hub that is only waiting would have served them."""
+        last, since = hub_loop.iteration, time.monotonic()
+        while self.alive:
+            _original_sleep(OFFLOAD_TICK)
+            turned, now = hub_loop.iteration, time.monotonic()
+            if turned != last or not self.requests_running:
+                last, since = turned, now  # turning, or idle: nothing holds it
+            elif now - since >= OFFLOAD_AFTER and self.alive:
+                since = now  # look again after as long, not at every tick
+                self.offload_waiting()
+
+    def offload_waiting(self) -> None:
+        assert self.handoff is not None
+        waiting = list(self.idle.items())
+        readable = _original_poll()
+        for _, connection in waiting:
+            readable.register(connection.fd, select.POLLIN)
+        ready = {fd for fd, _ in readable.poll(0)}
+        for glet, connection in waiting:
+            if connection.fd not in ready:
+                continue
+            with self.offload_lock:  # its greenlet checks the flag under it before reading
+                if self.idle.get(glet) is not connection or connection.handed_off:
+                    continue
+                connection.handed_off = True
+                fd = os.dup(connection.fd)  # the greenlet closes its own when it wakes
+            try:
+                if not self.handoff.send_fd(fd, connection.listener_fd):
+                    connection.handed_off = False  # the queue is full: keep it
+            finally:
+                os.close(fd)
+
     def spawn_connection(self, sock: Any, peer: Any, listener_fd: int, slot: bool) -> None:
         self.serving.add(gevent.spawn(self.serve, sock, peer, listener_fd, slot))
 
@@ -382,7 +449,12 @@ class GeventWorker(HttpWorker):
         served_without_yielding = 0
         while True:
             if requests and ready(requests[0]):
-                if not self.handle(connection, requests.popleft()):
+                self.requests_running += 1
+                try:
+                    keep = self.handle(connection, requests.popleft())
+                finally:
+                    self.requests_running -= 1
+                if not keep:
                     return
                 if parser.idle:
                     connection.started = 0.0
@@ -391,17 +463,11 @@ class GeventWorker(HttpWorker):
                     served_without_yielding = 0
                     gevent.sleep(0)
                 continue
-            if requests:  # a body is still arriving
-                data = self.receive(connection, self.io_timeout)
+            if requests or not parser.idle:  # a body, or a head, is still arriving
+                deadline = self.policy.deadline(connection, self.phase())
+                data = self.receive(connection, deadline.at - time.monotonic())
                 if data is None:
-                    self.refuse(connection, RequestTimeout("request body stalled"))
-                    return
-            elif not parser.idle:  # a head is still arriving
-                data = self.receive(
-                    connection, connection.started + HEAD_TIMEOUT - time.monotonic()
-                )
-                if data is None:
-                    self.refuse(connection, RequestTimeout("request not received in time"))
+                    self.refuse(connection, refusal(deadline.action))
                     return
             else:
                 data = self.next_request(connection)
@@ -420,32 +486,33 @@ class GeventWorker(HttpWorker):
                 return
 
     def next_request(self, connection: Connection) -> bytes | None:
-        """Bytes of the next request, or None once the connection has been idle too long."""
+        """Bytes of the next request, or None once the connection has been idle too long
+        (or was passed to another worker meanwhile)."""
+        assert isinstance(connection, GeventConnection)
         me = gevent.getcurrent()
         while True:
-            if self.alive:
-                limit = self.keepalive
-                if connection.started < 0.0:  # clients may connect ahead of need
-                    limit = max(limit, NEW_CONNECTION_GRACE)
-            elif self.terminating:
-                # Stopping: as the sync worker, close only after a moment of quiet, so a
-                # client in the middle of a burst is answered (Connection: close), not reset.
-                limit = min(self.keepalive, TERM_LINGER)
-            else:
-                # Retiring: the successor is up; whoever reuses this connection in the
-                # meantime is answered (with Connection: close), not reset.
-                limit = min(self.keepalive, RETIRE_LINGER)
-            self.idle.add(me)
+            # The phase changes while it waits (a stop wakes it): look again each time.
+            deadline = self.policy.deadline(connection, self.phase())
+            remaining = deadline.at - time.monotonic()
+            if remaining <= 0:
+                return None
+            self.idle[me] = connection
             try:
-                data = self.receive(connection, connection.last_active + limit - time.monotonic())
+                gsocket.wait_read(connection.fd, remaining, timeout_exc=_IDLE_TIMEOUT)
             except _Wake:
                 continue
+            except TimeoutError:
+                pass
             finally:
-                self.idle.discard(me)
-            if data is not None:
-                return data
-            if time.monotonic() - connection.last_active >= limit:
+                with self.offload_lock:  # the offload thread may be passing it on
+                    self.idle.pop(me, None)
+            if connection.handed_off:
                 return None
+            try:
+                return connection.sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                if time.monotonic() >= deadline.at:
+                    return None
 
     def receive(self, connection: Connection, timeout: float) -> bytes | None:
         """Up to RECV_SIZE bytes (b"" at EOF), or None if none came within `timeout`."""

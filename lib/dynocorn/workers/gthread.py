@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 from dynocorn.http import HTTPError, InternalServerError, Request, ServiceUnavailable
 from dynocorn.workers.connection import Connection
-from dynocorn.workers.sync import OFFLOAD_TICK, SyncWorker, passable
+from dynocorn.workers.policy import passable
+from dynocorn.workers.sync import OFFLOAD_TICK, SyncWorker
 
 
 @dataclass(eq=False)

@@ -19,6 +19,7 @@ from dynocorn.settings import no_hook
 from dynocorn.sockets import Listener
 from dynocorn.workers.base import Worker, WorkerAbort
 from dynocorn.workers.connection import Connection
+from dynocorn.workers.policy import ConnectionPolicy, Phase
 from dynocorn.wsgi import (
     EMPTY_INPUT,
     EmptyInput,
@@ -35,6 +36,7 @@ DRAIN_LIMIT = 65536  # unread body we discard to keep a connection; beyond, we c
 class HttpWorker(Worker):
     # What new_connection() builds; a worker class whose I/O differs swaps in a subclass.
     connection_class: type[Connection] = Connection
+    terminating = False  # TERM: every worker is stopping (set by the signal handler)
 
     def setup_http(self) -> None:
         cfg = self.cfg
@@ -46,6 +48,7 @@ class HttpWorker(Worker):
         self.keepalive = float(cfg.keepalive)
         # A blocked send or recv gives up before the master's timeout would kill us.
         self.io_timeout = min(cfg.timeout / 2, 30.0) if cfg.timeout else 30.0
+        self.policy = ConnectionPolicy(self.keepalive, self.io_timeout)
         settings = WSGISettings(
             multithread=self.multithread,
             multiprocess=cfg.workers > 1,
@@ -64,6 +67,11 @@ class HttpWorker(Worker):
         self.timed = self.access_log is not None or bool(cfg.statsd_host)
         self.has_pre_request = cfg.pre_request is not no_hook
         self.has_post_request = cfg.post_request is not no_hook
+
+    def phase(self) -> Phase:
+        if self.terminating:
+            return Phase.TERMINATING
+        return Phase.SERVING if self.alive else Phase.RETIRING
 
     def handle(self, connection: Connection, request: Request) -> bool:
         """Serve one request; True if the connection may serve the next one."""

@@ -27,10 +27,11 @@ from collections import deque
 from typing import Any
 
 from dynocorn.handoff import HandoffQueue
-from dynocorn.http import HTTPError, Request, RequestTimeout
+from dynocorn.http import HTTPError, Request
 from dynocorn.sockets import Listener
 from dynocorn.workers.connection import Connection
 from dynocorn.workers.http_worker import HttpWorker
+from dynocorn.workers.policy import Action, Phase, passable, refusal
 from dynocorn.workers.poller import Poller
 
 RECV_SIZE = 65536
@@ -44,11 +45,7 @@ OFFLOAD_AFTER = 0.010
 # costs the idle server next to nothing).
 OFFLOAD_TICK = 0.001
 OFFLOAD_IDLE_TICK = 0.005
-NEW_CONNECTION_GRACE = 5.0  # seconds a new connection may take to send its first byte
-HEAD_TIMEOUT = 30.0  # seconds from a request's first byte to its complete head
 LOOP_TICK = 1.0
-RETIRE_LINGER = 5.0  # seconds a retiring worker keeps idle kept-alive connections
-TERM_LINGER = 0.2  # seconds of quiet before a stopping worker closes an idle connection
 
 
 class SyncWorker(HttpWorker):
@@ -71,7 +68,6 @@ class SyncWorker(HttpWorker):
         self.selector = Poller()
         self.connections: dict[int, Connection] = {}
         self.queue: deque[Connection] = deque()
-        self.terminating = False
         self.max_connections = self.cfg.worker_connections
         self.accepting = False
         self.watching_handoff = False
@@ -194,18 +190,13 @@ class SyncWorker(HttpWorker):
         for connection in list(self.connections.values()):
             if self.in_use(connection):
                 continue
-            if connection.parser.idle:
-                # Between requests: the keep-alive timeout. Before the first request: a
-                # little longer, for clients that connect ahead of need.
-                limit = self.keepalive
-                if connection.started < 0.0:
-                    limit = max(limit, NEW_CONNECTION_GRACE)
-                if now - connection.last_active > limit:
-                    self.close(connection)
-            elif connection.started > 0.0 and now - connection.started > HEAD_TIMEOUT:
-                self.refuse(connection, RequestTimeout("request not received in time"))
-            elif now - connection.last_active > self.io_timeout:
-                self.refuse(connection, RequestTimeout("request body stalled"))
+            deadline = self.policy.deadline(connection, Phase.SERVING)
+            if now <= deadline.at:
+                continue
+            if deadline.action is Action.CLOSE:
+                self.close(connection)
+            else:
+                self.refuse(connection, refusal(deadline.action))
 
     def in_use(self, connection: Connection) -> bool:
         """Waiting in the queue (or, in the threaded worker, being served)."""
@@ -439,18 +430,11 @@ class SyncWorker(HttpWorker):
     def finish_pass(self) -> bool:
         """Serve what is ready, close what is idle; True while something is still pending.
 
-        An idle connection is closed only once it has been quiet for a moment: a client in
-        the middle of a burst sends its next request within milliseconds of an answer, and
-        closing under it would lose that request. Whatever arrives meanwhile is answered
-        with `Connection: close`. On TERM the moment is short (TERM_LINGER), so stopping
-        stays quick; retiring (max-requests, lifetime) waits up to the connection's own
-        keep-alive timeout, at most RETIRE_LINGER (its successor already runs, and two
-        processes cost memory).
-        """
+        An idle connection is closed once it has been quiet for the policy's linger
+        (policy.py: TERM_LINGER on TERM, up to RETIRE_LINGER when retiring)."""
         pending = False
         now = time.monotonic()
-        linger = TERM_LINGER if self.terminating else RETIRE_LINGER
-        linger = min(self.keepalive, linger)
+        linger = self.policy.idle_limit(self.phase(), fresh=False)
         for connection in list(self.connections.values()):
             if connection.fd not in self.connections:
                 continue
@@ -492,11 +476,6 @@ class SyncWorker(HttpWorker):
             while queue is not None and (received := queue.receive()) is not None:
                 sock, peer, listener_fd = received
                 self.selector.register(sock, self.add_connection(sock, peer, listener_fd))
-
-
-def passable(connection: Connection) -> bool:
-    """Whether a connection can be handed off: nothing of its next request read yet."""
-    return not connection.queued and connection.parser.idle and not connection.parser.requests
 
 
 def ready(request: Request) -> bool:

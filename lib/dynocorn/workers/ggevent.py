@@ -52,8 +52,8 @@ from dynocorn.http import HTTPError
 from dynocorn.workers.base import WorkerAbort
 from dynocorn.workers.connection import Connection
 from dynocorn.workers.http_worker import HttpWorker
-from dynocorn.workers.policy import refusal
-from dynocorn.workers.sync import LOOP_TICK, OFFLOAD_AFTER, OFFLOAD_TICK, RECV_SIZE, ready
+from dynocorn.workers.policy import OFFLOAD_AFTER, OFFLOAD_TICK, refusal
+from dynocorn.workers.sync import LOOP_TICK, RECV_SIZE, ready
 
 if TYPE_CHECKING:
     from dynocorn.config import Config

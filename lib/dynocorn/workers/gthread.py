@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 from dynocorn.http import HTTPError, InternalServerError, Request, ServiceUnavailable
 from dynocorn.workers.connection import Connection
-from dynocorn.workers.policy import passable
-from dynocorn.workers.sync import OFFLOAD_TICK, SyncWorker
+from dynocorn.workers.policy import OFFLOAD_TICK, passable
+from dynocorn.workers.sync import SyncWorker
 
 
 @dataclass(eq=False)
@@ -88,10 +88,9 @@ class ThreadWorker(SyncWorker):
         while self.parked and self.threads_free():
             if self.handoff is not None and self.alive and self.take_handed_off(self.handoff):
                 continue
-            connection = self.parked.popleft()
-            connection.parked_at = 0.0
-            if self.connections.get(connection.fd) is not connection:
-                continue
+            connection = self.next_parked()
+            if connection is None:
+                return
             super().on_readable(connection)
             if self.connections.get(connection.fd) is connection and self.needs_watch(connection):
                 self.selector.register(connection.sock, connection)
@@ -101,10 +100,17 @@ class ThreadWorker(SyncWorker):
         if not self.offloads:
             return
         while self.parked and self.alive and now - self.parked[0].parked_at >= OFFLOAD_TICK:
+            if (connection := self.next_parked()) is not None:
+                self.pass_on(connection)
+
+    def next_parked(self) -> Connection | None:
+        """The open connection that has waited longest for a thread, out of the line."""
+        while self.parked:
             connection = self.parked.popleft()
             connection.parked_at = 0.0
             if self.connections.get(connection.fd) is connection:
-                self.pass_on(connection)
+                return connection
+        return None
 
     # -- handing requests to threads and taking connections back
 
@@ -177,20 +183,14 @@ class ThreadWorker(SyncWorker):
         for a thread go, unread, through the hand-off queue to a worker that stays, rather
         than wait here for threads that may be stuck. (On TERM every worker stops: they
         are served here.)"""
-        while self.parked:
-            connection = self.parked.popleft()
-            connection.parked_at = 0.0
-            if self.connections.get(connection.fd) is connection:
-                self.pass_on(connection)
+        while (connection := self.next_parked()) is not None:
+            self.pass_on(connection)
 
     def answer_stranded(self) -> None:
         """Every thread is stuck past the timeout and this worker is going: what waits for
         a thread would wait for ever. Answer it 503 now."""
-        while self.parked:
-            connection = self.parked.popleft()
-            connection.parked_at = 0.0
-            if self.connections.get(connection.fd) is connection:
-                self.refuse(connection, ServiceUnavailable("every thread is stuck"))
+        while (connection := self.next_parked()) is not None:
+            self.refuse(connection, ServiceUnavailable("every thread is stuck"))
         for record in list(self.in_flight.values()):
             if not record.thread and not record.answered:
                 record.answered = True

@@ -31,20 +31,19 @@ from dynocorn.http import HTTPError, Request
 from dynocorn.sockets import Listener
 from dynocorn.workers.connection import Connection
 from dynocorn.workers.http_worker import HttpWorker
-from dynocorn.workers.policy import Action, Phase, passable, refusal
+from dynocorn.workers.policy import (
+    OFFLOAD_AFTER,
+    OFFLOAD_IDLE_TICK,
+    OFFLOAD_TICK,
+    Action,
+    Phase,
+    passable,
+    refusal,
+)
 from dynocorn.workers.poller import Poller
 
 RECV_SIZE = 65536
 BODY_BUFFER = 65536  # bodies up to this are read before the app is called
-# A request running this long makes its worker pass on the connections whose next request
-# has arrived meanwhile, to the hand-off queue (handoff.py), where a free worker takes them.
-# Shorter requests do not: a worker making progress serves its own (the fair share of
-# connections keeps that even), and passing costs system calls and GIL hand-overs.
-OFFLOAD_AFTER = 0.010
-# How often the offload thread looks while a request runs, and between requests (when it
-# costs the idle server next to nothing).
-OFFLOAD_TICK = 0.001
-OFFLOAD_IDLE_TICK = 0.005
 LOOP_TICK = 1.0
 
 

@@ -128,9 +128,9 @@ class Scoreboard:
     def set(self, slot: int, connections: int) -> None:
         self._counts[slot] = connections
 
-    def below(self, share: int) -> bool:
-        """Whether some worker holds fewer connections than `share`."""
-        return any(0 <= count < share for count in self._counts)
+    def fewest(self) -> int:
+        """The fewest connections a worker holds."""
+        return min((count for count in self._counts if count >= 0), default=0)
 
     def fair_share(self) -> int:
         """The most connections a worker should hold: all of them spread evenly."""

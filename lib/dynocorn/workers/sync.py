@@ -45,6 +45,14 @@ from dynocorn.workers.poller import Poller
 RECV_SIZE = 65536
 BODY_BUFFER = 65536  # bodies up to this are read before the app is called
 LOOP_TICK = 1.0
+ACCEPT_BATCH = 32  # connections accepted per wake-up at most
+# What makes a request slow for the offload thread (slow_after()): requests sampled (one in
+# SAMPLE_EVERY_MASK + 1), and how many times the median a request must run.
+SAMPLE_EVERY_MASK = 7
+DURATION_SAMPLES = 16
+SLOW_FACTOR = 4.0
+# Passed-on connections served in a row, before this worker's own ready ones, per wake-up.
+HANDOFF_BATCH = 16
 
 
 class SyncWorker(HttpWorker):
@@ -85,6 +93,7 @@ class SyncWorker(HttpWorker):
         self.watching_spare = False
         self.spare_seen = False
         self.offload_lock = threading.Lock()
+        self.durations: deque[float] = deque(maxlen=DURATION_SAMPLES)
         self.start_offloading()
         self.next_tick = 0.0
         # A signal (TERM) must wake the loop at once: a handler alone does not interrupt
@@ -130,23 +139,21 @@ class SyncWorker(HttpWorker):
     def serve_until_stopped(self) -> None:
         poll = self.selector.poll
         queue = self.queue
-        handoff = self.handoff
+        queues = [q for q in (self.handoff, self.spare) if q is not None]
         now = time.monotonic()
         while self.alive:
             targets = poll(0.0 if queue else max(self.next_tick - now, 0.0))
-            if handoff is not None and handoff in targets:
-                # Connections passed on by busy siblings have waited longest: first.
-                self.take_handed_off(handoff)
+            for handoff in queues:
+                if handoff in targets:
+                    # Connections passed on by siblings have waited longest: first.
+                    self.take_handed_off_batch(handoff)
             for target in targets:
                 if type(target) is Connection:
                     if not target.queued:
                         self.on_readable(target)
                 elif target is None:
                     self.on_wakeup()
-                elif type(target) is HandoffQueue:
-                    if target is not handoff:  # the waiting queue was taken from above
-                        self.take_handed_off(target)
-                else:
+                elif type(target) is not HandoffQueue:  # those were taken above
                     self.accept(target)
             if queue and self.alive:
                 connection = queue.popleft()
@@ -206,18 +213,23 @@ class SyncWorker(HttpWorker):
         return self.in_use(connection)
 
     def accept(self, listener: Listener) -> None:
-        """One connection per wake-up: with EPOLLEXCLUSIVE the next one wakes a worker that
-        is waiting, if there is one, instead of queueing behind this worker's request."""
-        try:
-            sock, peer = listener.sock.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as error:
-            if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                self.log.error(f"Cannot accept connections: {error.strerror}")
-                self.stop_accepting()
-            return
-        self.adopt(sock, peer, listener.fileno())
+        """The connections waiting in the backlog, up to ACCEPT_BATCH. With EPOLLEXCLUSIVE
+        a worker that waits for work is woken for each new connection, so a busy worker
+        only finds those that no idle worker was there to take; taking one per wake-up
+        instead would leave them a whole round of its other requests each."""
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, peer = listener.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self.log.error(f"Cannot accept connections: {error.strerror}")
+                    self.stop_accepting()
+                return
+            self.adopt(sock, peer, listener.fileno())
+            if not self.accepting:
+                return
 
     def take_handed_off(self, queue: HandoffQueue) -> bool:
         """A connection a sibling passed on, its next request unread: serve it here.
@@ -227,6 +239,13 @@ class SyncWorker(HttpWorker):
             return False
         self.adopt(*received)
         return True
+
+    def take_handed_off_batch(self, queue: HandoffQueue) -> None:
+        """Up to HANDOFF_BATCH of them, each served as it comes (one at a time, they would
+        each wait a whole round of this worker's own connections)."""
+        for _ in range(HANDOFF_BATCH):
+            if not self.accepting or not self.take_handed_off(queue):
+                return
 
     def adopt(self, sock: socket.socket, peer: Any, listener_fd: int) -> None:
         connection = self.add_connection(sock, peer, listener_fd)
@@ -287,12 +306,16 @@ class SyncWorker(HttpWorker):
 
     def dispatch(self, connection: Connection, request: Request) -> None:
         """Run the request now, in this loop."""
+        sampled = not self.nr & SAMPLE_EVERY_MASK  # how long requests take, now and then
+        started = time.monotonic() if sampled else 0.0
         self.serving = connection
         try:
             keep = self.handle(connection, request)
         finally:
             with self.offload_lock:  # the offloader may be passing a connection on
                 self.serving = None
+        if sampled:
+            self.durations.append(time.monotonic() - started)
         self.after_request(connection, keep)
 
     # -- passing waiting connections on (handoff.py)
@@ -310,16 +333,28 @@ class SyncWorker(HttpWorker):
         since = 0.0  # when it was first seen running
         next_weighing = 0.0
         while self.alive:
-            time.sleep(OFFLOAD_TICK if self.serving is not None else OFFLOAD_IDLE_TICK)
+            # Closely while one request runs on; seldom while they come and go quickly.
+            same = seen[0] is not None and (self.serving, self.nr) == seen
+            time.sleep(OFFLOAD_TICK if same else OFFLOAD_IDLE_TICK)
             now = time.monotonic()
             running = (self.serving, self.nr)
             if running != seen:
                 seen, since = running, now
-            elif running[0] is not None and now - since >= OFFLOAD_AFTER:
+            elif running[0] is not None and now - since >= self.slow_after():
                 self.offload_waiting()  # a slow request: its neighbours go to a free worker
+                since = now  # and look again after as long
             if self.board is not None and now >= next_weighing:
                 next_weighing = now + OFFLOAD_IDLE_TICK
                 self.weigh_share()
+
+    def slow_after(self) -> float:
+        """How long a request runs before it counts as slow: OFFLOAD_AFTER, or SLOW_FACTOR
+        times this worker's typical (median) request, when that is longer. An app whose
+        requests all take 20 ms makes no request slow: moving its connections would only
+        churn them (the fair share keeps them even); one slow among fast ones does."""
+        samples = sorted(self.durations)
+        typical = samples[len(samples) // 2] if samples else 0.0
+        return max(OFFLOAD_AFTER, SLOW_FACTOR * typical)
 
     def offload_waiting(self) -> None:
         """In the offload thread, while the loop is inside the app: pass on each connection
@@ -345,7 +380,9 @@ class SyncWorker(HttpWorker):
         assert self.board is not None and self.spare is not None
         share = self.board.fair_share()
         held = len(self.connections)
-        self.over_share = held > share and self.board.below(share)
+        # Over only by two or more against the emptiest worker: with connections always in
+        # flight between workers, a difference of one is the noise of the count.
+        self.over_share = held > share and held - self.board.fewest() >= 2
         # A spare connection still queued since the last look: the worker it was meant for
         # filled up meanwhile. Take it anyway, rather than leave a client waiting.
         pending = self.spare.pending()

@@ -26,10 +26,13 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from dynocorn.handoff import HandoffQueue
 from dynocorn.http import HTTPError, InternalServerError, Request, ServiceUnavailable
 from dynocorn.workers.connection import Connection
-from dynocorn.workers.policy import OFFLOAD_TICK, passable
-from dynocorn.workers.sync import SyncWorker
+from dynocorn.workers.policy import OFFLOAD_AFTER, OFFLOAD_IDLE_TICK, OFFLOAD_TICK, passable
+from dynocorn.workers.sync import SAMPLE_EVERY_MASK, SyncWorker
+
+PARK_FROM = 0.001  # the median request duration from which waiting connections are parked
 
 
 @dataclass(eq=False)
@@ -60,6 +63,10 @@ class ThreadWorker(SyncWorker):
         self.parked: deque[Connection] = deque()
         self.next_heartbeat = 0.0
         self.threads = int(self.cfg.threads)
+        self.patience = OFFLOAD_AFTER  # how long a parked connection waits before it moves
+        # Park only where requests are long enough for a move to pay (see tick()); for
+        # short ones the pool's own queue keeps the threads busy without the loop.
+        self.parking = False
         # With no sibling to take them, parked connections wait here for a thread.
         self.offloads = self.handoff is not None and self.cfg.workers > 1
 
@@ -72,18 +79,18 @@ class ThreadWorker(SyncWorker):
     # -- requests that arrive while every thread is busy
 
     def on_readable(self, connection: Connection) -> None:
-        if self.threads_free() or not passable(connection) or not self.alive:
+        if not self.parking or self.threads_free() or not passable(connection) or not self.alive:
             super().on_readable(connection)
             return
         self.selector.discard(connection.fd)
         connection.parked_at = time.monotonic()
         self.parked.append(connection)
         if self.offloads:
-            self.next_tick = min(self.next_tick, connection.parked_at + OFFLOAD_TICK)
+            self.next_tick = min(self.next_tick, connection.parked_at + self.patience)
 
     def unpark(self) -> None:
         """A thread is free: serve the connection that has waited longest. Those in the
-        hand-off queue have (they waited OFFLOAD_TICK before they were passed on), and
+        hand-off queue have (they waited `patience` before they were passed on), and
         while this worker was full it did not watch the queue: look there first."""
         while self.parked and self.threads_free():
             if self.handoff is not None and self.alive and self.take_handed_off(self.handoff):
@@ -96,10 +103,13 @@ class ThreadWorker(SyncWorker):
                 self.selector.register(connection.sock, connection)
 
     def offload_parked(self, now: float) -> None:
-        """Pass on what has waited a whole tick; an idle sibling (if any) takes it."""
+        """Pass on what has waited for a thread as long as a slow request runs (slow_after():
+        waiting behind requests of the usual length is not worth a move); a sibling with a
+        free thread takes it."""
         if not self.offloads:
             return
-        while self.parked and self.alive and now - self.parked[0].parked_at >= OFFLOAD_TICK:
+        self.patience = max(self.slow_after(), OFFLOAD_TICK)
+        while self.parked and self.alive and now - self.parked[0].parked_at >= self.patience:
             if (connection := self.next_parked()) is not None:
                 self.pass_on(connection)
 
@@ -121,8 +131,6 @@ class ThreadWorker(SyncWorker):
         connection.sent = 0
         record = InFlight(connection, request)
         self.in_flight[connection.fd] = record
-        if not self.threads_free():
-            self.watch_handoff(False)  # siblings' waiting connections go to free siblings
         self.pool.submit(self.run_request, record)
 
     def run_request(self, record: InFlight) -> None:
@@ -135,6 +143,8 @@ class ThreadWorker(SyncWorker):
             self.log.exception("Unexpected error in a request thread")
             record.keep = False
         finally:
+            if not self.nr & SAMPLE_EVERY_MASK:  # how long requests take, now and then
+                self.durations.append(time.monotonic() - record.started)
             self.returned.append(record)
             try:
                 os.write(self.wake_write, b"x")
@@ -218,14 +228,38 @@ class ThreadWorker(SyncWorker):
     # -- request timeouts
 
     def tick(self, now: float) -> None:
+        """The heartbeat's work once a second; between, waiting connections and the fair
+        share (the sync worker's offload thread does those; this loop is never busy)."""
         self.offload_parked(now)
         if now >= self.next_heartbeat:
             super().tick(now)
             self.next_heartbeat = self.next_tick
             self.time_out_requests(now)
         self.next_tick = self.next_heartbeat
-        if self.parked and self.offloads and self.alive:
-            self.next_tick = min(self.next_tick, self.parked[0].parked_at + OFFLOAD_TICK)
+        if not (self.offloads and self.alive):
+            return
+        if self.board is not None and self.connections:
+            self.weigh_share()
+            self.next_tick = min(self.next_tick, now + OFFLOAD_IDLE_TICK)
+        # Parking costs the loop a wake-up per request (a thread cannot take the next one
+        # by itself): worth it only when requests take PARK_FROM or more.
+        samples = sorted(self.durations)
+        self.parking = bool(samples) and samples[len(samples) // 2] >= PARK_FROM
+        if self.parked:
+            due = self.parked[0].parked_at + self.patience
+            self.next_tick = min(self.next_tick, max(due, now + OFFLOAD_TICK))
+
+    def take_handed_off_batch(self, queue: HandoffQueue) -> None:
+        """Only what free threads can serve now; with none free, stop watching the queue
+        (a free sibling takes it) until a thread returns. Spare connections are idle: they
+        need no thread."""
+        if queue is not self.handoff:
+            super().take_handed_off_batch(queue)
+            return
+        while self.threads_free() and self.accepting and self.take_handed_off(queue):
+            pass
+        if not self.threads_free() and queue is self.handoff:
+            self.watch_handoff(False)
 
     def time_out_requests(self, now: float) -> None:
         timeout = self.cfg.timeout

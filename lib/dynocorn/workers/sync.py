@@ -89,7 +89,7 @@ class SyncWorker(HttpWorker):
         self.board = self.balance.board if self.balance and self.board_slot is not None else None
         self.spare = self.balance.spare if self.balance is not None else None
         self.over_share = False
-        self.under_share = False
+        self.under_share = True  # until it weighs: an empty worker takes spare connections
         self.watching_spare = False
         self.spare_seen = False
         self.offload_lock = threading.Lock()

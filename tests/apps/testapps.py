@@ -92,14 +92,14 @@ def announce(line: str) -> None:
 
 def announced_sleep(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     """As sleepy, after a log line a test can wait for instead of sleeping itself."""
-    announce(f"testapps: {environ['RAW_URI']} started")
+    announce(f"testapps: {environ['RAW_URI']} started in {os.getpid()}")
     return sleepy(environ, start_response)
 
 
 def announced_spin(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     """Computes for ?seconds (default 1) without yielding, after a log line: holds the
     worker (and gevent's hub) the way CPU work does. Answers with its pid."""
-    announce(f"testapps: {environ['RAW_URI']} started")
+    announce(f"testapps: {environ['RAW_URI']} started in {os.getpid()}")
     query = dict(part.split("=", 1) for part in environ["QUERY_STRING"].split("&") if "=" in part)
     end = time.monotonic() + float(query.get("seconds", "1"))
     while time.monotonic() < end:
@@ -111,7 +111,7 @@ def until_file(environ: Environ, start_response: StartResponse) -> Iterable[byte
     """Announces itself, then answers with its pid once the file ?path exists (at most 60 s):
     a request that runs exactly as long as the test wants."""
     path = environ["QUERY_STRING"].partition("path=")[2]
-    announce(f"testapps: {environ['RAW_URI']} started")
+    announce(f"testapps: {environ['RAW_URI']} started in {os.getpid()}")
     deadline = time.monotonic() + 60
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -9,6 +9,7 @@ far longer than the test waits; the second's request must come back from the oth
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
@@ -17,6 +18,7 @@ import pytest
 
 from rawhttp import connect, read_response
 from server import running
+from test_master import poll
 from worker_classes import HAVE_GEVENT
 
 # The slow request holds its worker this long; the test is done well before (it closes
@@ -27,7 +29,6 @@ HOLD_SECONDS = 60
 BUSY_WORKERS = [
     pytest.param([], "/announced-sleep", id="sync"),
     pytest.param(["-k", "gthread", "--threads", "1"], "/announced-sleep", id="gthread"),
-    pytest.param(["-k", "gthread", "--threads", "3"], "/announced-sleep", id="gthread-3"),
     pytest.param(
         ["-k", "gevent"],
         "/announced-spin",
@@ -76,13 +77,22 @@ def kept_alive(port: int, count: int) -> Iterator[list[KeptAlive]]:
 
 def on_one_worker(connections: list[KeptAlive], count: int) -> tuple[list[KeptAlive], int]:
     """`count` connections that the same worker serves, and that worker's pid. With two
-    workers and 2 * count - 1 connections, one worker holds at least `count` of them."""
+    workers and 2 * count - 1 connections, one worker holds at least `count` of them.
+
+    Connections move while the split is uneven (the fair share: a worker with two more
+    than the other passes an idle one on after a request), so ask until two rounds agree."""
+    previous: dict[KeptAlive, int] = {}
+    for _ in range(20):
+        where = {connection: connection.ask_pid() for connection in connections}
+        if where == previous:
+            break
+        previous = where
+    else:
+        raise AssertionError("the connections kept moving between workers")
     by_worker: dict[int, list[KeptAlive]] = {}
-    for connection in connections:
-        by_worker.setdefault(connection.ask_pid(), []).append(connection)
+    for connection, pid in where.items():
+        by_worker.setdefault(pid, []).append(connection)
     pid, held = max(by_worker.items(), key=lambda item: len(item[1]))
-    # Asked again: a connection may have moved while it was idle (to even the share).
-    held = [connection for connection in held if connection.ask_pid() == pid]
     assert len(held) >= count, f"connections per worker: {[len(c) for c in by_worker.values()]}"
     return held[:count], pid
 
@@ -96,9 +106,17 @@ def test_a_request_behind_a_slow_one_is_answered_by_the_idle_sibling(
     with running(args, workers=2) as srv, kept_alive(srv.port, 2 * threads + 1) as connections:
         # Every thread of one worker runs a slow request, one per connection it holds.
         (*held, waiting), busy_pid = on_one_worker(connections, threads + 1)
-        for connection in held:
+        # One at a time, each started before the next is sent: sent together, one could
+        # find every thread still busy with the last pid question and move to the other.
+        for number, connection in enumerate(held, start=1):
             connection.send(f"{route}?seconds={HOLD_SECONDS}")
-        srv.wait_for(rf"testapps: {route}\?seconds={HOLD_SECONDS} started", count=threads)
+            started = srv.wait_for(
+                rf"testapps: {route}\?seconds={HOLD_SECONDS} started in (\d+)", count=number
+            )
+        assert {int(m.group(1)) for m in started} == {busy_pid}, "a slow request moved"
+        # gthread parks a request only behind one that has run PARK_FROM (1 ms) already.
+        held_since = time.monotonic()
+        poll(lambda: time.monotonic() - held_since > 0.005, what="the slow requests to run")
         waiting.send("/pid")
         status, pid = waiting.answer()
         assert status == 200
@@ -114,6 +132,8 @@ def test_a_new_connection_goes_to_the_idle_worker(worker_args: list[str], route:
         busy_pid = slow.ask_pid()
         slow.send(f"{route}?seconds={HOLD_SECONDS}")
         srv.wait_for(rf"testapps: {route}\?seconds={HOLD_SECONDS} started")
+        held_since = time.monotonic()  # as above: gthread parks behind a request of 1 ms
+        poll(lambda: time.monotonic() - held_since > 0.005, what="the slow request to run")
         for _ in range(5):  # each new connection, not only the first
             with kept_alive(srv.port, 1) as (fresh,):
                 assert fresh.ask_pid() != busy_pid

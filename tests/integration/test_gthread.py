@@ -207,6 +207,9 @@ def test_a_request_waiting_behind_stuck_threads_goes_to_the_successor() -> None:
             stuck = [pool.submit(get, srv.port, "/announced-sleep?seconds=3600") for _ in range(2)]
             srv.wait_for(r"testapps: /announced-sleep\?seconds=3600 started", count=2)
             started = time.monotonic()
+            # A request is parked (kept unread, so that it can move) only behind requests
+            # that have run 1 ms (PARK_FROM): give the stuck ones that before it arrives.
+            poll(lambda: time.monotonic() - started > 0.005, what="the stuck requests to run")
             queued = pool.submit(get, srv.port, "/pid")
             response = queued.result(25)
             waited = time.monotonic() - started

@@ -357,6 +357,8 @@ class Arbiter:
         else:
             self.stopping = True
             self.close_listeners()
+            if self.balance is not None:
+                self.balance.board.stop()  # workers drain the hand-off queues, not leave them
             self.stop_deadline = now + grace
         # The loop SIGKILLs whatever is left at stop_deadline; it ends as soon as none is left.
         self.kill_workers(signal.SIGTERM if graceful else signal.SIGQUIT)
@@ -473,9 +475,10 @@ class Arbiter:
             self.logs,
             write_fd,
             balance=self.balance,
-            board_slot=self.balance.board.claim() if self.balance is not None else None,
         )
         self.cfg.pre_fork(self, worker)
+        if self.balance is not None:  # claimed after the hook: a hook that raises leaks none
+            worker.board_slot = self.balance.board.claim()
         # Signals wait until the child has its own handlers: a TERM arriving between fork
         # and then would otherwise run the master's handler in the child, and be lost.
         signal.pthread_sigmask(signal.SIG_BLOCK, FORK_SIGNALS)

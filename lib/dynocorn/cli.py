@@ -68,14 +68,14 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     for warning in config.warnings:
         logs.error.warning(warning)
 
-    exported = [config.env_files]
+    exported = {"last": config.env_files}
 
     def reload_config() -> config_module.Config:
         # The same real environment as at start, and the env files read again, so that the
         # config file sees after HUP what it saw at start (plus edits to the files).
         new = config_module.load(config.argv, config.real_environ, config.cwd)
-        envfiles.export(new.env_files, exported[-1], config.real_environ)
-        exported.append(new.env_files)
+        envfiles.export(new.env_files, exported["last"], config.real_environ)
+        exported["last"] = new.env_files
         return new
 
     return Arbiter(config, logs, reload_config).run()

@@ -73,17 +73,24 @@ def read(paths: list[str], cwd: Path, real: Mapping[str, str]) -> EnvFiles:
 
 @contextmanager
 def process_environment(environment: Mapping[str, str]) -> Iterator[None]:
-    """Run a block (the config file) with os.environ set to `environment`, then restore it.
+    """Run a block (the config file) with os.environ set to `environment`, then restore it,
+    keeping what the block itself set or removed.
 
-    The config file is Python that reads os.environ; it must see what the app will see."""
+    The config file is Python that reads os.environ; it must see what the app will see.
+    What it writes there (`os.environ.setdefault("DJANGO_SETTINGS_MODULE", ...)`) is for
+    the app, as with gunicorn, which runs the file in its own process too."""
     saved = dict(os.environ)
     os.environ.clear()
     os.environ.update(environment)
     try:
         yield
     finally:
+        after = dict(os.environ)
         os.environ.clear()
         os.environ.update(saved)
+        os.environ.update({k: v for k, v in after.items() if environment.get(k) != v})
+        for name in environment.keys() - after.keys():
+            os.environ.pop(name, None)
 
 
 def export(current: EnvFiles, previous: EnvFiles | None, real: Mapping[str, str]) -> None:

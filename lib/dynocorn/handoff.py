@@ -67,7 +67,7 @@ class HandoffQueue:
         while True:
             try:
                 data, ancillary, _flags, _address = self._receive_end.recvmsg(
-                    _HEADER.size, _FDS_SIZE
+                    _HEADER.size, _FDS_SIZE, socket.MSG_CMSG_CLOEXEC
                 )
             except (BlockingIOError, InterruptedError):
                 return None
@@ -88,7 +88,7 @@ class HandoffQueue:
             return sock, peer, _HEADER.unpack(data)[0]
 
     def pending(self) -> bool:
-        """Whether a connection waits in the queue (the size of the next message)."""
+        """Whether a connection waits in the queue (FIONREAD: the bytes queued)."""
         size = array.array("i", [0])
         try:
             fcntl.ioctl(self._receive_end.fileno(), termios.FIONREAD, size)
@@ -109,10 +109,22 @@ class Scoreboard:
     only its own slot, and reads the others to know its fair share."""
 
     def __init__(self, slots: int) -> None:
-        self._memory = mmap.mmap(-1, 4 * slots)
-        self._counts = memoryview(self._memory).cast("i")
+        # One more int after the slots: whether the whole server is stopping (TERM to all).
+        self._memory = mmap.mmap(-1, 4 * (slots + 1))
+        self._all = memoryview(self._memory).cast("i")
+        self._counts = self._all[:slots]
         for slot in range(slots):
             self._counts[slot] = -1
+        self._all[slots] = 0
+
+    @property
+    def stopping(self) -> bool:
+        """The master is stopping every worker: the hand-off queues are drained, not left."""
+        return bool(self._all[len(self._counts)])
+
+    def stop(self) -> None:
+        """In the master, before it tells the workers to stop."""
+        self._all[len(self._counts)] = 1
 
     def claim(self) -> int | None:
         """In the master: a free slot for a new worker, or None when all are taken."""

@@ -357,6 +357,19 @@ def test_the_config_file_sees_the_env_files(cwd: Path, root: Path) -> None:
     assert "ENVIRONMENT" not in os.environ
 
 
+def test_what_the_config_file_puts_in_the_environment_stays_for_the_app(
+    cwd: Path, root: Path
+) -> None:
+    (cwd / "gunicorn.conf.py").write_text(
+        "import os\nos.environ.setdefault('DYNOCORN_TEST_FROM_CONF', 'set by the file')\n"
+    )
+    try:
+        load(["app:app"], cwd, root)
+        assert os.environ["DYNOCORN_TEST_FROM_CONF"] == "set by the file"
+    finally:
+        os.environ.pop("DYNOCORN_TEST_FROM_CONF", None)
+
+
 def test_the_config_file_may_name_env_files_and_sees_them(cwd: Path, root: Path) -> None:
     (cwd / "local.env").write_text("ENVIRONMENT=development\n")
     (cwd / "gunicorn.conf.py").write_text(

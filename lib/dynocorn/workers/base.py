@@ -89,7 +89,7 @@ class Worker:
         self.access_log = logs.access
         self.channel_fd = channel_fd
         # Where a busy worker passes waiting connections and an idle one takes them, and
-        # how many connections each worker holds (handoff.py); None for a lone worker.
+        # how many connections each worker holds (handoff.py); the master sets the slot.
         self.balance = balance
         self.handoff = balance.waiting if balance is not None else None
         self.board_slot = board_slot

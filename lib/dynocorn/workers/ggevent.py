@@ -97,12 +97,16 @@ def warn_if_imported_early(wsgi_app: str | None, log: ErrorLog) -> None:
         )
 
 
-_IDLE_TIMEOUT = TimeoutError("idle")
 # The offload thread is a real thread: it must not use gevent's patched versions.
 _original_lock = monkey.get_original("threading", "Lock")
 _original_start_thread = monkey.get_original("_thread", "start_new_thread")
 _original_sleep = monkey.get_original("time", "sleep")
 _original_poll = monkey.get_original("select", "poll")
+
+
+def handed_off(connection: GeventConnection) -> bool:
+    """Read afresh each time: the offload thread sets it while the greenlet waits."""
+    return connection.handed_off
 
 
 class _Wake(BaseException):
@@ -254,9 +258,10 @@ class GeventWorker(HttpWorker):
         self.acceptors = [gevent.spawn(self.accept, gsock, fd) for gsock, fd in self.listening]
         if self.handoff is not None:
             self.acceptors.append(gevent.spawn(self.take_handed_off, self.handoff))
-            if self.cfg.workers > 1:
-                hub_loop = gevent.get_hub().loop  # this thread's hub: the other has none
-                _original_start_thread(self.offload_loop, (hub_loop,))
+            self.hub_loop = gevent.get_hub().loop  # this thread's: the offload thread has none
+            # libuv's loop counts no iterations (-1): nothing to watch the hub by.
+            if self.cfg.workers > 1 and self.hub_loop.iteration >= 0:
+                _original_start_thread(self.offload_loop, (self.hub_loop,))
         gevent.spawn(self.heartbeat)
         self.running = True
         while self.alive:
@@ -387,13 +392,17 @@ class GeventWorker(HttpWorker):
             with self.offload_lock:  # its greenlet checks the flag under it before reading
                 if self.idle.get(glet) is not connection or connection.handed_off:
                     continue
+                if not self.handoff.send_fd(connection.fd, connection.listener_fd):
+                    return  # the queue is full: they stay here
                 connection.handed_off = True
-                fd = os.dup(connection.fd)  # the greenlet closes its own when it wakes
-            try:
-                if not self.handoff.send_fd(fd, connection.listener_fd):
-                    connection.handed_off = False  # the queue is full: keep it
-            finally:
-                os.close(fd)
+            # Its greenlet must close its copy now: the worker that took the connection may
+            # read the request before this one wakes, and its close alone sends no FIN.
+            self.hub_loop.run_callback_threadsafe(self.wake_handed_off, glet, connection)
+
+    def wake_handed_off(self, glet: Any, connection: GeventConnection) -> None:
+        """In the hub, where the greenlet is parked in its wait (if it still is)."""
+        if self.idle.get(glet) is connection:
+            glet.throw(_Wake)
 
     def spawn_connection(self, sock: Any, peer: Any, listener_fd: int, slot: bool) -> None:
         self.serving.add(gevent.spawn(self.serve, sock, peer, listener_fd, slot))
@@ -415,6 +424,12 @@ class GeventWorker(HttpWorker):
         for listener in self.listeners:
             listener.sock.close()
         self.listening = []
+        if take_backlog and self.balance is not None and self.balance.board.stopping:
+            # The whole server stops: connections still in the hand-off queue are answered.
+            while (received := self.balance.waiting.receive()) is not None:
+                sock, peer, listener_fd = received
+                gsock = gsocket.socket(fileno=sock.detach())
+                self.spawn_connection(gsock, peer, listener_fd, slot=False)
 
     # -- one connection, in its own greenlet
 
@@ -491,6 +506,8 @@ class GeventWorker(HttpWorker):
         assert isinstance(connection, GeventConnection)
         me = gevent.getcurrent()
         while True:
+            if handed_off(connection):  # passed on while it waited: close this copy
+                return None
             # The phase changes while it waits (a stop wakes it): look again each time.
             deadline = self.policy.deadline(connection, self.phase())
             remaining = deadline.at - time.monotonic()
@@ -498,7 +515,7 @@ class GeventWorker(HttpWorker):
                 return None
             self.idle[me] = connection
             try:
-                gsocket.wait_read(connection.fd, remaining, timeout_exc=_IDLE_TIMEOUT)
+                gsocket.wait_read(connection.fd, remaining, timeout_exc=TimeoutError)
             except _Wake:
                 continue
             except TimeoutError:
@@ -506,8 +523,8 @@ class GeventWorker(HttpWorker):
             finally:
                 with self.offload_lock:  # the offload thread may be passing it on
                     self.idle.pop(me, None)
-            if connection.handed_off:
-                return None
+            if handed_off(connection):
+                continue
             try:
                 return connection.sock.recv(RECV_SIZE)
             except BlockingIOError:

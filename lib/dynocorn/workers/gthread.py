@@ -121,8 +121,18 @@ class ThreadWorker(SyncWorker):
             return
         self.patience = max(self.slow_after(), OFFLOAD_TICK)
         while self.parked and self.alive and now - self.parked[0].parked_at >= self.patience:
-            if (connection := self.next_parked()) is not None:
-                self.pass_on(connection)
+            if not self.pass_on_parked():
+                return  # the queue is full: they wait here for a thread
+
+    def pass_on_parked(self) -> bool:
+        """The first parked connection to the hand-off queue; False (it stays first in the
+        line) when the queue is full."""
+        connection = self.parked[0]
+        if self.connections.get(connection.fd) is connection and not self.pass_on(connection):
+            return False
+        self.parked.popleft()
+        connection.parked_at = 0.0
+        return True
 
     def next_parked(self) -> Connection | None:
         """The open connection that has waited longest for a thread, out of the line."""
@@ -204,8 +214,8 @@ class ThreadWorker(SyncWorker):
         for a thread go, unread, through the hand-off queue to a worker that stays, rather
         than wait here for threads that may be stuck. (On TERM every worker stops: they
         are served here.)"""
-        while (connection := self.next_parked()) is not None:
-            self.pass_on(connection)
+        while self.parked and self.pass_on_parked():
+            pass
 
     def answer_stranded(self) -> None:
         """Every thread is stuck past the timeout and this worker is going: what waits for
@@ -252,10 +262,11 @@ class ThreadWorker(SyncWorker):
         if self.board is not None and self.connections:
             self.weigh_share()
             self.next_tick = min(self.next_tick, now + OFFLOAD_IDLE_TICK)
+        elif self.board is not None:
+            self.under_share = True  # an empty worker is under any share
         # Parking costs the loop a wake-up per request (a thread cannot take the next one
         # by itself): worth it only when requests take PARK_FROM or more.
-        samples = sorted(self.durations)
-        self.parking = bool(samples) and samples[len(samples) // 2] >= PARK_FROM
+        self.parking = self.typical_duration() >= PARK_FROM
         if self.parked:
             due = self.parked[0].parked_at + self.patience
             self.next_tick = min(self.next_tick, max(due, now + OFFLOAD_TICK))
@@ -275,9 +286,9 @@ class ThreadWorker(SyncWorker):
             # put the connection back, which wakes another waiting worker.
             received = queue.receive()
             if received is not None:
-                sock, _peer, listener_fd = received
+                sock, peer, listener_fd = received
                 if not queue.send(sock, listener_fd):
-                    self.adopt(sock, _peer, listener_fd)  # the queue is full: serve it here
+                    self.adopt(sock, peer, listener_fd)  # the queue is full: serve it here
                     return
                 sock.close()
 

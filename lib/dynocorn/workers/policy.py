@@ -3,9 +3,9 @@ take to send a head or a body, and linger while the worker stops; and whether it
 to another worker. Connection state in, a deadline and what to do then out.
 
 The classes differ only in how they wait: the sync and threaded loops look at every
-connection once a second (`tick()`), a gevent greenlet waits on its own connection with the
-deadline as its timeout. Both ask this one object, so the numbers and the rules cannot drift
-apart.
+connection at each heartbeat (`tick()`, once a second), a gevent greenlet waits on its own
+connection with the deadline as its timeout. Both ask this one object, so the numbers and
+the rules cannot drift apart.
 """
 
 from __future__ import annotations

@@ -94,7 +94,6 @@ class SyncWorker(HttpWorker):
         self.spare_seen = False
         self.offload_lock = threading.Lock()
         self.durations: deque[float] = deque(maxlen=DURATION_SAMPLES)
-        self.start_offloading()
         self.next_tick = 0.0
         # A signal (TERM) must wake the loop at once: a handler alone does not interrupt
         # select(), which Python retries, so the stop would wait for the next tick.
@@ -103,6 +102,7 @@ class SyncWorker(HttpWorker):
         os.set_blocking(self.wake_write, False)
         self.selector.register(self.wake_read, None)
         signal.set_wakeup_fd(self.wake_write, warn_on_full_buffer=False)
+        self.start_offloading()  # last: its thread uses all of the above
 
     def handle_exit(self, signum: int, frame: Any) -> None:
         self.terminating = True
@@ -318,6 +318,11 @@ class SyncWorker(HttpWorker):
             self.durations.append(time.monotonic() - started)
         self.after_request(connection, keep)
 
+    def typical_duration(self) -> float:
+        """The median of the sampled request durations (0 before any)."""
+        samples = sorted(self.durations)
+        return samples[len(samples) // 2] if samples else 0.0
+
     # -- passing waiting connections on (handoff.py)
 
     def start_offloading(self) -> None:
@@ -352,9 +357,7 @@ class SyncWorker(HttpWorker):
         times this worker's typical (median) request, when that is longer. An app whose
         requests all take 20 ms makes no request slow: moving its connections would only
         churn them (the fair share keeps them even); one slow among fast ones does."""
-        samples = sorted(self.durations)
-        typical = samples[len(samples) // 2] if samples else 0.0
-        return max(OFFLOAD_AFTER, SLOW_FACTOR * typical)
+        return max(OFFLOAD_AFTER, SLOW_FACTOR * self.typical_duration())
 
     def offload_waiting(self) -> None:
         """In the offload thread, while the loop is inside the app: pass on each connection
@@ -367,12 +370,15 @@ class SyncWorker(HttpWorker):
                 if type(target) is Connection and target is not serving and passable(target):
                     self.pass_on(target)
 
-    def pass_on(self, connection: Connection, queue: HandoffQueue | None = None) -> None:
-        """To the `waiting` queue (by default) or the `spare` one."""
+    def pass_on(self, connection: Connection, queue: HandoffQueue | None = None) -> bool:
+        """To the `waiting` queue (by default) or the `spare` one; False (and it stays
+        here) when the queue is full."""
         queue = queue or self.handoff
         assert queue is not None
-        if queue.send(connection.sock, connection.listener_fd):
-            self.close(connection)  # our copy: the connection lives on in the queue
+        if not queue.send(connection.sock, connection.listener_fd):
+            return False
+        self.close(connection)  # our copy: the connection lives on in the queue
+        return True
 
     def weigh_share(self) -> None:
         """In the offload thread: whether this worker holds more connections than its fair
@@ -407,7 +413,7 @@ class SyncWorker(HttpWorker):
             self.queue.append(connection)
         elif connection.parser.idle:
             connection.started = 0.0
-            if self.over_share and passable(connection):
+            if self.over_share and self.alive and passable(connection):
                 # More connections than a fair share: this one, just answered, moves to a
                 # worker with fewer (the client sees nothing).
                 self.over_share = False
@@ -498,8 +504,9 @@ class SyncWorker(HttpWorker):
         return pending
 
     def take_backlog(self) -> None:
-        """On TERM, every worker stops: the connections the kernel accepted and those in the
-        hand-off queues are answered, not reset. Whichever worker comes first takes them."""
+        """On TERM: the connections the kernel accepted are answered, not reset; when the
+        whole server stops, so are those in the hand-off queues (whichever worker comes
+        first takes them)."""
         for listener in self.listeners:
             listener_fd = listener.fileno()
             while True:
@@ -508,6 +515,8 @@ class SyncWorker(HttpWorker):
                 except OSError:
                     break
                 self.selector.register(sock, self.add_connection(sock, peer, listener_fd))
+        if self.balance is None or not self.balance.board.stopping:
+            return  # only this worker stops (HUP, TTOU): the others take the queues
         for queue in (self.handoff, self.spare):
             while queue is not None and (received := queue.receive()) is not None:
                 sock, peer, listener_fd = received

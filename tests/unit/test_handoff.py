@@ -1,0 +1,40 @@
+"""The scoreboard (lib/dynocorn/handoff.py): real shared memory, as the master makes it."""
+
+from __future__ import annotations
+
+import os
+
+from dynocorn.handoff import Scoreboard
+
+
+def test_slots_are_claimed_lowest_first_and_released() -> None:
+    board = Scoreboard(4)
+    assert [board.claim(), board.claim(), board.claim()] == [0, 1, 2]
+    board.release(1)
+    assert board.claim() == 1
+    assert board.claim() == 3
+    assert board.claim() is None  # full: that worker takes no part in the balance
+
+
+def test_the_fair_share_and_the_emptiest_count_only_live_workers() -> None:
+    board = Scoreboard(8)
+    for slot, count in ((board.claim(), 5), (board.claim(), 3), (board.claim(), 0)):
+        assert slot is not None
+        board.set(slot, count)
+    assert board.fair_share() == 3  # ceil(8 / 3)
+    assert board.fewest() == 0
+    assert Scoreboard(2).fair_share() == 0 and Scoreboard(2).fewest() == 0
+
+
+def test_a_forked_worker_writes_what_the_master_reads() -> None:
+    board = Scoreboard(2)
+    slot = board.claim()
+    assert slot == 0 and not board.stopping
+    pid = os.fork()
+    if pid == 0:  # the child: a worker
+        board.set(slot, 7)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert board.fair_share() == 7
+    board.stop()
+    assert board.stopping

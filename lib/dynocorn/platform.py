@@ -116,6 +116,9 @@ def parse_web_concurrency(value: str) -> int | Literal["auto"] | None:
         return None
     if text.lower() == "auto":
         return "auto"
+    digits = text.removeprefix("-")
+    if text.startswith("-") and digits.isascii() and digits.isdigit():
+        raise PlatformError("WEB_CONCURRENCY", value, "must be at least 1")
     if not (text.isascii() and text.isdigit()):
         raise PlatformError("WEB_CONCURRENCY", value, "not a whole number of workers or 'auto'")
     workers = int(text)  # int() reads old buildpacks' zero-padded "011" as 11

@@ -225,7 +225,8 @@ _SETTINGS: list[Setting] = [
         default=False, flags=("--preload",), parse=v.as_bool, action="true",
     ),
     Setting(
-        "sendfile", "Server mechanics", "Use sendfile() for `wsgi.file_wrapper` responses.",
+        "sendfile", "Server mechanics",
+        "Send `wsgi.file_wrapper` responses with sendfile(); `--no-sendfile` turns it off.",
         default=True, flags=("--no-sendfile",), parse=v.as_bool, action="false",
         platform="`SENDFILE=0` turns it off",
         env=("SENDFILE",), env_value="SENDFILE",

@@ -31,3 +31,25 @@ def test_gunicorn_27_extras_are_listed_once_and_not_as_table_rows() -> None:
     assert "`permit_obsolete_folding` (`--permit-obsolete-folding`)" in text
     assert "`ssl_context` (config file)" in text
     assert "| `dirty_workers` |" not in text
+
+
+def test_no_test_or_code_reads_the_shared_folder_beside_the_checkout() -> None:
+    """The checkout is complete on its own: CI has ../shared, a user's clone does not."""
+    root = Path(__file__).resolve().parents[2]
+    readers = [
+        path.relative_to(root)
+        for folder in ("lib", "tests", "bench", "bin", "examples")
+        for path in (root / folder).rglob("*.py")
+        if path != Path(__file__).resolve()
+        and any(word in path.read_text(encoding="utf-8") for word in ('"shared"', "'shared'"))
+    ]
+    assert readers == [], f"these read ../shared: {readers}"
+
+
+def test_the_no_sendfile_flag_says_what_it_does() -> None:
+    """The table's help is the setting's; for this flag it once said "Use sendfile()"."""
+    from dynocorn.config import build_parser
+
+    text = " ".join(build_parser().format_help().split())
+    flag = "--no-sendfile Send `wsgi.file_wrapper` responses with sendfile();"
+    assert f"{flag} `--no-sendfile` turns it off." in text

@@ -483,6 +483,13 @@ def test_parse_web_concurrency_rejects(value: str) -> None:
     assert (caught.value.variable, caught.value.value) == ("WEB_CONCURRENCY", value)
 
 
+@pytest.mark.parametrize("value", ["-2", "-1", "0", "000"])
+def test_a_negative_or_zero_web_concurrency_is_too_few(value: str) -> None:
+    with pytest.raises(PlatformError) as caught:
+        parse_web_concurrency(value)
+    assert caught.value.reason == "must be at least 1"
+
+
 def test_platform_error_message() -> None:
     error = PlatformError("PORT", "http", "not a port number")
     assert str(error) == "PORT='http': not a port number"

@@ -77,7 +77,6 @@ class Worker:
         channel_fd: int,
         *,
         balance: Balance | None = None,
-        board_slot: int | None = None,
     ) -> None:
         self.age = age
         self.ppid = ppid
@@ -92,7 +91,7 @@ class Worker:
         # how many connections each worker holds (handoff.py); the master sets the slot.
         self.balance = balance
         self.handoff = balance.waiting if balance is not None else None
-        self.board_slot = board_slot
+        self.board_slot: int | None = None
         self.pid = 0  # set in the child
         self.alive = True
         self.quitting = False  # INT/QUIT: exit now, without finishing requests

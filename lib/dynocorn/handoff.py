@@ -101,52 +101,64 @@ class HandoffQueue:
         self._receive_end.close()
 
 
+FREE = 2**31 - 1  # a scoreboard slot no worker holds
+
+
 class Scoreboard:
     """How many connections each worker holds, in memory the master shares before forking.
 
-    One int32 per worker slot: -1 when no worker holds the slot. The master claims a slot
+    One int32 per worker slot: FREE (the largest int32, so that the emptiest worker is a plain
+    minimum) when no worker holds the slot. The master claims a slot
     for each worker it forks and releases it when the worker is reaped; each worker writes
     only its own slot, and reads the others to know its fair share."""
 
     def __init__(self, slots: int) -> None:
-        # One more int after the slots: whether the whole server is stopping (TERM to all).
-        self._memory = mmap.mmap(-1, 4 * (slots + 1))
+        # Two more ints after the slots: whether the whole server is stopping (TERM to all),
+        # and one past the highest slot ever claimed, so that readers scan only those.
+        self._memory = mmap.mmap(-1, 4 * (slots + 2))
         self._all = memoryview(self._memory).cast("i")
         self._counts = self._all[:slots]
+        self._stopping_at = slots
+        self._used_at = slots + 1
         for slot in range(slots):
-            self._counts[slot] = -1
-        self._all[slots] = 0
+            self._counts[slot] = FREE
+        self._all[self._stopping_at] = 0
+        self._all[self._used_at] = 0
 
     @property
     def stopping(self) -> bool:
         """The master is stopping every worker: the hand-off queues are drained, not left."""
-        return bool(self._all[len(self._counts)])
+        return bool(self._all[self._stopping_at])
 
     def stop(self) -> None:
         """In the master, before it tells the workers to stop."""
-        self._all[len(self._counts)] = 1
+        self._all[self._stopping_at] = 1
 
     def claim(self) -> int | None:
         """In the master: a free slot for a new worker, or None when all are taken."""
         for slot, count in enumerate(self._counts):
-            if count < 0:
+            if count == FREE:
                 self._counts[slot] = 0
+                self._all[self._used_at] = max(self._all[self._used_at], slot + 1)
                 return slot
         return None
 
     def release(self, slot: int) -> None:
-        self._counts[slot] = -1
+        self._counts[slot] = FREE
 
     def set(self, slot: int, connections: int) -> None:
         self._counts[slot] = connections
 
     def fewest(self) -> int:
-        """The fewest connections a worker holds."""
-        return min((count for count in self._counts if count >= 0), default=0)
+        """The fewest connections a worker holds (a read of a few ints: the accept path asks
+        it for each kept-alive connection it takes)."""
+        fewest = min(self._counts[: self._all[self._used_at]], default=FREE)
+        return 0 if fewest == FREE else fewest
 
     def fair_share(self) -> int:
         """The most connections a worker should hold: all of them spread evenly."""
-        live = [count for count in self._counts if count >= 0]
+        used = self._counts[: self._all[self._used_at]]
+        live = [count for count in used if count != FREE]
         return -(-sum(live) // len(live)) if live else 0
 
 

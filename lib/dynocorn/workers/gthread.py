@@ -271,12 +271,12 @@ class ThreadWorker(SyncWorker):
             due = self.parked[0].parked_at + self.patience
             self.next_tick = min(self.next_tick, max(due, now + OFFLOAD_TICK))
 
-    def take_handed_off_batch(self, queue: HandoffQueue) -> None:
+    def take_handed_off_batch(self, queue: HandoffQueue, most: int) -> None:
         """Only what free threads can serve now; with none free, stop watching the queue
         (a free sibling takes it) until a thread returns. Spare connections are idle: they
         need no thread."""
         if queue is not self.handoff:
-            super().take_handed_off_batch(queue)
+            super().take_handed_off_batch(queue, most)
             return
         while self.threads_free() and self.accepting and self.take_handed_off(queue):
             pass

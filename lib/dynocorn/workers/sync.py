@@ -51,6 +51,9 @@ ACCEPT_BATCH = 32  # connections accepted per wake-up at most
 SAMPLE_EVERY_MASK = 7
 DURATION_SAMPLES = 16
 SLOW_FACTOR = 4.0
+# From this median request duration, the ready connections of one poll are served oldest
+# first (waiting_since()); below it, sorting them would cost more than a wait could.
+LONG_REQUEST = 0.001
 # Passed-on connections served in a row, before this worker's own ready ones, per wake-up.
 HANDOFF_BATCH = 16
 
@@ -94,6 +97,7 @@ class SyncWorker(HttpWorker):
         self.spare_seen = False
         self.offload_lock = threading.Lock()
         self.durations: deque[float] = deque(maxlen=DURATION_SAMPLES)
+        self.long_requests = False  # the median request takes LONG_REQUEST or more
         self.next_tick = 0.0
         # A signal (TERM) must wake the loop at once: a handler alone does not interrupt
         # select(), which Python retries, so the stop would wait for the next tick.
@@ -143,11 +147,20 @@ class SyncWorker(HttpWorker):
         now = time.monotonic()
         while self.alive:
             targets = poll(0.0 if queue else max(self.next_tick - now, 0.0))
+            # Long requests: serve one, then look again, oldest first (see waiting_since()).
+            # A poll's whole list served in a row would keep its last connections waiting
+            # behind requests that arrived after theirs, here or passed on by a sibling.
+            one_by_one = self.long_requests
+            if one_by_one and len(targets) > 1:
+                targets.sort(key=waiting_since)
+            served = self.nr
             for handoff in queues:
                 if handoff in targets:
                     # Connections passed on by siblings have waited longest: first.
-                    self.take_handed_off_batch(handoff)
+                    self.take_handed_off_batch(handoff, 1 if one_by_one else HANDOFF_BATCH)
             for target in targets:
+                if one_by_one and self.nr != served:
+                    break  # the rest are still readable at the next poll
                 if type(target) is Connection:
                     if not target.queued:
                         self.on_readable(target)
@@ -216,7 +229,10 @@ class SyncWorker(HttpWorker):
         """The connections waiting in the backlog, up to ACCEPT_BATCH. With EPOLLEXCLUSIVE
         a worker that waits for work is woken for each new connection, so a busy worker
         only finds those that no idle worker was there to take; taking one per wake-up
-        instead would leave them a whole round of its other requests each."""
+        instead would leave them a whole round of its other requests each. But a burst of
+        kept-alive connections (a router or a load test opening its pool) must not all land
+        on the first worker woken: once it holds more than a sibling, it stops, and the
+        rest go to the workers woken after it (or to its next look, if none was)."""
         for _ in range(ACCEPT_BATCH):
             try:
                 sock, peer = listener.sock.accept()
@@ -227,9 +243,13 @@ class SyncWorker(HttpWorker):
                     self.log.error(f"Cannot accept connections: {error.strerror}")
                     self.stop_accepting()
                 return
-            self.adopt(sock, peer, listener.fileno())
-            if not self.accepting:
+            kept = self.adopt(sock, peer, listener.fileno())
+            if not self.accepting or (kept and self.holds_more_than_a_sibling()):
                 return
+
+    def holds_more_than_a_sibling(self) -> bool:
+        board = self.board
+        return board is not None and len(self.connections) > board.fewest()
 
     def take_handed_off(self, queue: HandoffQueue) -> bool:
         """A connection a sibling passed on, its next request unread: serve it here.
@@ -240,23 +260,26 @@ class SyncWorker(HttpWorker):
         self.adopt(*received)
         return True
 
-    def take_handed_off_batch(self, queue: HandoffQueue) -> None:
-        """Up to HANDOFF_BATCH of them, each served as it comes (one at a time, they would
-        each wait a whole round of this worker's own connections)."""
-        for _ in range(HANDOFF_BATCH):
+    def take_handed_off_batch(self, queue: HandoffQueue, most: int) -> None:
+        """Up to `most` of them, each served as it comes (short requests: one at a time,
+        they would each wait a whole round of this worker's own connections)."""
+        for _ in range(most):
             if not self.accepting or not self.take_handed_off(queue):
                 return
 
-    def adopt(self, sock: socket.socket, peer: Any, listener_fd: int) -> None:
+    def adopt(self, sock: socket.socket, peer: Any, listener_fd: int) -> bool:
+        """Whether the connection stays open (kept alive) after its first request."""
         connection = self.add_connection(sock, peer, listener_fd)
         # Clients send the request right after connecting: read and serve it now. A
         # `Connection: close` request is then answered and closed without the socket
         # ever entering epoll (two epoll_ctl calls saved per connection).
         self.on_readable(connection)
-        if connection.fd in self.connections and self.needs_watch(connection):
+        kept = connection.fd in self.connections
+        if kept and self.needs_watch(connection):
             self.selector.register(sock, connection)
         if len(self.connections) >= self.max_connections:
             self.stop_accepting()  # the rest wait in the listen backlog, not in memory
+        return kept
 
     def needs_watch(self, connection: Connection) -> bool:
         """Whether a fresh connection goes into epoll now (not while a thread has it)."""
@@ -316,6 +339,7 @@ class SyncWorker(HttpWorker):
                 self.serving = None
         if sampled:
             self.durations.append(time.monotonic() - started)
+            self.long_requests = self.typical_duration() >= LONG_REQUEST
         self.after_request(connection, keep)
 
     def typical_duration(self) -> float:
@@ -521,6 +545,16 @@ class SyncWorker(HttpWorker):
             while queue is not None and (received := queue.receive()) is not None:
                 sock, peer, listener_fd = received
                 self.selector.register(sock, self.add_connection(sock, peer, listener_fd))
+
+
+def waiting_since(target: Any) -> float:
+    """When a readable connection's client last heard from us: the one answered longest ago
+    has most likely waited longest for its next request. epoll's own order is no guide:
+    a connection reported once goes back to the end of its ready list at once (level
+    triggered), before its client has even read the response, so it overtakes
+    connections whose requests came in since. Other targets (a listener, the wake-up
+    pipe) go first."""
+    return target.last_active if type(target) is Connection else 0.0
 
 
 def ready(request: Request) -> bool:

@@ -28,6 +28,7 @@ DEFAULT_CONFIG_FILES = ("dynocorn.conf.py", "gunicorn.conf.py")
 CMD_ARGS_VARIABLES = ("GUNICORN_CMD_ARGS", "DYNOCORN_CMD_ARGS")  # the later wins
 COMMAND_LINE = "command line"
 DEFAULT = "default"
+FOUND_IN_WORKING_DIRECTORY = "found in the working directory"  # a config file nobody named
 
 
 class ConfigError(Exception):
@@ -160,6 +161,10 @@ def load(
         # gunicorn's rule: threads with the sync class means the threaded worker.
         values["worker_class"] = "gthread"
         sources["worker_class"] = f"{sources['threads']} (threads={values['threads']})"
+    if sourced.config_file_found is not None:
+        # Named by nobody, but read all the same (gunicorn's ./gunicorn.conf.py): say which.
+        values["config"] = f"./{sourced.config_file_found}"
+        sources["config"] = FOUND_IN_WORKING_DIRECTORY
     warnings.extend(_unimplemented_warnings(values, sources))
     if values["no_env_file"]:
         warnings.append(
@@ -242,6 +247,8 @@ class _Sources:
     warnings: list[str]
     config_file: Path | str | None
     config_file_env_files: tuple[list[str], str] | None
+    # The name of the config file when it was found in the working directory, not named.
+    config_file_found: str | None = None
 
 
 def _read_sources(
@@ -260,34 +267,37 @@ def _read_sources(
     config_file = _find_config_file(layers, cwd)
     if config_file is None:
         return _Sources(layers, warnings, None, None)
-    label = f"config file ({config_file[1]})"
+    location, shown, found = config_file
+    label = f"config file ({shown})"
     with envfiles.process_environment(environ):
-        file_layer = _read_config_file(config_file, label, warnings)
+        file_layer = _read_config_file((location, shown), label, warnings)
     asked = None
     if "env_file" in file_layer:
         asked = (_parse_value(SETTINGS["env_file"], file_layer["env_file"], label), label)
-    return _Sources([(label, file_layer), *layers], warnings, config_file[0], asked)
+    layers = [(label, file_layer), *layers]
+    return _Sources(layers, warnings, location, asked, shown if found else None)
 
 
 def _find_config_file(
     layers: list[tuple[str, dict[str, Any]]], cwd: Path
-) -> tuple[Path | str, str] | None:
-    """(path or python:module, how to name it); None when there is none."""
+) -> tuple[Path | str, str, bool] | None:
+    """(path or python:module, how to name it, whether it was found rather than named);
+    None when there is none."""
     for source, layer in reversed(layers):
         if layer.get("config"):
             spec = str(layer["config"])
             if spec.startswith("python:"):
-                return spec, spec
+                return spec, spec, False
             path = cwd / spec
             # Not is_file(): `-c /dev/null` is how gunicorn users skip ./gunicorn.conf.py.
             if not path.exists():
                 raise ConfigError("config", spec, source, "no such file")
             if path.is_dir():
                 raise ConfigError("config", spec, source, "is a directory, not a file")
-            return path, spec
+            return path, spec, False
     for name in DEFAULT_CONFIG_FILES:
         if (cwd / name).is_file():
-            return cwd / name, name
+            return cwd / name, name, True
     return None
 
 

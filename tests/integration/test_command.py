@@ -21,7 +21,13 @@ def run(
     args: list[str], cwd: Path, command: list[str] | None = None, **environ: str
 ) -> subprocess.CompletedProcess[str]:
     # A clean environment: the test machine's own PORT or WEB_CONCURRENCY must not leak in.
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **environ}
+    # The code under test is this checkout's lib/, whichever checkout is installed.
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "PYTHONPATH": str(REPO / "lib"),
+        **environ,
+    }
     return subprocess.run(
         [*(command or [str(CONSOLE_SCRIPT)]), *args],
         cwd=cwd,
@@ -117,6 +123,19 @@ def test_gunicorn_conf_and_command_line_override(tmp_path: Path) -> None:
     assert settings["workers"] == "4  # config file (gunicorn.conf.py)"
     settings = printed(run(["--print-config", "-w", "6", "app:app"], tmp_path))
     assert settings["workers"] == "6  # command line"
+
+
+def test_print_config_names_the_config_file_it_found(tmp_path: Path) -> None:
+    assert printed(run(["--print-config", "app:app"], tmp_path))["config"] == "None  # default"
+    (tmp_path / "gunicorn.conf.py").write_text("workers = 4\n")
+    settings = printed(run(["--print-config", "app:app"], tmp_path))
+    assert settings["config"] == "'./gunicorn.conf.py'  # found in the working directory"
+    (tmp_path / "dynocorn.conf.py").write_text("workers = 5\n")
+    settings = printed(run(["--print-config", "app:app"], tmp_path))
+    assert settings["config"] == "'./dynocorn.conf.py'  # found in the working directory"
+    assert settings["workers"] == "5  # config file (dynocorn.conf.py)"
+    settings = printed(run(["--print-config", "-c", "gunicorn.conf.py", "app:app"], tmp_path))
+    assert settings["config"] == "'gunicorn.conf.py'  # command line"
 
 
 def test_typo_in_config_file_warns(tmp_path: Path) -> None:

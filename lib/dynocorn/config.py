@@ -19,9 +19,10 @@ import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from dynocorn import __version__, envfiles, platform
+from dynocorn import envfiles, platform
+from dynocorn.arguments import UsageError, build_parser
 from dynocorn.settings import SETTINGS, Setting, no_hook
 
 DEFAULT_CONFIG_FILES = ("dynocorn.conf.py", "gunicorn.conf.py")
@@ -37,46 +38,6 @@ class ConfigError(Exception):
     def __init__(self, setting: str, value: Any, source: str, reason: str) -> None:
         super().__init__(f"Error: {setting} = {value!r} from {source}: {reason}")
         self.setting = setting
-
-
-class UsageError(Exception):
-    """The command line (or a *_CMD_ARGS variable) is malformed; exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser, derived from the settings table."""
-    parser = _Parser(
-        prog="dynocorn",
-        usage="dynocorn [OPTIONS] [APP_MODULE]",
-        description="A pre-fork WSGI HTTP server for Heroku-style platforms.",
-        argument_default=argparse.SUPPRESS,
-    )
-    parser.add_argument(
-        "-v", "--version", action="version", version=f"dynocorn (version {__version__})"
-    )
-    parser.add_argument("wsgi_app", nargs="?", metavar="APP_MODULE", help="module:variable")
-    groups: dict[str, argparse._ArgumentGroup] = {}
-    for setting in SETTINGS.values():
-        if not setting.flags:
-            continue
-        group = groups.get(setting.section) or parser.add_argument_group(setting.section)
-        groups[setting.section] = group
-        # argparse formats help with %: a literal one (`90%`, `%(h)s`) must be doubled.
-        options: dict[str, Any] = {"dest": setting.name, "help": setting.help.replace("%", "%%")}
-        if setting.action in ("store", "append"):
-            options.update(action=setting.action, metavar=setting.metavar)
-        elif setting.action == "optional":  # `--flag` alone means `const`, `--flag VALUE` a value
-            options.update(nargs="?", const=setting.const, metavar=setting.metavar)
-        else:
-            const = {"true": True, "false": False, "const": setting.const}[setting.action]
-            options.update(action="store_const", const=const)
-        group.add_argument(*setting.flags, **options)
-    return parser
 
 
 @dataclass

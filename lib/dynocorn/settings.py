@@ -15,6 +15,8 @@ from dynocorn import validators as v
 from dynocorn.platform import MEMORY_VARIABLES
 
 Action = Literal["store", "append", "true", "false", "const", "optional"]
+# What the docs and `--help-all` say of a setting whose `implemented` is False.
+NOT_IMPLEMENTED_NOTE = "Accepted, not implemented yet: a warning says so."
 
 DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 DEFAULT_SECURE_SCHEME_HEADERS = {
@@ -539,7 +541,7 @@ def _gunicorn_extra(name: str, flag: str | None, default: Any, kind: str) -> Set
     return Setting(
         name,
         GUNICORN_EXTRAS_SECTION,
-        "gunicorn 27; not implemented.",
+        "A gunicorn 27 setting.",
         default=default,
         flags=(flag,) if flag else (),
         parse=parse,

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from dynocorn import platform
+from dynocorn.settings import SETTINGS
 
 REPO = Path(__file__).resolve().parents[2]
 CONSOLE_SCRIPT = Path(sys.executable).parent / "dynocorn"
@@ -171,6 +172,44 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "unrecognized arguments: --no-such-flag" in result.stderr
     assert run([], tmp_path).returncode == 2
+
+
+def described_flags(help_text: str) -> set[str]:
+    """The flags --help has an entry for: `  -w INT, --workers INT   Number of...`."""
+    flags: set[str] = set()
+    for line in help_text.splitlines():
+        if line.startswith("  -"):
+            invocation = line[2:].split("  ")[0]
+            flags.update(part.split()[0] for part in invocation.split(", "))
+    return flags
+
+
+def test_help_describes_what_is_implemented_and_names_the_rest(tmp_path: Path) -> None:
+    short, full = run(["--help"], tmp_path), run(["--help-all"], tmp_path)
+    assert (short.returncode, full.returncode) == (0, 0), short.stderr + full.stderr
+    with_flags = [setting for setting in SETTINGS.values() if setting.flags]
+    implemented = {flag for s in with_flags if s.implemented for flag in s.flags}
+    not_implemented = {flag for s in with_flags if not s.implemented for flag in s.flags}
+    assert {"--reload", "--certfile", "--http-protocols"} <= not_implemented
+    own = {"-h", "--help", "-v", "--version", "--help-all"}
+    assert described_flags(short.stdout) == implemented | own
+    assert described_flags(full.stdout) == described_flags(short.stdout) | not_implemented
+    # The last paragraph names each of the others once, and where they are described.
+    last = " ".join(short.stdout.strip().split("\n\n")[-1].split())
+    assert "--help-all" in last
+    named = set(re.findall(r"(--[\w-]+)[,.]", last))
+    assert named == {
+        next(f for f in s.flags if f.startswith("--")) for s in with_flags if not s.implemented
+    }
+    text = " ".join(short.stdout.split())
+    assert "before it is killed; 0 = never. (default: 30)" in text
+    assert "Number of worker processes. (default: 1; from `WEB_CONCURRENCY`" in text
+    assert (
+        "--log-level LEVEL Error log level: debug, info, warning, error, critical. "
+        "(default: info)" in text
+    )
+    full_text = " ".join(full.stdout.split())
+    assert "--reload Restart workers when code changes. Accepted, not implemented yet" in full_text
 
 
 def test_version(tmp_path: Path) -> None:

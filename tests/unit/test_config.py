@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from dynocorn import config
+from dynocorn.arguments import UsageError
 from dynocorn.settings import SETTINGS
 
 
@@ -269,9 +270,9 @@ def test_bad_value_in_cmd_args_names_the_variable(cwd: Path, root: Path) -> None
 
 
 def test_unknown_flag_is_a_usage_error(cwd: Path, root: Path) -> None:
-    with pytest.raises(config.UsageError):
+    with pytest.raises(UsageError):
         load(["--wrokers", "3", "app:app"], cwd, root)
-    with pytest.raises(config.UsageError, match="GUNICORN_CMD_ARGS"):
+    with pytest.raises(UsageError, match="GUNICORN_CMD_ARGS"):
         load(["app:app"], cwd, root, GUNICORN_CMD_ARGS="--nope")
 
 

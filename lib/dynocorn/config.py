@@ -77,6 +77,35 @@ class Config:
         return settings + self.env_files.provenance_lines()
 
 
+def reload_lines(old: Config, new: Config) -> list[str]:
+    """What a HUP changed: one line per setting whose value differs, naming the new value's
+    source; none when nothing changed."""
+    lines = []
+    for name, setting in SETTINGS.items():
+        before, after = old.values[name], new.values[name]
+        if _same_value(before, after):
+            continue
+        functions = isinstance(before, types.FunctionType) and isinstance(after, types.FunctionType)
+        # A secret is not shown; two hooks of one name would read as no change.
+        hidden = setting.secret or (functions and no_hook not in (before, after))
+        change = "changed" if hidden else f"{format_value(before)} -> {format_value(after)}"
+        lines.append(f"Reload: {name} {change} ({new.sources[name]})")
+    return lines
+
+
+def _same_value(old: Any, new: Any) -> bool:
+    if isinstance(old, types.FunctionType) and isinstance(new, types.FunctionType):
+        # A config file run again defines new function objects: the same code, defaults and
+        # name make the same hook. (Code objects compare by content, line numbers included.)
+        return (old.__name__, old.__code__, old.__defaults__, old.__kwdefaults__) == (
+            new.__name__,
+            new.__code__,
+            new.__defaults__,
+            new.__kwdefaults__,
+        )
+    return bool(old == new)
+
+
 def format_value(value: Any) -> str:
     if isinstance(value, types.FunctionType):
         return "<no hook>" if value is no_hook else f"<function {value.__name__}>"

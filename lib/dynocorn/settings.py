@@ -47,6 +47,9 @@ class Setting:
     implemented: bool = True
     # Settings that steer how configuration itself is read cannot come from a config file.
     in_config_file: bool = True
+    # The value may hold a secret (`-e DATABASE_URL=postgres://user:password@...`): the log
+    # says that it changed, never what it is.
+    secret: bool = False
 
     @property
     def is_hook(self) -> bool:
@@ -244,7 +247,7 @@ _SETTINGS: list[Setting] = [
     Setting(
         "raw_env", "Server mechanics", "Set an environment variable for the app, `KEY=VALUE`.",
         default=[], flags=("-e", "--env"), parse=v.key_value_list, action="append",
-        metavar="ENV",
+        metavar="ENV", secret=True,
     ),
     Setting(
         "pidfile", "Server mechanics", "Write the master's PID to this file.",
@@ -345,7 +348,7 @@ _SETTINGS: list[Setting] = [
     ),
     Setting(
         "logconfig_dict", "Logging", "A `logging.config.dictConfig` dict.",
-        default={}, parse=v.any_dict, implemented=False,
+        default={}, parse=v.any_dict, implemented=False, secret=True,  # handlers' passwords
     ),
     Setting(
         "logconfig_json", "Logging", "A `logging.config.dictConfig` JSON file.",

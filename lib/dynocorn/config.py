@@ -96,14 +96,22 @@ def reload_lines(old: Config, new: Config) -> list[str]:
 def _same_value(old: Any, new: Any) -> bool:
     if isinstance(old, types.FunctionType) and isinstance(new, types.FunctionType):
         # A config file run again defines new function objects: the same code, defaults and
-        # name make the same hook. (Code objects compare by content, line numbers included.)
-        return (old.__name__, old.__code__, old.__defaults__, old.__kwdefaults__) == (
-            new.__name__,
-            new.__code__,
-            new.__defaults__,
-            new.__kwdefaults__,
+        # name make the same hook, wherever it now sits in the file.
+        return (
+            old.__name__ == new.__name__
+            and _code_without_lines(old.__code__) == _code_without_lines(new.__code__)
+            and (old.__defaults__, old.__kwdefaults__) == (new.__defaults__, new.__kwdefaults__)
         )
     return bool(old == new)
+
+
+def _code_without_lines(code: types.CodeType) -> types.CodeType:
+    """The code with its line numbers dropped (they take part in comparing code objects)."""
+    consts = tuple(
+        _code_without_lines(const) if isinstance(const, types.CodeType) else const
+        for const in code.co_consts
+    )
+    return code.replace(co_firstlineno=1, co_linetable=b"", co_consts=consts)
 
 
 def format_value(value: Any) -> str:

@@ -34,6 +34,8 @@ def _row(setting: Setting) -> str:
         description += f" *{NOT_IMPLEMENTED_NOTE}*"
     if not setting.in_config_file:
         description += " Not settable in a config file."
+    if setting.secret:
+        description += " A HUP that changes it does not log its value (it may hold a secret)."
     return f"| `{setting.name}` | {_cell(flags)} | {_cell(default)} | {_cell(description)} |"
 
 

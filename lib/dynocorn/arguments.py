@@ -117,14 +117,11 @@ def _help_text(setting: Setting) -> str:
 def _default_text(setting: Setting) -> str:
     """The default as it would be typed, then how the platform changes it; "" for none."""
     default = setting.default
-    parts = []
-    if isinstance(default, list) and default:
-        parts.append(",".join(str(item) for item in default))
-    elif default is not None and default != "" and not isinstance(default, list):
-        parts.append(str(default))
-    if setting.platform:
-        parts.append(setting.platform)
-    return "; ".join(parts)
+    if isinstance(default, list):
+        shown = ",".join(str(item) for item in default)
+    else:
+        shown = "" if default is None else str(default)
+    return "; ".join(part for part in (shown, setting.platform) if part)
 
 
 def _not_implemented_paragraph(hidden: list[Setting]) -> str:

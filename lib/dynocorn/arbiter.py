@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from dynocorn import __version__, apploader, process, sockets
 from dynocorn.channel import MasterChannel
+from dynocorn.config import reload_lines
 from dynocorn.handoff import Balance
 from dynocorn.logs import LogFile
 from dynocorn.metrics.monitor import MemoryMonitor
@@ -274,6 +275,8 @@ class Arbiter:
         if reloaded is None:
             return
         new_cfg, new_worker_class = reloaded
+        for line in reload_lines(self.cfg, new_cfg):
+            self.log.info(line)
         old_workers = self.num_workers
         self.cfg = new_cfg
         self.monitor.configure(new_cfg)

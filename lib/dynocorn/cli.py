@@ -14,6 +14,7 @@ from pathlib import Path
 from dynocorn import apploader, envfiles, process
 from dynocorn import config as config_module
 from dynocorn.arbiter import Arbiter
+from dynocorn.arguments import UsageError, build_parser
 from dynocorn.logs import ErrorLog, Logs
 from dynocorn.workers import WorkerClassError, worker_class_for
 
@@ -27,8 +28,8 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     env = os.environ if environ is None else environ
     try:
         config = config_module.load(args, env, Path.cwd())
-    except config_module.UsageError as error:
-        sys.stderr.write(f"{config_module.build_parser().format_usage()}dynocorn: error: {error}\n")
+    except UsageError as error:
+        sys.stderr.write(f"{build_parser().format_usage()}dynocorn: error: {error}\n")
         return EXIT_USAGE
     except config_module.ConfigError as error:
         sys.stderr.write(f"{error}\n")
@@ -47,8 +48,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         return EXIT_OK
     if not config.wsgi_app:
         sys.stderr.write(
-            f"{config_module.build_parser().format_usage()}"
-            "dynocorn: error: No application module specified.\n"
+            f"{build_parser().format_usage()}dynocorn: error: No application module specified.\n"
         )
         return EXIT_USAGE
     prepare_process(config)  # first: a worker class of the user's may live in the app's dir

@@ -19,15 +19,17 @@ import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from dynocorn import __version__, envfiles, platform
+from dynocorn import envfiles, platform
+from dynocorn.arguments import UsageError, build_parser
 from dynocorn.settings import SETTINGS, Setting, no_hook
 
 DEFAULT_CONFIG_FILES = ("dynocorn.conf.py", "gunicorn.conf.py")
 CMD_ARGS_VARIABLES = ("GUNICORN_CMD_ARGS", "DYNOCORN_CMD_ARGS")  # the later wins
 COMMAND_LINE = "command line"
 DEFAULT = "default"
+FOUND_IN_WORKING_DIRECTORY = "found in the working directory"  # a config file nobody named
 
 
 class ConfigError(Exception):
@@ -36,46 +38,6 @@ class ConfigError(Exception):
     def __init__(self, setting: str, value: Any, source: str, reason: str) -> None:
         super().__init__(f"Error: {setting} = {value!r} from {source}: {reason}")
         self.setting = setting
-
-
-class UsageError(Exception):
-    """The command line (or a *_CMD_ARGS variable) is malformed; exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser, derived from the settings table."""
-    parser = _Parser(
-        prog="dynocorn",
-        usage="dynocorn [OPTIONS] [APP_MODULE]",
-        description="A pre-fork WSGI HTTP server for Heroku-style platforms.",
-        argument_default=argparse.SUPPRESS,
-    )
-    parser.add_argument(
-        "-v", "--version", action="version", version=f"dynocorn (version {__version__})"
-    )
-    parser.add_argument("wsgi_app", nargs="?", metavar="APP_MODULE", help="module:variable")
-    groups: dict[str, argparse._ArgumentGroup] = {}
-    for setting in SETTINGS.values():
-        if not setting.flags:
-            continue
-        group = groups.get(setting.section) or parser.add_argument_group(setting.section)
-        groups[setting.section] = group
-        # argparse formats help with %: a literal one (`90%`, `%(h)s`) must be doubled.
-        options: dict[str, Any] = {"dest": setting.name, "help": setting.help.replace("%", "%%")}
-        if setting.action in ("store", "append"):
-            options.update(action=setting.action, metavar=setting.metavar)
-        elif setting.action == "optional":  # `--flag` alone means `const`, `--flag VALUE` a value
-            options.update(nargs="?", const=setting.const, metavar=setting.metavar)
-        else:
-            const = {"true": True, "false": False, "const": setting.const}[setting.action]
-            options.update(action="store_const", const=const)
-        group.add_argument(*setting.flags, **options)
-    return parser
 
 
 @dataclass
@@ -113,6 +75,43 @@ class Config:
             for name in SETTINGS
         ]
         return settings + self.env_files.provenance_lines()
+
+
+def reload_lines(old: Config, new: Config) -> list[str]:
+    """What a HUP changed: one line per setting whose value differs, naming the new value's
+    source; none when nothing changed."""
+    lines = []
+    for name, setting in SETTINGS.items():
+        before, after = old.values[name], new.values[name]
+        if _same_value(before, after):
+            continue
+        functions = isinstance(before, types.FunctionType) and isinstance(after, types.FunctionType)
+        # A secret is not shown; two hooks of one name would read as no change.
+        hidden = setting.secret or (functions and no_hook not in (before, after))
+        change = "changed" if hidden else f"{format_value(before)} -> {format_value(after)}"
+        lines.append(f"Reload: {name} {change} ({new.sources[name]})")
+    return lines
+
+
+def _same_value(old: Any, new: Any) -> bool:
+    if isinstance(old, types.FunctionType) and isinstance(new, types.FunctionType):
+        # A config file run again defines new function objects: the same code, defaults and
+        # name make the same hook, wherever it now sits in the file.
+        return (
+            old.__name__ == new.__name__
+            and _code_without_lines(old.__code__) == _code_without_lines(new.__code__)
+            and (old.__defaults__, old.__kwdefaults__) == (new.__defaults__, new.__kwdefaults__)
+        )
+    return bool(old == new)
+
+
+def _code_without_lines(code: types.CodeType) -> types.CodeType:
+    """The code with its line numbers dropped (they take part in comparing code objects)."""
+    consts = tuple(
+        _code_without_lines(const) if isinstance(const, types.CodeType) else const
+        for const in code.co_consts
+    )
+    return code.replace(co_firstlineno=1, co_linetable=b"", co_consts=consts)
 
 
 def format_value(value: Any) -> str:
@@ -160,6 +159,10 @@ def load(
         # gunicorn's rule: threads with the sync class means the threaded worker.
         values["worker_class"] = "gthread"
         sources["worker_class"] = f"{sources['threads']} (threads={values['threads']})"
+    if sourced.config_file_found is not None:
+        # Named by nobody, but read all the same (gunicorn's ./gunicorn.conf.py): say which.
+        values["config"] = f"./{sourced.config_file_found}"
+        sources["config"] = FOUND_IN_WORKING_DIRECTORY
     warnings.extend(_unimplemented_warnings(values, sources))
     if values["no_env_file"]:
         warnings.append(
@@ -242,6 +245,8 @@ class _Sources:
     warnings: list[str]
     config_file: Path | str | None
     config_file_env_files: tuple[list[str], str] | None
+    # The name of the config file when it was found in the working directory, not named.
+    config_file_found: str | None = None
 
 
 def _read_sources(
@@ -260,34 +265,37 @@ def _read_sources(
     config_file = _find_config_file(layers, cwd)
     if config_file is None:
         return _Sources(layers, warnings, None, None)
-    label = f"config file ({config_file[1]})"
+    location, shown, found = config_file
+    label = f"config file ({shown})"
     with envfiles.process_environment(environ):
-        file_layer = _read_config_file(config_file, label, warnings)
+        file_layer = _read_config_file((location, shown), label, warnings)
     asked = None
     if "env_file" in file_layer:
         asked = (_parse_value(SETTINGS["env_file"], file_layer["env_file"], label), label)
-    return _Sources([(label, file_layer), *layers], warnings, config_file[0], asked)
+    layers = [(label, file_layer), *layers]
+    return _Sources(layers, warnings, location, asked, shown if found else None)
 
 
 def _find_config_file(
     layers: list[tuple[str, dict[str, Any]]], cwd: Path
-) -> tuple[Path | str, str] | None:
-    """(path or python:module, how to name it); None when there is none."""
+) -> tuple[Path | str, str, bool] | None:
+    """(path or python:module, how to name it, whether it was found rather than named);
+    None when there is none."""
     for source, layer in reversed(layers):
         if layer.get("config"):
             spec = str(layer["config"])
             if spec.startswith("python:"):
-                return spec, spec
+                return spec, spec, False
             path = cwd / spec
             # Not is_file(): `-c /dev/null` is how gunicorn users skip ./gunicorn.conf.py.
             if not path.exists():
                 raise ConfigError("config", spec, source, "no such file")
             if path.is_dir():
                 raise ConfigError("config", spec, source, "is a directory, not a file")
-            return path, spec
+            return path, spec, False
     for name in DEFAULT_CONFIG_FILES:
         if (cwd / name).is_file():
-            return cwd / name, name
+            return cwd / name, name, True
     return None
 
 

@@ -15,6 +15,8 @@ from dynocorn import validators as v
 from dynocorn.platform import MEMORY_VARIABLES
 
 Action = Literal["store", "append", "true", "false", "const", "optional"]
+# What the docs and `--help-all` say of a setting whose `implemented` is False.
+NOT_IMPLEMENTED_NOTE = "Accepted, not implemented yet: a warning says so."
 
 DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 DEFAULT_SECURE_SCHEME_HEADERS = {
@@ -45,6 +47,9 @@ class Setting:
     implemented: bool = True
     # Settings that steer how configuration itself is read cannot come from a config file.
     in_config_file: bool = True
+    # The value may hold a secret (`-e DATABASE_URL=postgres://user:password@...`): the log
+    # says that it changed, never what it is.
+    secret: bool = False
 
     @property
     def is_hook(self) -> bool:
@@ -242,7 +247,7 @@ _SETTINGS: list[Setting] = [
     Setting(
         "raw_env", "Server mechanics", "Set an environment variable for the app, `KEY=VALUE`.",
         default=[], flags=("-e", "--env"), parse=v.key_value_list, action="append",
-        metavar="ENV",
+        metavar="ENV", secret=True,
     ),
     Setting(
         "pidfile", "Server mechanics", "Write the master's PID to this file.",
@@ -343,7 +348,7 @@ _SETTINGS: list[Setting] = [
     ),
     Setting(
         "logconfig_dict", "Logging", "A `logging.config.dictConfig` dict.",
-        default={}, parse=v.any_dict, implemented=False,
+        default={}, parse=v.any_dict, implemented=False, secret=True,  # handlers' passwords
     ),
     Setting(
         "logconfig_json", "Logging", "A `logging.config.dictConfig` JSON file.",
@@ -539,7 +544,7 @@ def _gunicorn_extra(name: str, flag: str | None, default: Any, kind: str) -> Set
     return Setting(
         name,
         GUNICORN_EXTRAS_SECTION,
-        "gunicorn 27; not implemented.",
+        "A gunicorn 27 setting.",
         default=default,
         flags=(flag,) if flag else (),
         parse=parse,

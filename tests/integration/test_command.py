@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from dynocorn import platform
+from dynocorn.settings import SETTINGS
 
 REPO = Path(__file__).resolve().parents[2]
 CONSOLE_SCRIPT = Path(sys.executable).parent / "dynocorn"
@@ -21,7 +22,13 @@ def run(
     args: list[str], cwd: Path, command: list[str] | None = None, **environ: str
 ) -> subprocess.CompletedProcess[str]:
     # A clean environment: the test machine's own PORT or WEB_CONCURRENCY must not leak in.
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **environ}
+    # The code under test is this checkout's lib/, whichever checkout is installed.
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "PYTHONPATH": str(REPO / "lib"),
+        **environ,
+    }
     return subprocess.run(
         [*(command or [str(CONSOLE_SCRIPT)]), *args],
         cwd=cwd,
@@ -119,6 +126,19 @@ def test_gunicorn_conf_and_command_line_override(tmp_path: Path) -> None:
     assert settings["workers"] == "6  # command line"
 
 
+def test_print_config_names_the_config_file_it_found(tmp_path: Path) -> None:
+    assert printed(run(["--print-config", "app:app"], tmp_path))["config"] == "None  # default"
+    (tmp_path / "gunicorn.conf.py").write_text("workers = 4\n")
+    settings = printed(run(["--print-config", "app:app"], tmp_path))
+    assert settings["config"] == "'./gunicorn.conf.py'  # found in the working directory"
+    (tmp_path / "dynocorn.conf.py").write_text("workers = 5\n")
+    settings = printed(run(["--print-config", "app:app"], tmp_path))
+    assert settings["config"] == "'./dynocorn.conf.py'  # found in the working directory"
+    assert settings["workers"] == "5  # config file (dynocorn.conf.py)"
+    settings = printed(run(["--print-config", "-c", "gunicorn.conf.py", "app:app"], tmp_path))
+    assert settings["config"] == "'gunicorn.conf.py'  # command line"
+
+
 def test_typo_in_config_file_warns(tmp_path: Path) -> None:
     (tmp_path / "gunicorn.conf.py").write_text("worker = 4\n")
     result = run(["--print-config", "app:app"], tmp_path)
@@ -152,6 +172,44 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "unrecognized arguments: --no-such-flag" in result.stderr
     assert run([], tmp_path).returncode == 2
+
+
+def described_flags(help_text: str) -> set[str]:
+    """The flags --help has an entry for: `  -w INT, --workers INT   Number of...`."""
+    flags: set[str] = set()
+    for line in help_text.splitlines():
+        if line.startswith("  -"):
+            invocation = line[2:].split("  ")[0]
+            flags.update(part.split()[0] for part in invocation.split(", "))
+    return flags
+
+
+def test_help_describes_what_is_implemented_and_names_the_rest(tmp_path: Path) -> None:
+    short, full = run(["--help"], tmp_path), run(["--help-all"], tmp_path)
+    assert (short.returncode, full.returncode) == (0, 0), short.stderr + full.stderr
+    with_flags = [setting for setting in SETTINGS.values() if setting.flags]
+    implemented = {flag for s in with_flags if s.implemented for flag in s.flags}
+    not_implemented = {flag for s in with_flags if not s.implemented for flag in s.flags}
+    assert {"--reload", "--certfile", "--http-protocols"} <= not_implemented
+    own = {"-h", "--help", "-v", "--version", "--help-all"}
+    assert described_flags(short.stdout) == implemented | own
+    assert described_flags(full.stdout) == described_flags(short.stdout) | not_implemented
+    # The last paragraph names each of the others once, and where they are described.
+    last = " ".join(short.stdout.strip().split("\n\n")[-1].split())
+    assert "--help-all" in last
+    named = set(re.findall(r"(--[\w-]+)[,.]", last))
+    assert named == {
+        next(f for f in s.flags if f.startswith("--")) for s in with_flags if not s.implemented
+    }
+    text = " ".join(short.stdout.split())
+    assert "before it is killed; 0 = never. (default: 30)" in text
+    assert "Number of worker processes. (default: 1; from `WEB_CONCURRENCY`" in text
+    assert (
+        "--log-level LEVEL Error log level: debug, info, warning, error, critical. "
+        "(default: info)" in text
+    )
+    full_text = " ".join(full.stdout.split())
+    assert "--reload Restart workers when code changes. Accepted, not implemented yet" in full_text
 
 
 def test_version(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ Hooks write marks ("name pid arguments") to a file; the tests read the marks bac
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +17,7 @@ import pytest
 import requests
 
 from rawhttp import connect, read_response
-from server import running
+from server import Server, running
 from test_master import get, poll
 from worker_classes import HAVE_GEVENT, WORKER_CLASSES
 
@@ -152,6 +153,39 @@ def test_hup_rereads_the_config_file(tmp_path: Path) -> None:
             "nworkers_changed 3 1",
         ]
         assert get(srv).status_code == 200
+
+
+def reload_lines(srv: Server) -> list[str]:
+    return [m.group(1) for line in srv.lines if (m := re.search(r"\[INFO\] (Reload: .*)$", line))]
+
+
+def test_hup_logs_each_changed_setting_and_its_source(tmp_path: Path) -> None:
+    hooks = Hooks(tmp_path, "workers = 2\n")
+    env_file = tmp_path / "app.env"
+    env_file.write_text("FORWARDED_ALLOW_IPS=10.0.0.1\n")
+    args = [*hooks.args(), "--env-file", str(env_file), "testapps:hello"]
+    with running(args, workers=2) as srv:
+        hooks.write('workers = 3\ntimeout = 45\nraw_env = ["API_TOKEN=hunter2"]\n')
+        env_file.write_text("FORWARDED_ALLOW_IPS=10.0.0.1,10.0.0.2\n")
+        srv.signal(signal.SIGHUP)
+        from_file = f"(config file ({hooks.config}))"
+        expected = [
+            f"Reload: workers 2 -> 3 {from_file}",
+            f"Reload: timeout 30 -> 45 {from_file}",
+            f"Reload: raw_env changed {from_file}",  # a value that may be a secret is not shown
+            "Reload: forwarded_allow_ips ['10.0.0.1'] -> ['10.0.0.1', '10.0.0.2'] "
+            "(platform (FORWARDED_ALLOW_IPS=10.0.0.1,10.0.0.2))",
+        ]
+        srv.wait_for(r"Reload: ", count=len(expected))
+        assert reload_lines(srv) == expected  # in the order of the settings table
+        assert "hunter2" not in srv.log
+        poll(lambda: len(srv.booted_pids()) == 5, 30, "3 new workers")
+        # Nothing changed: the next HUP replaces the workers and logs no Reload line. The
+        # master logs those lines before it forks, so a new worker's boot line comes after.
+        srv.signal(signal.SIGHUP)
+        srv.wait_for(r"Booting worker with pid", count=6, timeout=30)
+        assert len(hooks.lines("on_reload")) == 2
+        assert reload_lines(srv) == expected  # in the order of the settings table
 
 
 def test_hup_with_a_worker_class_that_cannot_load_keeps_the_server(tmp_path: Path) -> None:

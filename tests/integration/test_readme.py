@@ -164,6 +164,7 @@ def run_block(script: str, workdir: Path, output: Path) -> int:
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "HOME": os.environ.get("HOME", "/tmp"),
         "PORT": str(free_port()),
+        "PYTHONPATH": str(REPO / "lib"),  # this checkout's code, whichever one is installed
     }
     # Output to a file, not a pipe: a server the block failed to stop would hold a pipe open.
     with output.open("w") as sink:

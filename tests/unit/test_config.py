@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from dynocorn import config
+from dynocorn.arguments import UsageError
 from dynocorn.settings import SETTINGS
 
 
@@ -269,9 +270,9 @@ def test_bad_value_in_cmd_args_names_the_variable(cwd: Path, root: Path) -> None
 
 
 def test_unknown_flag_is_a_usage_error(cwd: Path, root: Path) -> None:
-    with pytest.raises(config.UsageError):
+    with pytest.raises(UsageError):
         load(["--wrokers", "3", "app:app"], cwd, root)
-    with pytest.raises(config.UsageError, match="GUNICORN_CMD_ARGS"):
+    with pytest.raises(UsageError, match="GUNICORN_CMD_ARGS"):
         load(["app:app"], cwd, root, GUNICORN_CMD_ARGS="--nope")
 
 
@@ -467,3 +468,24 @@ def test_every_environment_variable_in_the_table_changes_its_setting(cwd: Path, 
             cfg = load(["app:app"], cwd, root, **environ)
             assert cfg.source(setting.name).startswith("platform ("), (setting.name, variable)
             assert variable in cfg.source(setting.name) or variable == "WEB_CONCURRENCY_SET_BY"
+
+
+def test_reload_lines_name_what_changed_and_only_that(cwd: Path, root: Path) -> None:
+    hooks = "def post_fork(server, worker):\n    server.log.info('forked')\n"
+    (cwd / "gunicorn.conf.py").write_text(f"timeout = 45\nraw_env = ['TOKEN=a']\n{hooks}")
+    first = load(["app:app"], cwd, root)
+    # Run again, the file defines new function objects: the same code is no change.
+    assert config.reload_lines(first, load(["app:app"], cwd, root)) == []
+    # Nor is the same hook lower in the file.
+    (cwd / "gunicorn.conf.py").write_text(f"timeout = 45\n\n\nraw_env = ['TOKEN=a']\n{hooks}")
+    assert config.reload_lines(first, load(["app:app"], cwd, root)) == []
+
+    hooks = hooks.replace("forked", "forked!") + "def on_reload(server):\n    pass\n"
+    (cwd / "gunicorn.conf.py").write_text(f"raw_env = ['TOKEN=b']\n{hooks}")
+    lines = config.reload_lines(first, load(["app:app"], cwd, root))
+    assert lines == [
+        "Reload: timeout 45 -> 30 (default)",
+        "Reload: raw_env changed (config file (gunicorn.conf.py))",  # the token is not shown
+        "Reload: on_reload <no hook> -> <function on_reload> (config file (gunicorn.conf.py))",
+        "Reload: post_fork changed (config file (gunicorn.conf.py))",
+    ]

@@ -48,7 +48,7 @@ def test_no_test_or_code_reads_the_shared_folder_beside_the_checkout() -> None:
 
 def test_the_no_sendfile_flag_says_what_it_does() -> None:
     """The table's help is the setting's; for this flag it once said "Use sendfile()"."""
-    from dynocorn.config import build_parser
+    from dynocorn.arguments import build_parser
 
     text = " ".join(build_parser().format_help().split())
     flag = "--no-sendfile Send `wsgi.file_wrapper` responses with sendfile();"

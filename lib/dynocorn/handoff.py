@@ -102,6 +102,7 @@ class HandoffQueue:
 
 
 FREE = 2**31 - 1  # a scoreboard slot no worker holds
+BOOTING = FREE - 1  # a slot whose worker is not serving yet: it counts as no worker
 
 
 class Scoreboard:
@@ -138,7 +139,7 @@ class Scoreboard:
         """In the master: a free slot for a new worker, or None when all are taken."""
         for slot, count in enumerate(self._counts):
             if count == FREE:
-                self._counts[slot] = 0
+                self._counts[slot] = BOOTING
                 self._all[self._used_at] = max(self._all[self._used_at], slot + 1)
                 return slot
         return None
@@ -153,12 +154,15 @@ class Scoreboard:
         """The fewest connections a worker holds (a read of a few ints: the accept path asks
         it for each kept-alive connection it takes)."""
         fewest = min(self._counts[: self._all[self._used_at]], default=FREE)
-        return 0 if fewest == FREE else fewest
+        return 0 if fewest >= BOOTING else fewest
+
+    def live_counts(self) -> list[int]:
+        """The connections each serving worker holds."""
+        return [count for count in self._counts[: self._all[self._used_at]] if count < BOOTING]
 
     def fair_share(self) -> int:
         """The most connections a worker should hold: all of them spread evenly."""
-        used = self._counts[: self._all[self._used_at]]
-        live = [count for count in used if count != FREE]
+        live = self.live_counts()
         return -(-sum(live) // len(live)) if live else 0
 
 

@@ -8,6 +8,8 @@ far longer than the test waits; the second's request must come back from the oth
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -17,7 +19,7 @@ from typing import BinaryIO
 import pytest
 
 from rawhttp import connect, read_response
-from server import running
+from server import Server, running
 from test_master import poll
 from worker_classes import HAVE_GEVENT
 
@@ -104,25 +106,49 @@ def test_a_request_behind_a_slow_one_is_answered_by_the_idle_sibling(
     threads = int(worker_args[-1]) if "--threads" in worker_args else 1
     args = [*worker_args, "-w", "2", "--graceful-timeout", "1", "testapps:routes"]
     with running(args, workers=2) as srv, kept_alive(srv.port, 2 * threads + 1) as connections:
-        # Every thread of one worker runs a slow request, one per connection it holds.
-        (*held, waiting), busy_pid = on_one_worker(connections, threads + 1)
-        # One at a time, each started before the next is sent: sent together, one could
-        # find every thread still busy with the last pid question and move to the other.
-        for number, connection in enumerate(held, start=1):
-            connection.send(f"{route}?seconds={HOLD_SECONDS}")
-            started = srv.wait_for(
-                rf"testapps: {route}\?seconds={HOLD_SECONDS} started in (\d+)", count=number
-            )
-        assert {int(m.group(1)) for m in started} == {busy_pid}, "a slow request moved"
-        # gthread parks a request only behind one that has run PARK_FROM (1 ms) already.
-        held_since = time.monotonic()
-        poll(lambda: time.monotonic() - held_since > 0.005, what="the slow requests to run")
-        waiting.send("/pid")
-        status, pid = waiting.answer()
-        assert status == 200
-        assert pid != busy_pid, "the request waited for its own busy worker"
-        # The connection stays with the worker that answered: the next request too.
-        assert waiting.ask_pid() == pid
+        # Every thread of one worker will run a slow request, one per connection it holds.
+        held, busy_pid = on_one_worker(connections, threads + 1)
+        assert_the_idle_sibling_answers(srv, route, held, busy_pid)
+
+
+@pytest.mark.parametrize(("worker_args", "route"), [BUSY_WORKERS[0], BUSY_WORKERS[1]])
+def test_a_worker_added_with_ttin_takes_part(worker_args: list[str], route: str) -> None:
+    """Started with one worker, nothing is passed on (no one would take it). A second one
+    added with TTIN must count, for the first worker too: its connections, all opened
+    before, are then served by the newcomer while the first is busy."""
+    args = [*worker_args, "-w", "1", "--graceful-timeout", "1", "testapps:routes"]
+    with running(args, workers=1) as srv, kept_alive(srv.port, 2) as connections:
+        first_pid = connections[0].ask_pid()
+        assert connections[1].ask_pid() == first_pid
+        os.kill(srv.pid, signal.SIGTTIN)
+        srv.wait_for(r"Booting worker with pid", count=2)
+        srv.wait_ready(2)
+        assert_the_idle_sibling_answers(srv, route, connections, first_pid)
+
+
+def assert_the_idle_sibling_answers(
+    srv: Server, route: str, connections: list[KeptAlive], busy_pid: int
+) -> None:
+    """All but the last of `connections` (all served by `busy_pid`) start a slow request;
+    the last one's request must be answered by another worker."""
+    *held, waiting = connections
+    # One at a time, each started before the next is sent: sent together, one could
+    # find every thread still busy with the last pid question and move to the other.
+    for number, connection in enumerate(held, start=1):
+        connection.send(f"{route}?seconds={HOLD_SECONDS}")
+        started = srv.wait_for(
+            rf"testapps: {route}\?seconds={HOLD_SECONDS} started in (\d+)", count=number
+        )
+    assert {int(m.group(1)) for m in started} == {busy_pid}, "a slow request moved"
+    # gthread parks a request only behind one that has run PARK_FROM (1 ms) already.
+    held_since = time.monotonic()
+    poll(lambda: time.monotonic() - held_since > 0.005, what="the slow requests to run")
+    waiting.send("/pid")
+    status, pid = waiting.answer()
+    assert status == 200
+    assert pid != busy_pid, "the request waited for its own busy worker"
+    # The connection stays with the worker that answered: the next request too.
+    assert waiting.ask_pid() == pid
 
 
 @pytest.mark.parametrize(("worker_args", "route"), [BUSY_WORKERS[0], BUSY_WORKERS[1]])

@@ -38,3 +38,15 @@ def test_a_forked_worker_writes_what_the_master_reads() -> None:
     assert board.fair_share() == 7
     board.stop()
     assert board.stopping
+
+
+def test_a_worker_counts_from_when_it_serves_not_from_its_fork() -> None:
+    board = Scoreboard(4)
+    serving, booting = board.claim(), board.claim()
+    assert serving is not None and booting is not None
+    board.set(serving, 3)
+    # A booting worker's 0 would make every other worker over its share and the emptiest
+    # a worker that cannot take a connection yet.
+    assert board.fewest() == 3 and board.fair_share() == 3 and board.live_counts() == [3]
+    board.set(booting, 0)
+    assert board.fewest() == 0 and board.fair_share() == 2 and board.live_counts() == [3, 0]

@@ -207,6 +207,18 @@ class Worker:
             self.queue_times.reset()
         self.channel.stats(figures)
 
+    def count_connections(self, held: int) -> None:
+        """Tell the siblings how many connections this worker holds. The first call also
+        says that it serves: until then its scoreboard slot counts as no worker."""
+        if self.balance is not None and self.board_slot is not None:
+            self.balance.board.set(self.board_slot, held)
+
+    def has_siblings(self) -> bool:
+        """Whether another worker serves beside this one now (TTIN and TTOU change it)."""
+        if self.balance is None or self.board_slot is None:
+            return int(self.cfg.workers) > 1
+        return len(self.balance.board.live_counts()) > 1
+
     def parent_changed(self) -> bool:
         return os.getppid() != self.ppid
 

@@ -260,9 +260,10 @@ class GeventWorker(HttpWorker):
             self.acceptors.append(gevent.spawn(self.take_handed_off, self.handoff))
             self.hub_loop = gevent.get_hub().loop  # this thread's: the offload thread has none
             # libuv's loop counts no iterations (-1): nothing to watch the hub by.
-            if self.cfg.workers > 1 and self.hub_loop.iteration >= 0:
+            if self.hub_loop.iteration >= 0:
                 _original_start_thread(self.offload_loop, (self.hub_loop,))
         gevent.spawn(self.heartbeat)
+        self.count_connections(0)  # serving: siblings may pass connections here
         self.running = True
         while self.alive:
             self.wakeup.wait()
@@ -375,7 +376,7 @@ class GeventWorker(HttpWorker):
             turned, now = hub_loop.iteration, time.monotonic()
             if turned != last or not self.requests_running:
                 last, since = turned, now  # turning, or idle: nothing holds it
-            elif now - since >= OFFLOAD_AFTER and self.alive:
+            elif now - since >= OFFLOAD_AFTER and self.alive and self.has_siblings():
                 since = now  # look again after as long, not at every tick
                 self.offload_waiting()
 

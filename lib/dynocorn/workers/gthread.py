@@ -65,14 +65,16 @@ class ThreadWorker(SyncWorker):
         self.threads = int(self.cfg.threads)
         self.patience = OFFLOAD_AFTER  # how long a parked connection waits before it moves
         self.parking = False  # the median request takes PARK_FROM or more (see tick())
-        # With no sibling to take them, parked connections wait here for a thread.
-        self.offloads = self.handoff is not None and self.cfg.workers > 1
 
     def threads_free(self) -> bool:
         return len(self.in_flight) < self.threads
 
     def start_offloading(self) -> None:
         """No thread of its own: the loop is never busy, it parks and passes on itself."""
+
+    def offloads(self) -> bool:
+        """With no sibling to take them, parked connections wait here for a thread."""
+        return self.handoff is not None and self.has_siblings()
 
     # -- requests that arrive while every thread is busy
 
@@ -83,7 +85,7 @@ class ThreadWorker(SyncWorker):
         self.selector.discard(connection.fd)
         connection.parked_at = time.monotonic()
         self.parked.append(connection)
-        if self.offloads:
+        if self.offloads():
             self.next_tick = min(self.next_tick, connection.parked_at + self.patience)
 
     def should_park(self, connection: Connection) -> bool:
@@ -117,7 +119,7 @@ class ThreadWorker(SyncWorker):
         """Pass on what has waited for a thread as long as a slow request runs (slow_after():
         waiting behind requests of the usual length is not worth a move); a sibling with a
         free thread takes it."""
-        if not self.offloads:
+        if not self.offloads():
             return
         self.patience = max(self.slow_after(), OFFLOAD_TICK)
         while self.parked and self.alive and now - self.parked[0].parked_at >= self.patience:
@@ -257,7 +259,7 @@ class ThreadWorker(SyncWorker):
             self.next_heartbeat = self.next_tick
             self.time_out_requests(now)
         self.next_tick = self.next_heartbeat
-        if not (self.offloads and self.alive):
+        if not (self.offloads() and self.alive):
             return
         if self.board is not None and self.connections:
             self.weigh_share()

@@ -95,6 +95,7 @@ class SyncWorker(HttpWorker):
         self.under_share = True  # until it weighs: an empty worker takes spare connections
         self.watching_spare = False
         self.spare_seen = False
+        self.count_connections(0)  # serving from now: siblings count this worker in
         self.offload_lock = threading.Lock()
         self.durations: deque[float] = deque(maxlen=DURATION_SAMPLES)
         self.long_requests = False  # the median request takes LONG_REQUEST or more
@@ -290,12 +291,9 @@ class SyncWorker(HttpWorker):
         sock.setblocking(False)
         connection = self.new_connection(sock, peer, listener_fd)
         self.connections[connection.fd] = connection
-        self.count_connections()
+        self.count_connections(len(self.connections))
         return connection
 
-    def count_connections(self) -> None:
-        if self.board is not None and self.board_slot is not None:
-            self.board.set(self.board_slot, len(self.connections))
 
     def on_readable(self, connection: Connection) -> None:
         try:
@@ -353,7 +351,7 @@ class SyncWorker(HttpWorker):
         """A thread that, while this loop runs a slow request, passes the connections whose
         next request has arrived to the hand-off queue, where an idle sibling takes them.
         The loop itself cannot: it is inside the app."""
-        if self.handoff is None or self.cfg.workers < 2:
+        if self.handoff is None:
             return
         threading.Thread(target=self.offload_loop, name="dynocorn-offload", daemon=True).start()
 
@@ -367,6 +365,8 @@ class SyncWorker(HttpWorker):
             time.sleep(OFFLOAD_TICK if same else OFFLOAD_IDLE_TICK)
             now = time.monotonic()
             running = (self.serving, self.nr)
+            if not self.has_siblings():
+                continue  # no one (yet: TTIN may add a worker) to pass anything to
             if running != seen:
                 seen, since = running, now
             elif running[0] is not None and now - since >= self.slow_after():
@@ -455,7 +455,7 @@ class SyncWorker(HttpWorker):
         if self.connections.get(connection.fd) is not connection:
             return
         del self.connections[connection.fd]
-        self.count_connections()
+        self.count_connections(len(self.connections))
         self.selector.discard(connection.fd)
         connection.sock.close()
         if connection.queued:

@@ -430,3 +430,27 @@ def test_in_a_dyno_cgroup_the_limit_is_the_quota_and_page_cache_is_not_held(
         assert full.string.endswith("sample#memory_quota=192.00MB"), full.string
         assert not re.search(r"replacing it|Not starting a worker", srv.log), srv.log
         assert set(srv.worker_pids()) == workers
+
+
+@pytest.mark.skipif(not cgroups.can_create(), reason="no writable memory cgroup here")
+def test_r14_counts_rss_and_swap_not_page_cache(tmp_path: Path) -> None:
+    # The dyno's own cgroup, no limit; the app writes a 170 MB file, which stays in the page
+    # cache charged to it. Over an 8 MB quota R14 is printed (the processes are larger than
+    # that), with mem= the processes' rss + swap, as Heroku counts it: not the cache.
+    env = {"FILLER_MB": "170", "FILLER_PATH": str(tmp_path / "cache.bin"), "DYNO": "web.1"}
+    args = ["-w", "1", *metrics_args("8MB"), "cache_filler:app"]
+    with running(args, env=env, cgroup_limit=None) as srv:
+        assert srv.cgroup is not None
+        assert requests.get(f"http://127.0.0.1:{srv.port}/", timeout=30).text == "wrote 170 MB"
+        full = srv.wait_for(
+            r"memory_rss=(\d+\.\d\d)MB sample#memory_cache=(1[6-9]\d\.\d\d)MB "
+            r"sample#memory_swap=(\d+\.\d\d)MB",
+            stdout=True,
+        )[0]
+        index = srv.stdout_lines.index(full.string)
+        srv.wait_for(r"^Error R14", stdout=True, count=2)
+        r14 = srv.stdout_lines[index + 1]
+    mem = re.fullmatch(r"Process running mem=(\d+)M\(\d+\.\d%\)", r14)
+    assert mem, r14
+    held = float(full.group(1)) + float(full.group(3))
+    assert abs(int(mem.group(1)) - held) <= 0.51, (full.string, r14)

@@ -51,10 +51,13 @@ class DynoMemory:
     def held(self) -> int:
         """Bytes the processes hold, resident or swapped: rss + swap, without page cache.
 
-        The budget is judged on this, not on ``total``: the kernel reclaims page cache by
-        itself before a cgroup runs out, so cache never gets a dyno killed, and restarting
-        a worker would not free it. A dyno whose files were read (an install, a big upload)
-        can show a cache of hundreds of MB while its processes are small.
+        The R14 lines and the budget are judged on this, not on ``total``. Heroku's R14 "is
+        calculated by total memory swap and rss; cache is not included": the kernel reclaims
+        page cache by itself before a cgroup runs out, so cache never gets a dyno killed,
+        and restarting a worker would not free it. A dyno whose files were read (an
+        install, a big upload) can show a cache of hundreds of MB while its processes are
+        small. Swap is the dyno's, from the same source as ``rss``: the cgroup's swap
+        counter (v1 ``total_swap``, v2 ``memory.swap.current``), else each process's.
         """
         return self.rss + self.swap
 

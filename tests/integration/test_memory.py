@@ -15,6 +15,7 @@ import requests
 import cgroups
 from server import REPO, Server, running
 from test_master import SteadyLoad, poll
+from worker_classes import WORKER_CLASSES
 
 EXAMPLES = REPO / "examples"  # leaky.py: each request keeps 1 MB
 
@@ -128,6 +129,34 @@ def test_a_leaking_app_is_recycled_without_failing_a_request() -> None:
         f"leaking app: {load.ok} requests, 0 failed, {len(held)} samples, at most "
         f"{max(held):.1f} MB held"
     )
+
+
+# The worker's own recycling line, and the master's, for the soft limit of 64 MB.
+RETIRED_BY_ITSELF = re.compile(
+    r"Worker \(pid:\d+\) uses (\d+\.\d)MB of private memory, over max_worker_memory "
+    r"64\.0MB, after (\d+) requests"
+)
+OVER_THE_SOFT_LIMIT = re.compile(r"uses (\d+\.\d)MB(?: of private memory)?, over max_worker_memory")
+
+
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_a_fast_leak_is_recycled_within_a_few_requests_of_the_limit(
+    worker_args: list[str],
+) -> None:
+    # 1 MB kept per request, requests back to back from two clients: hundreds of MB a
+    # second. The worker checks after every request, so it retires a request or two (a few
+    # with gthread's threads finishing theirs) past the limit, long before the hard limit
+    # (96 MB) could catch it.
+    args = [*worker_args, "-w", "2", "--max-worker-memory", "64MB", "--access-logfile", "/dev/null"]
+    with running([*args, "leaky:app"], workers=2, cwd=EXAMPLES) as srv:
+        with SteadyLoad(srv) as first, SteadyLoad(srv) as second:
+            srv.wait_for(RETIRED_BY_ITSELF.pattern, timeout=60, count=3)
+        assert first.failed == [] and second.failed == [], (first.failed + second.failed)[:5]
+        log = srv.log
+    retired = [float(m.group(1)) for m in OVER_THE_SOFT_LIMIT.finditer(log)]
+    assert retired and max(retired) < 64 + 4, log
+    assert "over the hard limit" not in log, log
+    print(f"{worker_args}: retired at {retired} MB")
 
 
 def test_a_limit_below_the_footprint_warns_instead_of_flapping() -> None:
@@ -269,6 +298,9 @@ def test_statsd_receives_counters_timers_gauges_and_log_counts() -> None:
             # The worker logs the app's exception; the master logs a worker killed by a
             # signal it did not send as an error.
             assert requests.get(f"http://127.0.0.1:{srv.port}/crash", timeout=5).status_code == 500
+            # The worker counts a request after answering it: once it has answered the next
+            # one, it has counted the 500, and killing it loses nothing.
+            requests.get(f"http://127.0.0.1:{srv.port}/", timeout=5)
             os.kill(srv.worker_pids()[0], signal.SIGKILL)
             srv.wait_for(r"was sent SIGKILL! Perhaps out of memory\?")
             packets: list[str] = []
@@ -430,3 +462,27 @@ def test_in_a_dyno_cgroup_the_limit_is_the_quota_and_page_cache_is_not_held(
         assert full.string.endswith("sample#memory_quota=192.00MB"), full.string
         assert not re.search(r"replacing it|Not starting a worker", srv.log), srv.log
         assert set(srv.worker_pids()) == workers
+
+
+@pytest.mark.skipif(not cgroups.can_create(), reason="no writable memory cgroup here")
+def test_r14_counts_rss_and_swap_not_page_cache(tmp_path: Path) -> None:
+    # The dyno's own cgroup, no limit; the app writes a 170 MB file, which stays in the page
+    # cache charged to it. Over an 8 MB quota R14 is printed (the processes are larger than
+    # that), with mem= the processes' rss + swap, as Heroku counts it: not the cache.
+    env = {"FILLER_MB": "170", "FILLER_PATH": str(tmp_path / "cache.bin"), "DYNO": "web.1"}
+    args = ["-w", "1", *metrics_args("8MB"), "cache_filler:app"]
+    with running(args, env=env, cgroup_limit=None) as srv:
+        assert srv.cgroup is not None
+        assert requests.get(f"http://127.0.0.1:{srv.port}/", timeout=30).text == "wrote 170 MB"
+        full = srv.wait_for(
+            r"memory_rss=(\d+\.\d\d)MB sample#memory_cache=(1[6-9]\d\.\d\d)MB "
+            r"sample#memory_swap=(\d+\.\d\d)MB",
+            stdout=True,
+        )[0]
+        index = srv.stdout_lines.index(full.string)
+        srv.wait_for(r"^Error R14", stdout=True, count=2)
+        r14 = srv.stdout_lines[index + 1]
+    mem = re.fullmatch(r"Process running mem=(\d+)M\(\d+\.\d%\)", r14)
+    assert mem, r14
+    held = float(full.group(1)) + float(full.group(3))
+    assert abs(int(mem.group(1)) - held) <= 0.51, (full.string, r14)

@@ -69,17 +69,20 @@ def memory_line(source: str, dyno: str, memory: DynoMemory, quota: int | None) -
     return f"{line} sample#memory_quota={_mb(quota)}"
 
 
-def over_quota_lines(total: int, quota: int) -> list[str]:
+def over_quota_lines(held: int, quota: int) -> list[str]:
     """The R14 pair the platform logs beside a sample over quota; empty within the quota.
+
+    ``held`` is rss + swap (``DynoMemory.held``), not ``memory_total``: "The R14 error is
+    calculated by total memory swap and rss; cache is not included" (Heroku's R14 article).
 
     Heroku's example, 590M at 115.2% of 512 MB, is 589.8 MB: whole MB are rounded, not
     truncated. Integer arithmetic rounds halves up, where float formatting would round some
     halves down (to even, or by binary representation).
     """
-    if quota <= 0 or total <= quota:
+    if quota <= 0 or held <= quota:
         return []
-    mb = (2 * total + _MB) // (2 * _MB)
-    tenths = (2000 * total + quota) // (2 * quota)  # percent * 10, rounded half up
+    mb = (2 * held + _MB) // (2 * _MB)
+    tenths = (2000 * held + quota) // (2 * quota)  # percent * 10, rounded half up
     return [
         f"Process running mem={mb}M({tenths // 10}.{tenths % 10}%)",
         "Error R14 (Memory quota exceeded)",

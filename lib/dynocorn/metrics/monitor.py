@@ -3,7 +3,8 @@
 How this works: every few seconds (`check_interval`) the master reads each worker's memory
 from /proc (a few hundred microseconds each) and the dyno's total (the cgroup's own
 accounting when the cgroup is ours, else the sum of PSS). Every `metrics_interval` it prints
-Heroku's two lines, dynocorn's per-worker line and, over the quota, the R14 pair. From the
+Heroku's two lines, dynocorn's per-worker line and, when the processes' rss + swap is over
+the quota, the R14 pair (page cache counts in memory_total, not in R14). From the
 same sample it decides what the arbiter should do, and the arbiter does it:
 
 - a worker over the hard limit is stopped (TERM, then SIGKILL after graceful_timeout);
@@ -226,7 +227,7 @@ class MemoryMonitor:
             lines.memory_line(self.source, self.dyno, total, self.quota),
         ]
         if self.quota:
-            out += lines.over_quota_lines(total.total, self.quota)
+            out += lines.over_quota_lines(total.held, self.quota)
         out.append(self.workers_line(now, master, workers))
         self.write_line("".join(line + "\n" for line in out))
 

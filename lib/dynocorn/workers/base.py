@@ -27,10 +27,11 @@ from typing import TYPE_CHECKING
 
 from dynocorn import apploader, process
 from dynocorn.channel import WorkerChannel
-from dynocorn.metrics.memory import read_process_memory, read_rss
-from dynocorn.metrics.monitor import mb, old_enough_to_recycle
+from dynocorn.metrics.memory import RssReader, read_process_memory
+from dynocorn.metrics.monitor import MIN_REQUESTS_FOR_RECYCLING, mb, old_enough_to_recycle
 from dynocorn.metrics.queue import Percentiles
 from dynocorn.metrics.statsd import StatsD, parse_statsd_host
+from dynocorn.workers.memory_guard import MemoryGuard
 
 # Blocked by the master around fork(); a worker unblocks them once its handlers are in place.
 FORK_SIGNALS = {
@@ -46,7 +47,6 @@ FORK_SIGNALS = {
     signal.SIGCHLD,
     signal.SIGABRT,
 }
-MEMORY_CHECK_EVERY = 0.25  # seconds: the cheap RSS check runs after a request at most this often
 
 if TYPE_CHECKING:
     from dynocorn.config import Config
@@ -101,8 +101,9 @@ class Worker:
         self.max_requests = cfg.max_requests + jitter if cfg.max_requests > 0 else sys.maxsize
         self.retire_at = float("inf")
         self._retiring_logged = False
-        self.memory_limit: int | None = cfg.max_worker_memory
-        self.memory_check_due = 0.0
+        self.memory_guard: MemoryGuard | None = None  # set at boot under max_worker_memory
+        # The request count from which request_done() has a check to run.
+        self.checks_due = self.max_requests
         self.spawned_at = time.monotonic()  # made in the master just before the fork
         self.boot_uss: int | None = None
         self.queue_times = Percentiles(256)  # since the last report to the master
@@ -150,15 +151,19 @@ class Worker:
         self.run()
 
     def check_footprint(self) -> None:
-        """A fresh worker already over max_worker_memory would be recycled in a loop."""
-        if self.memory_limit is None:
+        """Measure the fresh worker and guard max_worker_memory from there, unless it is
+        over the limit already: it would be recycled in a loop (the master warns, once for
+        all workers)."""
+        limit = self.cfg.max_worker_memory
+        if limit is None:
             return
         memory = read_process_memory(self.pid)
         if memory is None:
             return
         self.boot_uss = memory.uss
-        if memory.uss > self.memory_limit:
-            self.memory_limit = None  # the master logs the warning, once for all workers
+        if memory.uss <= limit:
+            self.memory_guard = MemoryGuard(limit, self.pid, memory.uss, RssReader())
+            self.checks_due = min(self.max_requests, self.memory_guard.next_check)
 
     def init_signals(self) -> None:
         for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2, signal.SIGWINCH):
@@ -223,31 +228,37 @@ class Worker:
         return os.getppid() != self.ppid
 
     def request_done(self) -> None:
+        """Count a request, then run the recycling checks that are due."""
         self.nr += 1
+        if self.nr < self.checks_due:
+            return
         if self.nr >= self.max_requests:
             self.retire("max requests")
-        if self.memory_limit is not None:
-            self.check_memory()
+        guard = self.memory_guard
+        if guard is not None and self.nr >= guard.next_check:
+            self.check_memory(guard)
+        guard = self.memory_guard
+        self.checks_due = min(self.max_requests, guard.next_check if guard else sys.maxsize)
 
-    def check_memory(self) -> None:
-        """After a request: RSS is cheap (statm) and bounds USS, so USS is read only when
-        RSS is over the limit, and neither more than four times a second."""
-        now = time.monotonic()
-        if now < self.memory_check_due or self.memory_limit is None:
-            return
-        self.memory_check_due = now + MEMORY_CHECK_EVERY
-        if read_rss() <= self.memory_limit or not old_enough_to_recycle(
-            self.nr, now - self.spawned_at
-        ):
-            return
-        memory = read_process_memory(self.pid)
-        if memory is None or memory.uss <= self.memory_limit:
-            return
-        self.memory_limit = None  # once is enough
+    def check_memory(self, guard: MemoryGuard) -> None:
+        """Retire once private memory is over max_worker_memory (see memory_guard.py)."""
+        if not guard.lock.acquire(blocking=False):
+            return  # another thread is checking
+        try:
+            if self.memory_guard is not guard:
+                return  # a thread before us decided already
+            uss = guard.check(self.nr)
+            if uss is None:
+                return
+            if not old_enough_to_recycle(self.nr, time.monotonic() - self.spawned_at):
+                guard.next_check = max(guard.next_check, MIN_REQUESTS_FOR_RECYCLING)
+                return
+            self.memory_guard = None  # once is enough
+        finally:
+            guard.lock.release()
         self.log.info(
-            f"Worker (pid:{self.pid}) uses {mb(memory.uss)} of private memory, over "
-            f"max_worker_memory {mb(self.cfg.max_worker_memory)}, after {self.nr} "
-            "requests"
+            f"Worker (pid:{self.pid}) uses {mb(uss)} of private memory, over "
+            f"max_worker_memory {mb(guard.limit)}, after {self.nr} requests"
         )
         self.retire("max worker memory")
 

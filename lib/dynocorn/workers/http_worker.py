@@ -129,7 +129,7 @@ class HttpWorker(Worker):
             keep = False
         finally:
             # request_done() counts and checks; skipped when it could only count.
-            if self.nr + 1 >= self.max_requests or self.memory_limit is not None:
+            if self.nr + 1 >= self.checks_due:
                 self.request_done()
             else:
                 self.nr += 1

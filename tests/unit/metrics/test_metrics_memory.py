@@ -8,12 +8,12 @@ import pytest
 from dynocorn.metrics.memory import (
     DynoMemory,
     ProcessMemory,
+    RssReader,
     ancestors,
     cgroup_memory,
     owns_cgroup,
     pss_total,
     read_process_memory,
-    read_rss,
 )
 
 MB = 2**20
@@ -297,27 +297,34 @@ def test_a_real_child_process() -> None:
     assert read_process_memory(child.pid) is None
 
 
-def test_read_rss_from_statm(tmp_path: Path) -> None:
-    write_tree(tmp_path, {"42/statm": "3660 2843 1524 1 0 1716 0\n"})
-    assert read_rss(42, tmp_path) == 2843 * PAGE
-    assert read_rss("42", tmp_path) == 2843 * PAGE
+def test_the_rss_reader_reads_statm_again_each_time(tmp_path: Path) -> None:
+    statm = write_tree(tmp_path, {"self/statm": "3660 2843 1524 1 0 1716 0\n"}) / "self/statm"
+    reader = RssReader(tmp_path)
+    try:
+        assert reader.read() == 2843 * PAGE
+        statm.write_text("3660 2900 1524 1 0 1716 0\n")  # the same file, as /proc's
+        assert reader.read() == 2900 * PAGE
+    finally:
+        reader.close()
 
 
-def test_read_rss_of_a_gone_process(tmp_path: Path) -> None:
-    with pytest.raises(ProcessLookupError):
-        read_rss(42, tmp_path)
-
-
-def test_read_rss_without_proc_uses_psutil(tmp_path: Path) -> None:
-    assert read_rss("self", tmp_path / "no-proc") > 0
-    with pytest.raises(ProcessLookupError):
-        read_rss(NO_SUCH_PID, tmp_path / "no-proc")
+def test_the_rss_reader_without_proc_uses_psutil(tmp_path: Path) -> None:
+    assert RssReader(tmp_path / "no-proc").read() == pytest.approx(
+        psutil.Process().memory_info().rss, rel=0.1
+    )
 
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="no /proc")
-def test_read_rss_of_this_process() -> None:
-    assert read_rss() == pytest.approx(psutil.Process().memory_info().rss, rel=0.1)
-    assert read_rss(os.getpid()) == pytest.approx(read_rss(), rel=0.1)
+def test_the_rss_reader_follows_this_process() -> None:
+    reader = RssReader()
+    try:
+        before = reader.read()
+        assert before == pytest.approx(psutil.Process().memory_info().rss, rel=0.1)
+        kept = os.urandom(16) * (32 * MB // 16)  # written: resident
+        assert reader.read() - before >= 30 * MB
+        del kept
+    finally:
+        reader.close()
 
 
 def test_ancestors_from_stat(tmp_path: Path) -> None:

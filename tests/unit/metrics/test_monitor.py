@@ -112,9 +112,15 @@ Maker = Callable[..., Dyno]
 def make(tmp_path: Path, channel: MasterChannel) -> Iterator[Maker]:
     built: list[Dyno] = []
 
-    def build(*args: str, environ: dict[str, str] | None = None) -> Dyno:
+    def build(
+        *args: str, environ: dict[str, str] | None = None, files: dict[str, str] | None = None
+    ) -> Dyno:
+        """``files``: more of the fake root (a cgroup tree), relative to it."""
         root = tmp_path / f"root{len(built)}"
         (root / "proc").mkdir(parents=True)
+        for relative, text in (files or {}).items():
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            (root / relative).write_text(text)
         cfg = config.load(
             ["--metrics-interval", "0", *args, "app:app"], environ or {}, tmp_path, root=root
         )
@@ -459,6 +465,50 @@ def test_the_workers_line_numbers_workers_by_slot(make: Maker) -> None:
     assert "sample#worker.1.pid=11 " in first and "sample#worker.2.pid=12 " in first
     assert "sample#worker.1.pid=13 sample#worker.1.rss=31.00MB" in second
     assert "sample#worker.2.pid=12 " in second
+
+
+# --- R14 ------------------------------------------------------------------------------------
+
+
+def dyno_cgroup(rss_mb: int, cache_mb: int, swap_mb: int, pids: list[int]) -> dict[str, str]:
+    """A cgroup v1 memory cgroup holding only ``pids``, with these figures in memory.stat."""
+    return {
+        "proc/self/cgroup": "4:memory:/dyno\n0::/\n",
+        "proc/self/mountinfo": (
+            "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+            "35 22 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
+        ),
+        "sys/fs/cgroup/memory/dyno/memory.stat": (
+            f"total_rss {rss_mb * MB}\ntotal_cache {cache_mb * MB}\ntotal_swap {swap_mb * MB}\n"
+        ),
+        "sys/fs/cgroup/memory/dyno/cgroup.procs": "".join(f"{pid}\n" for pid in pids),
+    }
+
+
+def test_page_cache_is_in_memory_total_but_not_in_r14(make: Maker) -> None:
+    # Small processes in a dyno whose files filled the page cache: Heroku counts rss + swap
+    # for R14, "cache is not included".
+    files = dyno_cgroup(rss_mb=21, cache_mb=332, swap_mb=0, pids=[MASTER, 11])
+    dyno = make("--metrics-interval", "5", "--memory-quota", "24MB", files=files)
+    dyno.monitor.begin(NOW - 5)
+    dyno.sample([dyno.worker(11, 10)])
+    memory = next(line for line in dyno.lines if "sample#memory_total=" in line)
+    assert "sample#memory_total=353.00MB sample#memory_rss=21.00MB" in memory
+    assert "sample#memory_cache=332.00MB" in memory
+    assert not any("R14" in line or "Process running" in line for line in dyno.lines)
+
+
+def test_r14_counts_rss_and_swap(make: Maker) -> None:
+    files = dyno_cgroup(rss_mb=500, cache_mb=300, swap_mb=90, pids=[MASTER, 11])
+    dyno = make("--metrics-interval", "5", "--memory-quota", "512MB", files=files)
+    dyno.monitor.begin(NOW - 5)
+    dyno.sample([dyno.worker(11, 10)])
+    index = next(i for i, line in enumerate(dyno.lines) if "sample#memory_total=" in line)
+    # 590 MB of 512: Heroku's own example figures.
+    assert dyno.lines[index + 1 : index + 3] == [
+        "Process running mem=590M(115.2%)",
+        "Error R14 (Memory quota exceeded)",
+    ]
 
 
 # --- requests per second --------------------------------------------------------------------

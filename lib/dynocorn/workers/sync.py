@@ -294,7 +294,6 @@ class SyncWorker(HttpWorker):
         self.count_connections(len(self.connections))
         return connection
 
-
     def on_readable(self, connection: Connection) -> None:
         try:
             data = connection.sock.recv(RECV_SIZE)

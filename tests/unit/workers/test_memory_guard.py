@@ -4,6 +4,7 @@ real memory: the tests allocate and keep memory as a leaking app would, and the 
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +21,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def dirty(megabytes: int) -> bytes:
-    """Memory really resident and private, as a leak keeps it."""
-    return os.urandom(16) * (megabytes * MB // 16)
+def dirty(megabytes: int) -> mmap.mmap:
+    """Memory really resident and private, as a leak keeps it: fresh pages of its own, so
+    that RSS grows by exactly that much (bytes from the heap could reuse pages that the
+    allocator kept from earlier frees, and RSS would not move)."""
+    pages = mmap.mmap(-1, megabytes * MB)
+    pages.write(os.urandom(16) * (megabytes * MB // 16))
+    return pages
 
 
 def now() -> ProcessMemory:
@@ -42,7 +47,7 @@ def test_a_leak_is_caught_within_a_request_of_the_limit(reader: RssReader) -> No
     uss = now().uss
     limit = uss + 48 * MB
     guard = MemoryGuard(limit, os.getpid(), uss, reader)
-    kept: list[bytes] = []
+    kept: list[mmap.mmap] = []
     checks, over = 0, None
     for served in range(1, 200):
         kept.append(dirty(1))  # one request of a leaking app

@@ -23,6 +23,7 @@ def get(port: int, path: str, timeout: float = 20.0) -> requests.Response:
 
 def test_eight_threads_run_eight_requests_at_once() -> None:
     with running(["-w", "1", "--threads", "8", "testapps:routes"]) as srv:
+        get(srv.port, "/")  # the worker has loaded the app: its boot is not part of the time
         started = time.monotonic()
         with ThreadPoolExecutor(8) as pool:
             results = list(pool.map(lambda _: get(srv.port, "/sleep?seconds=1"), range(8)))
@@ -36,14 +37,14 @@ def test_a_request_past_timeout_is_reported_and_the_worker_replaced() -> None:
     with running(["-w", "1", "--threads", "4", "-t", "2", "testapps:routes"]) as srv:
         victim = srv.worker_pids()[0]
         with ThreadPoolExecutor(2) as pool:
-            stuck = pool.submit(get, srv.port, "/sleep?seconds=6")
+            stuck = pool.submit(get, srv.port, "/announced-sleep?seconds=6")
             # Others keep being served while one request is stuck.
-            time.sleep(0.3)  # let the slow request start first; nothing to poll for
+            srv.wait_for(r"testapps: /announced-sleep\?seconds=6 started")
             for _ in range(5):
                 assert get(srv.port, "/").status_code == 200
             response = stuck.result(20)
         assert response.status_code == 500
-        line = srv.wait_for(rf"WORKER TIMEOUT \(pid:{victim}\) request GET /sleep\?seconds=6")[0]
+        line = srv.wait_for(rf"WORKER TIMEOUT \(pid:{victim}\) request GET /announced-sleep\?seconds=6")[0]
         assert line is not None
         assert "in sleepy" in srv.log and "time.sleep" in srv.log  # the thread's stack
         poll(

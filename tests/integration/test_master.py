@@ -83,8 +83,8 @@ def test_log_lines_people_alert_on(worker_args: list[str]) -> None:
 def test_term_lets_the_request_in_flight_finish(worker_args: list[str]) -> None:
     with running([*worker_args, "-w", "1", "testapps:routes"]) as srv:
         with ThreadPoolExecutor(1) as pool:
-            future = pool.submit(get, srv, "/sleep?seconds=2")
-            time.sleep(0.5)  # let the request reach the app: there is no log line to wait for
+            future = pool.submit(get, srv, "/announced-sleep?seconds=2")
+            srv.wait_for(r"testapps: /announced-sleep\?seconds=2 started")
             started = time.monotonic()
             srv.signal(signal.SIGTERM)
             response = future.result(10)
@@ -100,8 +100,8 @@ def test_term_lets_the_request_in_flight_finish(worker_args: list[str]) -> None:
 def test_term_to_master_and_workers_at_once_like_heroku(worker_args: list[str]) -> None:
     with running([*worker_args, "-w", "2", "testapps:routes"], workers=2) as srv:
         with ThreadPoolExecutor(2) as pool:
-            futures = [pool.submit(get, srv, "/sleep?seconds=1.5") for _ in range(2)]
-            time.sleep(0.5)
+            futures = [pool.submit(get, srv, "/announced-sleep?seconds=1.5") for _ in range(2)]
+            srv.wait_for(r"testapps: /announced-sleep\?seconds=1\.5 started", count=2)
             for pid in [srv.pid, *srv.worker_pids()]:
                 os.kill(pid, signal.SIGTERM)
             results = [future.result(10) for future in futures]
@@ -117,13 +117,14 @@ def test_int_stops_quickly(worker_args: list[str]) -> None:
 
 
 @pytest.mark.parametrize("worker_args", WORKER_CLASSES)
-def test_graceful_timeout_bounds_the_stop(worker_args: list[str]) -> None:
+def test_graceful_timeout_bounds_the_stop(worker_args: list[str], tmp_path: Path) -> None:
+    never = tmp_path / "never"  # the request runs until the worker is stopped
     with (
         running([*worker_args, "--graceful-timeout", "2", "testapps:routes"]) as srv,
         ThreadPoolExecutor(1) as pool,
     ):
-        pool.submit(get, srv, "/hang", 30)
-        time.sleep(0.5)
+        pool.submit(get, srv, f"/until-file?path={never}", 30)
+        srv.wait_for(r"testapps: /until-file\S* started")
         started = time.monotonic()
         srv.signal(signal.SIGTERM)
         assert srv.wait_exit(15) == 0

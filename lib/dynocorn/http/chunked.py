@@ -13,11 +13,12 @@ and what follows belongs to the next request.
 import re
 
 from dynocorn.http.errors import BadRequest, HeaderFieldsTooLarge
+from dynocorn.http.grammar import QUOTED_STRING, TOKEN
 
 __all__ = ["FORBIDDEN_TRAILERS", "ChunkedDecoder"]
 
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_QUOTED_STRING = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
+_TOKEN = TOKEN.encode()
+_QUOTED_STRING = QUOTED_STRING.encode()
 # chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ), the value a
 # token or a quoted-string. Unambiguous (a token holds no ";", "=" or space): no backtracking.
 _CHUNK_EXT = (
@@ -40,13 +41,14 @@ _FIELD_LINE = re.compile(rb"(" + _TOKEN + rb"):([\t\x20-\x7e\x80-\xff]*)")
 
 # Fields a trailer may not carry (RFC 9110 §6.5.1), lower case: the six gunicorn 27 refuses
 # (host, content-length, transfer-encoding, trailer, authorization, te) and the others that
-# section names by name or section: framing, routing, request modifiers (the controls and
-# the conditionals of RFC 9110 §13), authentication and how to process the content.
+# section names, by name or by section.
 FORBIDDEN_TRAILERS = frozenset(
     {
+        # message framing and routing
         "content-length",
         "transfer-encoding",
         "host",
+        # request modifiers: controls and the conditionals of RFC 9110 §13
         "cache-control",
         "expect",
         "max-forwards",
@@ -58,8 +60,10 @@ FORBIDDEN_TRAILERS = frozenset(
         "if-modified-since",
         "if-unmodified-since",
         "if-range",
+        # authentication
         "authorization",
         "proxy-authorization",
+        # how to process the content
         "content-encoding",
         "content-type",
         "content-range",
@@ -85,6 +89,7 @@ class ChunkedDecoder:
         "_fields_cap",
         "_line_start",
         "_lines",
+        "_max_section",
         "_pending",
         "_remaining",
         "_state",
@@ -94,13 +99,19 @@ class ChunkedDecoder:
     )
 
     def __init__(
-        self, body: bytearray, field_cap: int, fields_cap: int, drop_underscore: bool
+        self,
+        body: bytearray,
+        field_cap: int,
+        fields_cap: int,
+        max_section: int,
+        drop_underscore: bool,
     ) -> None:
         self.body = body
         self.complete = False
         self.trailers: list[tuple[str, str]] = []
         self._field_cap = field_cap  # bytes of a size or trailer line, CRLF excluded
         self._fields_cap = fields_cap  # trailer field lines
+        self._max_section = max_section  # bytes of the whole trailer section
         self._drop_underscore = drop_underscore
         self._state = _SIZE
         self._pending = bytearray()  # the start of a line or trailer section still arriving
@@ -220,6 +231,8 @@ class ChunkedDecoder:
     def _check_partial_trailers(self, held: int) -> None:
         """Refuse a trailer section still arriving once it cannot be valid or is too big."""
         pending = self._pending
+        if len(pending) > self._max_section:
+            raise HeaderFieldsTooLarge(f"trailer section larger than {self._max_section} bytes")
         # Start one byte early when that byte is a CR, so that a CRLF split between two
         # reads counts as one line end and not as a bare LF.
         start = held - 1 if held and pending[held - 1] == 13 else held

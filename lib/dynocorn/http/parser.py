@@ -56,6 +56,7 @@ from dynocorn.http.errors import (
     URITooLong,
     VersionNotSupported,
 )
+from dynocorn.http.grammar import QUOTED_STRING, TOKEN
 from dynocorn.http.limits import DEFAULT_LIMITS, Limits
 from dynocorn.http.request import Request
 from dynocorn.http.target import split_target
@@ -85,10 +86,8 @@ _HEADER_LINES_NO_UNDERSCORE = re.compile(r"\n([^:_\r\n]+):[ \t]*([^\r]*[^\r \t]|
 # (group 2) and Content-Type (neither group).
 _NOTED_FIELDS = re.compile(r"\n(?i:(host)|(content-length)|content-type):")
 # One element of a Transfer-Encoding list: a coding and its parameters (RFC 9112 §7).
-_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_QUOTED_STRING = r'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
 _TRANSFER_CODING = re.compile(
-    rf"{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}[ \t]*=[ \t]*(?:{_TOKEN}|{_QUOTED_STRING}))*"
+    rf"{TOKEN}(?:[ \t]*;[ \t]*{TOKEN}[ \t]*=[ \t]*(?:{TOKEN}|{QUOTED_STRING}))*"
 )
 # A byte that cannot be part of a request line: refuses TLS or other garbage early.
 _NOT_REQUEST_LINE = re.compile(rb"[^\x21-\x7e \r]")
@@ -517,7 +516,11 @@ class RequestParser:
             if not upgraded:  # this llhttp now waits for chunks it will never see
                 self._llhttp, self._proto = _new_validator()
             self._decoder = ChunkedDecoder(
-                request.body, self._field_cap, self._fields_cap, self._drop_underscore
+                request.body,
+                self._field_cap,
+                self._fields_cap,
+                self._max_head,  # a trailer section is bounded like a head
+                self._drop_underscore,
             )
             self._state = _CHUNKED
         else:

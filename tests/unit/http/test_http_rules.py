@@ -6,7 +6,13 @@ from typing import Any
 import pytest
 from http_feed import run, run_all_ways
 
-from dynocorn.http import DEFAULT_LIMITS, Limits, UnsupportedTransferCoding
+from dynocorn.http import (
+    DEFAULT_LIMITS,
+    HeaderFieldsTooLarge,
+    Limits,
+    RequestParser,
+    UnsupportedTransferCoding,
+)
 from dynocorn.http.chunked import FORBIDDEN_TRAILERS
 
 POST = b"POST / HTTP/1.1\r\nHost: h\r\n"
@@ -307,3 +313,13 @@ def test_field_size_counts_the_crlf(field_size: int) -> None:
     assert accepted(head + line + b"\r\n\r\n", limits)[0]["headers"][1][1].startswith("a")
     assert refused(head + line + b"a\r\n\r\n", limits) == 431
     assert run([head + line + b"a"], limits).status == 431  # refused before its CRLF
+
+
+def test_trailer_section_is_bounded_like_a_head_when_fields_are_unlimited() -> None:
+    limits = Limits(field_size=0)
+    parser = RequestParser(limits)
+    parser.feed(CHUNKED + b"0\r\n")
+    line = b"X: " + b"v" * 65_000 + b"\r\n"
+    with pytest.raises(HeaderFieldsTooLarge):
+        for _ in range(limits.max_head // len(line) + 2):
+            parser.feed(line)

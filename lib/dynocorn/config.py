@@ -15,6 +15,7 @@ import argparse
 import difflib
 import importlib
 import shlex
+import sys
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -306,8 +307,11 @@ def _read_config_file(
     location, shown = config_file
     try:
         if isinstance(location, str):
-            module = importlib.import_module(location.removeprefix("python:"))
-            namespace = vars(module)
+            name = location.removeprefix("python:")
+            cached = name in sys.modules
+            module = importlib.import_module(name)
+            # Run again (a second pass, a HUP) as a file is: under this environment.
+            namespace = vars(importlib.reload(module) if cached else module)
         else:
             code = compile(location.read_text(encoding="utf-8"), str(location), "exec")
             namespace = {"__file__": str(location), "__name__": "__config__"}

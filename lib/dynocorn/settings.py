@@ -219,7 +219,8 @@ _SETTINGS: list[Setting] = [
     ),
     Setting(
         "limit_request_field_size", "Security",
-        "Longest header field in bytes (0 = unlimited); longer gets 431.",
+        "Longest header field line in bytes, its CRLF included as gunicorn counts it"
+        " (0 = unlimited); longer gets 431.",
         default=8190, flags=("--limit-request-field_size", "--limit-request-field-size"),
         parse=v.non_negative_int, metavar="INT",
     ),

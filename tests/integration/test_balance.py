@@ -140,7 +140,7 @@ def assert_the_idle_sibling_answers(
             rf"testapps: {route}\?seconds={HOLD_SECONDS} started in (\d+)", count=number
         )
     assert {int(m.group(1)) for m in started} == {busy_pid}, "a slow request moved"
-    # gthread parks a request only behind one that has run PARK_FROM (1 ms) already.
+    # gthread parks a request only behind one that has run LONG_REQUEST (1 ms) already.
     held_since = time.monotonic()
     poll(lambda: time.monotonic() - held_since > 0.005, what="the slow requests to run")
     waiting.send("/pid")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import select
 import signal
 import socket
 import time
@@ -160,6 +161,24 @@ def test_idle_connections_are_closed_after_the_keep_alive_timeout() -> None:
         assert time.monotonic() - started < 3
 
 
+@needs_gevent
+def test_the_keep_alive_timeout_counts_from_the_answer_not_the_request() -> None:
+    # A request longer than the keep-alive: its kept-alive connection still gets the full
+    # keep-alive after the answer, not an immediate close under the client's next request.
+    args = [*GEVENT, "-w", "1", "--keep-alive", "1", "gevent_apps:app"]
+    with running(args) as srv, connect(srv.port) as sock:
+        sock.sendall(b"GET /sleep?seconds=1.5 HTTP/1.1\r\nHost: h\r\n\r\n")
+        stream = sock.makefile("rb")
+        first = read_response(stream)
+        assert first is not None and first.status == 200
+        assert first.header("Connection") != "close"
+        # A client pausing within the keep-alive: the connection stays open meanwhile.
+        assert select.select([sock], [], [], 0.5)[0] == []
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        second = read_response(stream)
+        assert second is not None and second.status == 200
+
+
 # -- signals and recycling
 
 
@@ -191,6 +210,24 @@ def test_term_answers_requests_received_with_connection_close() -> None:
         stream = sock.makefile("rb")
         first, second = read_response(stream), read_response(stream)
         assert first is not None and first.status == 200
+        assert second is not None and second.status == 200
+        assert second.header("Connection") == "close"
+        assert srv.wait_exit(20) == 0
+
+
+@needs_gevent
+def test_term_answers_the_next_request_sent_right_after_a_kept_alive_answer() -> None:
+    # The request began before TERM, so its answer keeps the connection alive; a client
+    # sending its next request at once must get it answered, not the connection reset.
+    with running([*GEVENT, "-w", "1", "gevent_apps:app"]) as srv, connect(srv.port) as sock:
+        sock.sendall(b"GET /sleep?seconds=1 HTTP/1.1\r\nHost: h\r\n\r\n")
+        srv.wait_for(r"gevent_apps: /sleep started")
+        srv.signal(signal.SIGTERM)
+        stream = sock.makefile("rb")
+        first = read_response(stream)
+        assert first is not None and first.status == 200
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        second = read_response(stream)
         assert second is not None and second.status == 200
         assert second.header("Connection") == "close"
         assert srv.wait_exit(20) == 0

@@ -275,10 +275,21 @@ def test_worker_numbers_follow_slots_across_replacements() -> None:
         poll(lambda: latest() == expected, 30, f"each successor in its slot: {expected}")
 
 
+def receive_until(listener: socket.socket, packets: list[str], wanted: tuple[str, ...]) -> None:
+    """Add the statsd packets that arrive to `packets` until each wanted name is in one."""
+    deadline = time.monotonic() + 15
+    while missing := [name for name in wanted if not any(name in p for p in packets)]:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"no statsd packet for {missing} within 15 s: {packets}")
+        listener.settimeout(remaining)
+        packets.append(listener.recv(65536).decode())
+
+
 def test_statsd_receives_counters_timers_gauges_and_log_counts() -> None:
+    packets: list[str] = []
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
         listener.bind(("127.0.0.1", 0))
-        listener.settimeout(10)
         port = listener.getsockname()[1]
         args = [
             "-w",
@@ -298,23 +309,18 @@ def test_statsd_receives_counters_timers_gauges_and_log_counts() -> None:
             # The worker logs the app's exception; the master logs a worker killed by a
             # signal it did not send as an error.
             assert requests.get(f"http://127.0.0.1:{srv.port}/crash", timeout=5).status_code == 500
-            # The worker counts a request after answering it: once it has answered the next
-            # one, it has counted the 500, and killing it loses nothing.
-            requests.get(f"http://127.0.0.1:{srv.port}/", timeout=5)
+            # A request is counted (and timed) once its answer is sent, so after the client
+            # has it: the worker is killed only once the count has come.
+            receive_until(listener, packets, ("gunicorn.request.status.500",))
             os.kill(srv.worker_pids()[0], signal.SIGKILL)
             srv.wait_for(r"was sent SIGKILL! Perhaps out of memory\?")
-            packets: list[str] = []
-            deadline = time.monotonic() + 15
             wanted = (
                 "gunicorn.requests",
                 "memory.worker.1.uss_mb",
                 "gunicorn.log.exception",
                 "gunicorn.log.error",
             )
-            while time.monotonic() < deadline and not all(
-                any(name in packet for packet in packets) for name in wanted
-            ):
-                packets.append(listener.recv(65536).decode())
+            receive_until(listener, packets, wanted)
     joined = "\n".join(packets)
     assert "app.gunicorn.requests:1|c|#env:test" in joined
     assert re.search(r"app\.gunicorn\.request\.duration:[\d.]+\|ms", joined)

@@ -242,6 +242,13 @@ def test_close_is_called_when_the_client_disconnects(server: Server) -> None:
         (b"GET / HTTP/1.1\r\nHost : h\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n", 400),
         (b"GET / HTTP/3.0\r\nHost: h\r\n\r\n", 505),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+        (b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n", 400),
+        (
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"0\r\nHost: evil\r\n\r\n",
+            400,
+        ),
     ],
     ids=[
         "long-line",
@@ -252,6 +259,9 @@ def test_close_is_called_when_the_client_disconnects(server: Server) -> None:
         "space-colon",
         "obs-fold",
         "http3",
+        "unimplemented-coding",
+        "no-host",
+        "host-trailer",
     ],
 )
 def test_refusals_over_a_real_socket(server: Server, data: bytes, status: int) -> None:

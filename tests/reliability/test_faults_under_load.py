@@ -177,7 +177,12 @@ def test_term_to_every_process_at_once_with_requests_in_flight(worker_args: list
             pids = [srv.pid, *srv.worker_pids()]
             sent_at = time.monotonic()
             for pid in pids:
-                os.kill(pid, signal.SIGTERM)
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    # A worker holding no connection exits at once on the master's TERM,
+                    # sent a moment earlier, and the master reaps it: already stopped.
+                    assert pid != srv.pid
             code = srv.wait_exit(graceful + 10)
             gone_after = time.monotonic() - sent_at
             # The clients go on for a moment against the stopped server.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -489,3 +490,22 @@ def test_reload_lines_name_what_changed_and_only_that(cwd: Path, root: Path) -> 
         "Reload: on_reload <no hook> -> <function on_reload> (config file (gunicorn.conf.py))",
         "Reload: post_fork changed (config file (gunicorn.conf.py))",
     ]
+
+
+def test_a_python_module_config_is_run_again_with_the_env_files(
+    cwd: Path, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a file: the first run finds env_file, the second sees what it sets (a module
+    import would be cached, and keep the values computed without it)."""
+    (cwd / "local.env").write_text("ENVIRONMENT=development\n")
+    (cwd / "dynocorn_test_conf_module.py").write_text(
+        "import os\nenv_file = 'local.env'\n"
+        "preload_app = os.environ.get('ENVIRONMENT') != 'development'\n"
+    )
+    monkeypatch.syspath_prepend(str(cwd))
+    try:
+        cfg = load(["-c", "python:dynocorn_test_conf_module", "app:app"], cwd, root)
+        assert cfg.env_files.added == {"ENVIRONMENT": "development"}
+        assert cfg.preload_app is False
+    finally:
+        sys.modules.pop("dynocorn_test_conf_module", None)

@@ -10,6 +10,7 @@ from dynocorn.http.errors import (
     InvalidResponse,
     RequestTimeout,
     ServiceUnavailable,
+    UnsupportedTransferCoding,
     URITooLong,
     VersionNotSupported,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "ResponsePlan",
     "ServiceUnavailable",
     "URITooLong",
+    "UnsupportedTransferCoding",
     "VersionNotSupported",
     "encode_chunk",
     "http_date",

@@ -59,6 +59,13 @@ class InternalServerError(HTTPError):
     reason = "Internal Server Error"
 
 
+class UnsupportedTransferCoding(HTTPError):
+    """A transfer coding the server does not implement, before ``chunked`` (RFC 9112 §6.1)."""
+
+    status = 501
+    reason = "Not Implemented"
+
+
 class ServiceUnavailable(HTTPError):
     """Sent by the server for a request it cannot start (every thread is stuck)."""
 

@@ -16,7 +16,7 @@ class Limits:
 
     request_line: int = 4094  # bytes of the request line; over -> 414
     fields: int = 100  # number of header fields; over -> 431
-    field_size: int = 8190  # bytes of one header line; over -> 431
+    field_size: int = 8190  # bytes of one field line, its CRLF included; over -> 431
     drop_underscore_headers: bool = True  # drop (not refuse) names containing "_"
 
     def __post_init__(self) -> None:

@@ -8,28 +8,34 @@ has arrived, then deals with the whole head at once:
 1. the request line, with one regex: a method token, single spaces, a target of
    printable ASCII and ``HTTP/1.0`` or ``HTTP/1.1`` (``HTTP/2.0`` and later -> 505, any
    other version -> 400);
-2. limits, on the raw text (request line -> 414, field count and line size -> 431),
-   skipped for heads too short to break any;
+2. limits, on the raw text (request line -> 414, field count and line size -> 431; a
+   field line is measured with its CRLF, as gunicorn does), skipped for heads too short
+   to break any;
 3. llhttp (httptools), fed exactly that head, validates the rest in C: header syntax,
    bare LF, control characters, obsolete folding, ``Content-Length`` syntax and
    duplicates, ``Content-Length`` with ``Transfer-Encoding``, codings not ending in
    ``chunked``. Its single callback tells whether the message is already complete and
    what the client wants for keep-alive;
 4. one regex pass splits the header lines llhttp has just accepted, dropping names
-   with "_" and the whitespace around values;
-5. only when llhttp expects a body do we look at the framing headers, and refuse what
-   llhttp lets through: a coding list other than a single ``chunked`` (``gzip,
-   chunked``, ``,chunked``, a repeated header) and chunked on HTTP/1.0.
+   with "_" and the whitespace around values; another finds ``Host`` and
+   ``Content-Type`` lines: an HTTP/1.1 request needs exactly one ``Host``, and no
+   request may repeat either (RFC 9110 §7.2 and §5.3, as gunicorn for the repeats);
+5. a target other than a plain "/" path is checked by ``dynocorn.http.target``
+   (absolute-form, or "*" with ``OPTIONS`` only);
+6. only when llhttp expects a body do we look at the framing headers, and refuse what
+   llhttp lets through: chunked applied twice, a malformed or empty list element
+   (``,chunked``), chunked on HTTP/1.0 (400), and a coding we do not implement before
+   ``chunked`` (``gzip, chunked``: 501, RFC 9112 §6.1). ``identity`` before ``chunked``
+   does nothing and is accepted, as by gunicorn.
 
 A head that is still arriving is checked as it grows (limits, bare LF, the request
 line once complete), so an endless line is refused rather than buffered forever.
 
 Since llhttp never sees bytes beyond the message we hand it, we always know where the
 next message starts. Bodies with a ``Content-Length`` are counted out by us (the same
-bytes are passed through llhttp so that it stays in step); chunked bodies are decoded
-by a second llhttp parser made for that one message. That parser is fed up to each
-CRLF CRLF at most, the only place where a chunked message can end, so it never runs
-into the next request.
+bytes are passed through llhttp so that it stays in step); chunked bodies are decoded by
+``dynocorn.http.chunked``, which accepts the whitespace RFC 9112 allows in chunk
+extensions (llhttp does not) and refuses trailer fields a trailer may not carry.
 
 Not supported by design: ``CONNECT`` (400) and protocol upgrades (a request carrying
 ``Upgrade`` is served as an ordinary request; the connection stays HTTP/1.1).
@@ -41,14 +47,19 @@ from typing import NoReturn
 
 import httptools
 
+from dynocorn.http.chunked import ChunkedDecoder
 from dynocorn.http.errors import (
     BadRequest,
     HeaderFieldsTooLarge,
     HTTPError,
+    UnsupportedTransferCoding,
     URITooLong,
     VersionNotSupported,
 )
+from dynocorn.http.grammar import QUOTED_STRING, TOKEN
 from dynocorn.http.limits import DEFAULT_LIMITS, Limits
+from dynocorn.http.request import Request
+from dynocorn.http.target import split_target
 
 __all__ = ["Request", "RequestParser"]
 
@@ -71,72 +82,19 @@ _LATER_VERSION = re.compile(rf"{_METHOD} {_TARGET} HTTP/[2-9]\.\d\r\n")
 # the leading LF anchors each match to a line start, so such a line is dropped whole.
 _HEADER_LINES = re.compile(r"\n([^:\r\n]+):[ \t]*([^\r]*[^\r \t]|)[ \t]*\r")
 _HEADER_LINES_NO_UNDERSCORE = re.compile(r"\n([^:_\r\n]+):[ \t]*([^\r]*[^\r \t]|)[ \t]*\r")
-_CONTENT_LENGTH = re.compile(r"\n(?i:content-length):")
+# The field lines the head checks look for, in one pass: Host (group 1), Content-Length
+# (group 2) and Content-Type (neither group).
+_NOTED_FIELDS = re.compile(r"\n(?i:(host)|(content-length)|content-type):")
+# One element of a Transfer-Encoding list: a coding and its parameters (RFC 9112 §7).
+_TRANSFER_CODING = re.compile(
+    rf"{TOKEN}(?:[ \t]*;[ \t]*{TOKEN}[ \t]*=[ \t]*(?:{TOKEN}|{QUOTED_STRING}))*"
+)
 # A byte that cannot be part of a request line: refuses TLS or other garbage early.
 _NOT_REQUEST_LINE = re.compile(rb"[^\x21-\x7e \r]")
 
 # Methods llhttp knows; any other valid token is shown to llhttp as GET (llhttp only
 # uses the method to recognise CONNECT, which is refused before this point).
 _LLHTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
-_CHUNKED_PREAMBLE = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-
-
-class Request:
-    """One request head, and its body as it arrives."""
-
-    __slots__ = (
-        "body",
-        "chunked",
-        "complete",
-        "content_length",
-        "expect_continue",
-        "headers",
-        "keep_alive",
-        "method",
-        "path",
-        "query",
-        "raw_target",
-        "trailers",
-        "version",
-    )
-
-    def __init__(
-        self,
-        method: str,
-        raw_target: str,
-        path: str,
-        query: str,
-        version: str,
-        headers: list[tuple[str, str]],
-        keep_alive: bool = True,
-        content_length: int | None = None,
-        chunked: bool = False,
-        expect_continue: bool = False,
-        body: bytearray | None = None,
-        complete: bool = True,
-        trailers: list[tuple[str, str]] | None = None,
-    ) -> None:
-        self.method = method
-        self.raw_target = raw_target  # as sent, latin-1
-        self.path = path  # before "?", still percent-encoded
-        self.query = query  # after "?", fragment removed
-        self.version = version  # "HTTP/1.1" or "HTTP/1.0"
-        self.headers = headers  # (name as sent, value without surrounding OWS)
-        self.keep_alive = keep_alive  # what the client wants
-        self.content_length = content_length
-        self.chunked = chunked
-        self.expect_continue = expect_continue  # only when a body is expected
-        # Body bytes parsed and not yet taken; consumers take them in place
-        # (``del request.body[:n]``): the parser keeps appending to this object.
-        self.body = bytearray() if body is None else body
-        self.complete = complete  # the whole message, body and trailers included
-        self.trailers = [] if trailers is None else trailers
-
-    def __repr__(self) -> str:
-        return (
-            f"<Request {self.method} {self.raw_target} {self.version}"
-            f" headers={len(self.headers)} complete={self.complete}>"
-        )
 
 
 _new_request = object.__new__
@@ -159,57 +117,10 @@ class _HeadProtocol:
         self.keep_alive = self.llhttp.should_keep_alive()
 
 
-class _ChunkedBody:
-    """Callbacks of the llhttp parser that decodes one chunked body."""
-
-    __slots__ = ("complete", "drop_underscore", "in_body", "request", "saw_data", "trailers")
-
-    def __init__(self, request: Request, drop_underscore: bool) -> None:
-        self.request = request
-        self.drop_underscore = drop_underscore
-        self.in_body = False  # the preamble's own header is not a trailer
-        self.saw_data = False
-        self.complete = False
-        self.trailers: list[tuple[str, str]] = []
-
-    def on_headers_complete(self) -> None:
-        self.in_body = True
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self.in_body and not (self.drop_underscore and b"_" in name):
-            self.trailers.append((name.decode("latin-1"), value.decode("latin-1").strip(" \t")))
-
-    def on_body(self, data: bytes) -> None:
-        self.request.body += data
-        self.saw_data = True
-
-    def on_message_complete(self) -> None:
-        self.complete = True
-
-
 def _new_validator() -> tuple[httptools.HttpRequestParser, _HeadProtocol]:
     proto = _HeadProtocol()
     proto.llhttp = httptools.HttpRequestParser(proto)
     return proto.llhttp, proto
-
-
-def _split_target(target: str) -> tuple[str, str]:
-    """Path and query of any target llhttp accepted (origin, absolute or "*" form)."""
-    target = target.partition("#")[0]
-    if not target.startswith("/") and target != "*":
-        # absolute-form: scheme "://" authority [path] ["?" query]
-        scheme_end = target.find("://")
-        rest = target[scheme_end + 3 :] if scheme_end > 0 else target
-        cut = len(rest)
-        for sep in "/?":
-            at = rest.find(sep)
-            if 0 <= at < cut:
-                cut = at
-        target = rest[cut:]
-        if not target.startswith("/"):
-            target = "/" + target
-    path, _, query = target.partition("?")
-    return path, query
 
 
 def _empty_lines(data: bytes | bytearray, pos: int) -> int:
@@ -225,6 +136,48 @@ def _head_for_llhttp(method: str, head: bytes) -> bytes:
     if method == "CONNECT":
         raise BadRequest("CONNECT is not supported")
     return b"GET" + head[len(method) :]
+
+
+def _field_line_too_long(cap: int) -> HeaderFieldsTooLarge:
+    return HeaderFieldsTooLarge(f"header field line over {cap + 2} bytes with its CRLF")
+
+
+def _check_noted_fields(found: list[tuple[str, str]], version: str) -> int | None:
+    """Refuse a missing or repeated ``Host``, or a repeated ``Content-Type``; return the
+    ``Content-Length`` of a head without a body: 0 if it has one, else None.
+
+    ``found`` has one entry per such field line, as ``_NOTED_FIELDS`` finds them.
+    """
+    hosts = sum(1 for host, _ in found if host)
+    lengths = sum(1 for _, length in found if length)
+    if hosts > 1:
+        raise BadRequest("more than one Host field line")
+    if not hosts and version == "HTTP/1.1":
+        raise BadRequest("HTTP/1.1 request without Host")
+    if len(found) - hosts - lengths > 1:
+        raise BadRequest("more than one Content-Type field line")
+    return 0 if lengths else None
+
+
+def _check_transfer_codings(values: list[str]) -> None:
+    """Refuse a ``Transfer-Encoding`` (its field values, in order) other than a chunked body
+    with at most ``identity`` before it: 400 when the framing is in doubt, 501 for a coding
+    we do not implement (RFC 9112 §6.1 and §6.3)."""
+    codings = [element.strip(" \t") for value in values for element in value.split(",")]
+    if codings[-1].lower() != "chunked":
+        raise BadRequest(f"Transfer-Encoding not ending in chunked: {values!r}")
+    unknown = False
+    for coding in codings[:-1]:
+        lower = coding.lower()
+        if lower == "identity":
+            continue  # no coding at all
+        if lower == "chunked":
+            raise BadRequest(f"chunked applied more than once: {values!r}")
+        if not _TRANSFER_CODING.fullmatch(coding):
+            raise BadRequest(f"malformed Transfer-Encoding {values!r}")
+        unknown = True  # not refused yet: a later element may still be malformed
+    if unknown:
+        raise UnsupportedTransferCoding(f"unsupported transfer coding in {values!r}")
 
 
 def _refuse_request_line(text: str, line_cap: int) -> NoReturn:
@@ -247,7 +200,9 @@ _Derived = tuple[int, int, int, int, bool, "re.Pattern[str]", int]
 def _work_out(limits: Limits) -> _Derived:
     line_cap = limits.request_line or limits.max_head
     fields_cap = limits.max_fields
-    field_cap = limits.field_size or limits.max_head
+    # The bytes a field line may hold before its CRLF: gunicorn counts the CRLF in
+    # limit_request_field_size, so at 8190 a line of 8189 bytes and its CRLF is refused.
+    field_cap = limits.field_size - 2 if limits.field_size else limits.max_head
     drop = limits.drop_underscore_headers
     return (
         line_cap,
@@ -284,7 +239,6 @@ class RequestParser:
         "_lines",
         "_llhttp",
         "_max_head",
-        "_overhead",
         "_proto",
         "_remaining",
         "_scanned",
@@ -310,7 +264,7 @@ class RequestParser:
         ) = derived
         self._state = _HEAD
         self._error: HTTPError | None = None
-        self._buf = bytearray()  # a head still arriving, or up to 3 bytes of a chunked body
+        self._buf = bytearray()  # a head still arriving
         self._scanned = 0  # how much of _buf the partial-head checks have seen
         self._lines = 0  # line ends in _buf
         self._line_start = 0  # where the unfinished line in _buf starts
@@ -319,8 +273,7 @@ class RequestParser:
         self._keep_alive_after = True
         self._remaining = 0  # Content-Length bytes still to come
         self._sync_llhttp = True  # whether llhttp expects those bytes too
-        self._decoder: tuple[httptools.HttpRequestParser, _ChunkedBody] | None = None
-        self._overhead = 0  # chunked framing bytes seen since the last data
+        self._decoder: ChunkedDecoder | None = None
 
     @property
     def idle(self) -> bool:
@@ -384,10 +337,15 @@ class RequestParser:
 
                 # llhttp accepted the head: every line is now "token:" OWS value CRLF.
                 headers: list[tuple[str, str]] = self._header_lines.findall(text)
+                noted = _NOTED_FIELDS.findall(text)
+                if len(noted) == 1 and noted[0][0] and version == "HTTP/1.1":
+                    content_length = None  # the usual head: one Host, none of the others
+                else:
+                    content_length = _check_noted_fields(noted, version)
                 if target[0] == "/" and "#" not in target:
                     path, _, query = target.partition("?")
                 else:
-                    path, query = _split_target(target)
+                    path, query = split_target(method, target)
 
                 if upgraded or not proto.done:
                     request = Request(method, target, path, query, version, headers)
@@ -403,7 +361,7 @@ class RequestParser:
                 request.version = version
                 request.headers = headers
                 request.keep_alive = keep_alive = proto.keep_alive
-                request.content_length = 0 if _CONTENT_LENGTH.search(text) else None
+                request.content_length = content_length  # llhttp saw no body: 0 if any
                 request.chunked = False
                 request.expect_continue = False
                 request.body = bytearray()
@@ -438,12 +396,8 @@ class RequestParser:
     # -- heads ---------------------------------------------------------------------
 
     def _join_buffered(self, data: bytes) -> bytes:
-        """Combine buffered bytes with new data; b"" if a head is still incomplete."""
+        """Combine a buffered head start with new data; b"" if the head is still incomplete."""
         buf = self._buf
-        if self._state != _HEAD:  # the held-back end of a chunked body
-            data = bytes(buf) + data
-            buf.clear()
-            return data
         old = len(buf)
         buf += data
         if buf.find(b"\r\n\r\n", max(0, old - 3)) < 0:
@@ -467,7 +421,7 @@ class RequestParser:
         if len(lines) - 3 > self._fields_cap:
             raise HeaderFieldsTooLarge(f"more than {self._fields_cap} header fields")
         if len(lines) > 3 and max(map(len, lines[1:-2])) > self._field_cap:
-            raise HeaderFieldsTooLarge(f"header line longer than {self._field_cap} bytes")
+            raise _field_line_too_long(self._field_cap)
 
     def _check_partial_head(self) -> None:
         """Refuse a head still arriving as soon as it cannot become valid or too big."""
@@ -507,7 +461,7 @@ class RequestParser:
             if line_start - fields_start > self._field_cap + 2 and (
                 max(map(len, buf[fields_start:line_start].split(b"\r\n"))) > self._field_cap
             ):
-                raise HeaderFieldsTooLarge(f"header line longer than {self._field_cap} bytes")
+                raise _field_line_too_long(self._field_cap)
             self._line_start = line_start
         # The unfinished line, not counting a CR that may start its line end.
         unfinished = size - self._line_start - (buf[-1] == 13)
@@ -517,7 +471,7 @@ class RequestParser:
             if _NOT_REQUEST_LINE.search(region):
                 raise BadRequest("invalid byte in request line")
         elif unfinished > self._field_cap:
-            raise HeaderFieldsTooLarge(f"header line longer than {self._field_cap} bytes")
+            raise _field_line_too_long(self._field_cap)
         self._scanned = size
 
     def _start_body(self, request: Request, upgraded: bool, stop: int) -> int:
@@ -534,12 +488,10 @@ class RequestParser:
                 expect = value
         chunked = bool(codings)
         if chunked:
-            # llhttp accepts "gzip, chunked", ",chunked", or TE repeated with chunked
-            # last; only a single plain "chunked" is unambiguous, so only that passes.
-            if len(codings) > 1 or codings[0].lower() != "chunked":
-                raise BadRequest(f"unsupported Transfer-Encoding {codings!r}")
             if request.version == "HTTP/1.0":
                 raise BadRequest("chunked Transfer-Encoding on HTTP/1.0")
+            # llhttp only checks that "chunked" comes last.
+            _check_transfer_codings(codings)
         has_body = chunked or bool(content_length)
         proto = self._proto
         if not upgraded and proto.done == has_body:
@@ -563,11 +515,13 @@ class RequestParser:
         if chunked:
             if not upgraded:  # this llhttp now waits for chunks it will never see
                 self._llhttp, self._proto = _new_validator()
-            body = _ChunkedBody(request, self._drop_underscore)
-            decoder = httptools.HttpRequestParser(body)
-            decoder.feed_data(_CHUNKED_PREAMBLE)
-            self._decoder = (decoder, body)
-            self._overhead = 0
+            self._decoder = ChunkedDecoder(
+                request.body,
+                self._field_cap,
+                self._fields_cap,
+                self._max_head,  # a trailer section is bounded like a head
+                self._drop_underscore,
+            )
             self._state = _CHUNKED
         else:
             assert content_length is not None
@@ -598,45 +552,10 @@ class RequestParser:
         return stop
 
     def _feed_chunked(self, data: bytes, pos: int) -> int:
-        assert self._decoder is not None
-        decoder, body = self._decoder
-        size = len(data)
-        while pos < size:
-            end = data.find(b"\r\n\r\n", pos)
-            if end >= 0:
-                stop = end + 4
-            else:
-                # Hold back a possible start of CRLF CRLF: the message may end there.
-                stop = size
-                if data.endswith(b"\r\n\r"):
-                    stop -= 3
-                elif data.endswith(b"\r\n"):
-                    stop -= 2
-                elif data.endswith(b"\r"):
-                    stop -= 1
-                stop = max(stop, pos)
-            if stop > pos:
-                body.saw_data = False
-                try:
-                    decoder.feed_data(data[pos:stop])
-                except httptools.HttpParserError as exc:
-                    raise BadRequest(f"invalid chunked body: {exc}") from None
-                if body.saw_data:
-                    self._overhead = 0
-                else:
-                    # Sizes, extensions and trailers only: bound them like a head.
-                    self._overhead += stop - pos
-                    if self._overhead > self._max_head:
-                        raise HeaderFieldsTooLarge("chunk framing or trailers too large")
-                pos = stop
-            if body.complete:
-                if len(body.trailers) > self._fields_cap:
-                    raise HeaderFieldsTooLarge(f"more than {self._fields_cap} trailer fields")
-                assert self._current is not None
-                self._current.trailers = body.trailers
-                self._finish_body()
-                return pos
-            if end < 0:
-                self._buf += data[pos:]
-                return size
+        decoder = self._decoder
+        assert decoder is not None and self._current is not None
+        pos = decoder.feed(data, pos)
+        if decoder.complete:
+            self._current.trailers = decoder.trailers
+            self._finish_body()
         return pos

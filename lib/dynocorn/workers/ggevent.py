@@ -472,6 +472,11 @@ class GeventWorker(HttpWorker):
                     self.requests_running -= 1
                 if not keep:
                     return
+                # Idle from the answer on, not from the request's arrival (as sync's
+                # after_request): a request longer than the keep-alive (or, once TERM came,
+                # the linger) would otherwise be followed by an immediate close, under the
+                # next request the client sends on the connection it was told to keep.
+                connection.last_active = time.monotonic()
                 if parser.idle:
                     connection.started = 0.0
                 served_without_yielding += 1

@@ -30,9 +30,7 @@ from dynocorn.handoff import HandoffQueue
 from dynocorn.http import HTTPError, InternalServerError, Request, ServiceUnavailable
 from dynocorn.workers.connection import Connection
 from dynocorn.workers.policy import OFFLOAD_AFTER, OFFLOAD_IDLE_TICK, OFFLOAD_TICK, passable
-from dynocorn.workers.sync import SAMPLE_EVERY_MASK, SyncWorker
-
-PARK_FROM = 0.001  # the median request duration from which waiting connections are parked
+from dynocorn.workers.sync import LONG_REQUEST, SAMPLE_EVERY_MASK, SyncWorker
 
 
 @dataclass(eq=False)
@@ -64,7 +62,7 @@ class ThreadWorker(SyncWorker):
         self.next_heartbeat = 0.0
         self.threads = int(self.cfg.threads)
         self.patience = OFFLOAD_AFTER  # how long a parked connection waits before it moves
-        self.parking = False  # the median request takes PARK_FROM or more (see tick())
+        self.parking = False  # the median request takes LONG_REQUEST or more (see tick())
 
     def threads_free(self) -> bool:
         return len(self.in_flight) < self.threads
@@ -90,8 +88,8 @@ class ThreadWorker(SyncWorker):
 
     def should_park(self, connection: Connection) -> bool:
         """Every thread is busy: park the connection (its request unread, so that it can
-        move) where requests are long (the median takes PARK_FROM or more), or where a
-        request has held its thread PARK_FROM already. Otherwise read it into the pool's
+        move) where requests are long (the median takes LONG_REQUEST or more), or where a
+        request has held its thread LONG_REQUEST already. Otherwise read it into the pool's
         queue: a thread takes it from there by itself, where a parked one costs the loop a
         wake-up per request (hello-world fell from 33-41k to 19-25k req/s)."""
         if not self.alive or not passable(connection):
@@ -99,7 +97,7 @@ class ThreadWorker(SyncWorker):
         if self.parking:
             return True
         now = time.monotonic()
-        return any(r.thread and now - r.started >= PARK_FROM for r in self.in_flight.values())
+        return any(r.thread and now - r.started >= LONG_REQUEST for r in self.in_flight.values())
 
     def unpark(self) -> None:
         """A thread is free: serve the connection that has waited longest. Those in the
@@ -267,8 +265,8 @@ class ThreadWorker(SyncWorker):
         elif self.board is not None:
             self.under_share = True  # an empty worker is under any share
         # Parking costs the loop a wake-up per request (a thread cannot take the next one
-        # by itself): worth it only when requests take PARK_FROM or more.
-        self.parking = self.typical_duration() >= PARK_FROM
+        # by itself): worth it only when requests take LONG_REQUEST or more.
+        self.parking = self.typical_duration() >= LONG_REQUEST
         if self.parked:
             due = self.parked[0].parked_at + self.patience
             self.next_tick = min(self.next_tick, max(due, now + OFFLOAD_TICK))

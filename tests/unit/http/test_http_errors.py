@@ -10,6 +10,7 @@ from dynocorn.http import (
     HTTPError,
     InvalidResponse,
     RequestTimeout,
+    UnsupportedTransferCoding,
     URITooLong,
     VersionNotSupported,
 )
@@ -19,6 +20,7 @@ ERRORS = [
     (RequestTimeout, 408, "Request Timeout"),
     (URITooLong, 414, "URI Too Long"),
     (HeaderFieldsTooLarge, 431, "Request Header Fields Too Large"),
+    (UnsupportedTransferCoding, 501, "Not Implemented"),
     (VersionNotSupported, 505, "HTTP Version Not Supported"),
 ]
 

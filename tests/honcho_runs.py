@@ -7,6 +7,7 @@ honcho prefixes every line with the time and the process name (`web.1  | ...`,
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -72,16 +73,30 @@ def port_is_free(port: int) -> bool:
         return False
 
 
-def free_port() -> int:
-    """A port the kernel has just found free on [::] (and so on 0.0.0.0)."""
-    with socket.create_server(("", 0), family=socket.AF_INET6, dualstack_ipv6=True) as probe:
-        return int(probe.getsockname()[1])
+def below_ephemeral_ports() -> int:
+    """The first port of the range the kernel hands out for port 0 and client connections."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def free_port(count: int = 1) -> int:
+    """A port free on [::] (and so on 0.0.0.0) now, with the `count - 1` after it.
+
+    Chosen at random below the kernel's ephemeral range: such a port is passed to a server
+    through PORT or a command line, so it stays unbound for a while, and the suite runs in
+    parallel processes. An ephemeral port could meanwhile be taken by another test's client
+    connection or port-0 server; below that range only another pick like this one could.
+    """
+    chooser = random.SystemRandom()
+    for _ in range(100):
+        base = chooser.randrange(10000, below_ephemeral_ports() - count)
+        if all(port_is_free(base + offset) for offset in range(count)):
+            return base
+    raise AssertionError(f"no {count} free port(s) in a row")
 
 
 def free_port_pair() -> int:
     """A base port whose next one is free too (honcho gives web.2 base + 1)."""
-    for _ in range(50):
-        base = free_port()
-        if base < 65535 and port_is_free(base) and port_is_free(base + 1):
-            return base
-    raise AssertionError("no free pair of ports")
+    return free_port(count=2)

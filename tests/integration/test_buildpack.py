@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from honcho_runs import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / "bin"
@@ -236,13 +237,6 @@ def test_compile_needs_no_env_dir_and_is_idempotent(tmp_path: Path, env_dir: str
 
 
 # --- the whole sequence, then the web process ---------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def wait_for_200(url: str, process: subprocess.Popen[bytes], log: Path) -> requests.Response:

@@ -44,7 +44,9 @@ def test_a_request_past_timeout_is_reported_and_the_worker_replaced() -> None:
                 assert get(srv.port, "/").status_code == 200
             response = stuck.result(20)
         assert response.status_code == 500
-        line = srv.wait_for(rf"WORKER TIMEOUT \(pid:{victim}\) request GET /announced-sleep\?seconds=6")[0]
+        line = srv.wait_for(
+            rf"WORKER TIMEOUT \(pid:{victim}\) request GET /announced-sleep\?seconds=6"
+        )[0]
         assert line is not None
         assert "in sleepy" in srv.log and "time.sleep" in srv.log  # the thread's stack
         poll(

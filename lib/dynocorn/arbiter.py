@@ -203,6 +203,8 @@ class Arbiter:
         self.reap_workers()
         now = time.monotonic()
         self.murder_workers(now)
+        if self.balance is not None and not self.stopping:
+            self.balance.watch.look(now)  # which worker runs a slow request (slow_watch.py)
         if self.monitor.due(now):
             self.act_on_memory(now)
         if self.stopping:
@@ -216,6 +218,8 @@ class Arbiter:
             return 0.0
         now = time.monotonic()
         timeout = min(LOOP_TICK, self.monitor.next_wakeup(now))
+        if self.balance is not None and not self.stopping:
+            timeout = min(timeout, self.balance.watch.next_look(now) - now)
         if self.stopping and self.workers and now < self.stop_deadline:
             # Wake for the SIGKILL on time; after it, SIGCHLD wakes the loop (no spinning).
             timeout = min(timeout, self.stop_deadline - now)
@@ -482,6 +486,8 @@ class Arbiter:
         self.cfg.pre_fork(self, worker)
         if self.balance is not None:  # claimed after the hook: a hook that raises leaks none
             worker.board_slot = self.balance.board.claim()
+            if worker.board_slot is not None:
+                worker.poke_fd = self.balance.watch.open(worker.board_slot)
         # Signals wait until the child has its own handlers: a TERM arriving between fork
         # and then would otherwise run the master's handler in the child, and be lost.
         signal.pthread_sigmask(signal.SIG_BLOCK, FORK_SIGNALS)
@@ -492,6 +498,8 @@ class Arbiter:
             handle = WorkerHandle(pid, self.worker_age, MasterChannel(read_fd), time.monotonic())
             handle.worker = worker
             handle.board_slot = worker.board_slot
+            if self.balance is not None and worker.board_slot is not None:
+                self.balance.watch.forked(worker.board_slot)
             self.workers[pid] = handle
             self.selector.register(read_fd, selectors.EVENT_READ, handle)
             return pid
@@ -542,6 +550,8 @@ class Arbiter:
             os.close(fd)
         for handle in self.workers.values():
             handle.channel.close()
+        if self.balance is not None:
+            self.balance.watch.in_worker()
 
     def reap_workers(self, wait: bool = False) -> None:
         while True:
@@ -566,6 +576,7 @@ class Arbiter:
             self.forget_channel(handle)
             if self.balance is not None and handle.board_slot is not None:
                 self.balance.board.release(handle.board_slot)
+                self.balance.watch.close(handle.board_slot)
             self.monitor.forget(handle)
             self.report_exit(handle, status)
             if handle.worker is not None:

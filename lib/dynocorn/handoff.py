@@ -29,6 +29,8 @@ import termios
 from dataclasses import dataclass, field
 from typing import Any
 
+from dynocorn.slow_watch import SlowWatch
+
 # The listener's file descriptor: the same number in every worker, forked from the master.
 _HEADER = struct.Struct("!i")
 _FDS_SIZE = socket.CMSG_SPACE(array.array("i", [0]).itemsize)
@@ -114,17 +116,19 @@ class Scoreboard:
     only its own slot, and reads the others to know its fair share."""
 
     def __init__(self, slots: int) -> None:
-        # Two more ints after the slots: whether the whole server is stopping (TERM to all),
-        # and one past the highest slot ever claimed, so that readers scan only those.
-        self._memory = mmap.mmap(-1, 4 * (slots + 2))
+        # Per slot: its connections, then the request it runs (`marks`) and how long one
+        # runs before it is slow (`slow_after_us`, see SlowWatch). Then two ints: whether
+        # the whole server is stopping (TERM to all), and one past the highest slot ever
+        # claimed, so that readers scan only those.
+        self._memory = mmap.mmap(-1, 4 * (3 * slots + 2))
         self._all = memoryview(self._memory).cast("i")
         self._counts = self._all[:slots]
-        self._stopping_at = slots
-        self._used_at = slots + 1
+        self.marks = self._all[slots : 2 * slots]
+        self.slow_after_us = self._all[2 * slots : 3 * slots]
+        self._stopping_at = 3 * slots
+        self._used_at = 3 * slots + 1
         for slot in range(slots):
             self._counts[slot] = FREE
-        self._all[self._stopping_at] = 0
-        self._all[self._used_at] = 0
 
     @property
     def stopping(self) -> bool:
@@ -140,6 +144,7 @@ class Scoreboard:
         for slot, count in enumerate(self._counts):
             if count == FREE:
                 self._counts[slot] = BOOTING
+                self.marks[slot] = 0
                 self._all[self._used_at] = max(self._all[self._used_at], slot + 1)
                 return slot
         return None
@@ -172,16 +177,20 @@ class Balance:
 
     `waiting`: connections whose request arrived while their worker was busy; any worker
     that can serve one now takes it. `spare`: idle connections of a worker that holds more
-    than its fair share; only workers under their share take them."""
+    than its fair share; only workers under their share take them. `watch`: the master's
+    look at which worker runs a slow request (slow_watch.py)."""
 
     slots: int
     waiting: HandoffQueue = field(default_factory=HandoffQueue)
     spare: HandoffQueue = field(default_factory=HandoffQueue)
     board: Scoreboard = field(init=False)
+    watch: SlowWatch = field(init=False)
 
     def __post_init__(self) -> None:
         self.board = Scoreboard(self.slots)
+        self.watch = SlowWatch(self.board)
 
     def close(self) -> None:
         self.waiting.close()
         self.spare.close()
+        self.watch.close_all()

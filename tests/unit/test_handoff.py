@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 
-from dynocorn.handoff import Scoreboard
+import pytest
+
+from dynocorn.handoff import Balance, Scoreboard
 
 
 def test_slots_are_claimed_lowest_first_and_released() -> None:
@@ -50,3 +52,37 @@ def test_a_worker_counts_from_when_it_serves_not_from_its_fork() -> None:
     assert board.fewest() == 3 and board.fair_share() == 3 and board.live_counts() == [3]
     board.set(booting, 0)
     assert board.fewest() == 0 and board.fair_share() == 2 and board.live_counts() == [3, 0]
+
+
+def test_the_master_pokes_a_worker_whose_request_runs_on() -> None:
+    """slow_watch.py on real shared memory and a real pipe: a request number unchanged for
+    the worker's slow_after at two looks is a poke; a changing one, or none, is not."""
+    balance = Balance(slots=4)
+    board, watch = balance.board, balance.watch
+    slots = [board.claim(), board.claim()]
+    assert None not in slots
+    first, second = (slot for slot in slots if slot is not None)
+    read_end = watch.open(first)
+    watch.open(second)
+    for slot in (first, second):
+        board.set(slot, 1)  # both serve: there is someone to pass connections to
+        board.slow_after_us[slot] = 10_000  # 10 ms
+    board.marks[first] = 7  # the first runs request 7; the second is between requests
+    watch.look(0.0)
+    watch.look(0.009)  # 9 ms: not yet
+    with pytest.raises(BlockingIOError):
+        os.read(read_end, 10)
+    watch.look(0.015)
+    assert os.read(read_end, 10) == b"!"
+    watch.look(0.020)  # looked again only after as long again
+    with pytest.raises(BlockingIOError):
+        os.read(read_end, 10)
+    board.marks[first] = 8  # the next request: it starts its own clock
+    watch.look(0.030)
+    watch.look(0.035)
+    with pytest.raises(BlockingIOError):
+        os.read(read_end, 10)
+    watch.close(second)  # one worker left: no one to pass to, no looks at all
+    board.release(second)
+    assert watch.next_look(1.0) == float("inf")
+    balance.close()

@@ -13,7 +13,7 @@ and what follows belongs to the next request.
 import re
 
 from dynocorn.http.errors import BadRequest, HeaderFieldsTooLarge
-from dynocorn.http.grammar import QUOTED_STRING, TOKEN
+from dynocorn.http.grammar import QUOTED_STRING, TOKEN, new_line_ends
 
 __all__ = ["FORBIDDEN_TRAILERS", "ChunkedDecoder"]
 
@@ -233,14 +233,8 @@ class ChunkedDecoder:
         pending = self._pending
         if len(pending) > self._max_section:
             raise HeaderFieldsTooLarge(f"trailer section larger than {self._max_section} bytes")
-        # Start one byte early when that byte is a CR, so that a CRLF split between two
-        # reads counts as one line end and not as a bare LF.
-        start = held - 1 if held and pending[held - 1] == 13 else held
-        region = pending[start:]
-        ends = region.count(b"\n")
+        _, ends = new_line_ends(pending, held, "the trailer section")
         if ends:
-            if ends != region.count(b"\r\n"):
-                raise BadRequest("bare LF in the trailer section")
             self._lines += ends
             if self._lines > self._fields_cap:
                 raise HeaderFieldsTooLarge(f"more than {self._fields_cap} trailer fields")

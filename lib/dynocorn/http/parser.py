@@ -56,7 +56,7 @@ from dynocorn.http.errors import (
     URITooLong,
     VersionNotSupported,
 )
-from dynocorn.http.grammar import QUOTED_STRING, TOKEN
+from dynocorn.http.grammar import QUOTED_STRING, TOKEN, new_line_ends
 from dynocorn.http.limits import DEFAULT_LIMITS, Limits
 from dynocorn.http.request import Request
 from dynocorn.http.target import split_target
@@ -435,14 +435,8 @@ class RequestParser:
         if size > self._max_head:
             raise HeaderFieldsTooLarge(f"request head larger than {self._max_head} bytes")
         scanned = self._scanned
-        # Start one byte early when that byte is a CR, so a CRLF split between two
-        # reads counts as one line end and not as a bare LF.
-        start = scanned - 1 if scanned and buf[scanned - 1] == 13 else scanned
-        region = buf[start:]
-        ends = region.count(b"\n")
+        region, ends = new_line_ends(buf, scanned, "request head")
         if ends:
-            if ends != region.count(b"\r\n"):
-                raise BadRequest("bare LF in request head")
             if not self._lines:
                 line_end = buf.find(b"\r\n")
                 text = bytes(buf[: line_end + 2]).decode("latin-1")

@@ -92,6 +92,8 @@ class Worker:
         self.balance = balance
         self.handoff = balance.waiting if balance is not None else None
         self.board_slot: int | None = None
+        # The pipe on which the master says this worker's request runs slow (slow_watch.py).
+        self.poke_fd: int | None = None
         self.pid = 0  # set in the child
         self.alive = True
         self.quitting = False  # INT/QUIT: exit now, without finishing requests

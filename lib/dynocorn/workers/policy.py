@@ -33,8 +33,9 @@ TERM_LINGER = 0.2
 # hand-overs. A gthread request that waited this long for a thread is passed on.
 OFFLOAD_AFTER = 0.010
 OFFLOAD_TICK = 0.001
-# How often the sync worker's offload thread looks between requests: the idle server pays
-# next to nothing.
+# How often a worker looks after the balance by itself: the sync worker's thread weighing
+# an uneven share, gthread's loop, gevent's thread watching its hub. Each look of a thread
+# takes the GIL from the loop, so no more often than this.
 OFFLOAD_IDLE_TICK = 0.005
 
 

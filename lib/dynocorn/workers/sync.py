@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import signal
 import socket
 import threading
@@ -34,7 +35,6 @@ from dynocorn.workers.http_worker import HttpWorker
 from dynocorn.workers.policy import (
     OFFLOAD_AFTER,
     OFFLOAD_IDLE_TICK,
-    OFFLOAD_TICK,
     Action,
     Phase,
     passable,
@@ -54,6 +54,10 @@ SLOW_FACTOR = 4.0
 # From this median request duration, the ready connections of one poll are served oldest
 # first (waiting_since()); below it, sorting them would cost more than a wait could.
 LONG_REQUEST = 0.001
+# The request numbers shown to the master wrap here (they are int32), never at 0.
+MARK_MASK = 0x3FFFFFFF
+# How often the offload thread weighs this worker's share once the split is even.
+WEIGH_SETTLED = 0.050
 # Passed-on connections served in a row, before this worker's own ready ones, per wake-up.
 HANDOFF_BATCH = 16
 
@@ -98,6 +102,15 @@ class SyncWorker(HttpWorker):
         self.count_connections(0)  # serving from now: siblings count this worker in
         self.offload_lock = threading.Lock()
         self.durations: deque[float] = deque(maxlen=DURATION_SAMPLES)
+        # Where this worker shows the master which request it runs and how long one runs
+        # before it is slow (slow_watch.py); a worker without a scoreboard slot writes to
+        # memory no one reads.
+        if self.board is not None and self.board_slot is not None:
+            self.marks, self.slow_limits = self.board.marks, self.board.slow_after_us
+            self.mark_at = self.board_slot
+        else:
+            self.marks, self.slow_limits, self.mark_at = unread_int(), unread_int(), 0
+        self.slow_limits[self.mark_at] = int(OFFLOAD_AFTER * 1_000_000)
         self.long_requests = False  # the median request takes LONG_REQUEST or more
         self.next_tick = 0.0
         # A signal (TERM) must wake the loop at once: a handler alone does not interrupt
@@ -192,11 +205,7 @@ class SyncWorker(HttpWorker):
 
     def on_wakeup(self) -> None:
         """The wake-up pipe is readable: a signal came (or, threaded, a request is done)."""
-        try:
-            while os.read(self.wake_read, 4096):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
+        drain(self.wake_read)
 
     def tick(self, now: float) -> None:
         """Once a second: heartbeat, parent and lifetime checks, idle connections."""
@@ -328,15 +337,19 @@ class SyncWorker(HttpWorker):
         """Run the request now, in this loop."""
         sampled = not self.nr & SAMPLE_EVERY_MASK  # how long requests take, now and then
         started = time.monotonic() if sampled else 0.0
+        marks, at = self.marks, self.mark_at
+        marks[at] = (self.nr & MARK_MASK) + 1  # for the master's look (slow_watch.py)
         self.serving = connection
         try:
             keep = self.handle(connection, request)
         finally:
+            marks[at] = 0
             with self.offload_lock:  # the offloader may be passing a connection on
                 self.serving = None
         if sampled:
             self.durations.append(time.monotonic() - started)
             self.long_requests = self.typical_duration() >= LONG_REQUEST
+            self.slow_limits[at] = int(self.slow_after() * 1_000_000)
         self.after_request(connection, keep)
 
     def typical_duration(self) -> float:
@@ -355,25 +368,24 @@ class SyncWorker(HttpWorker):
         threading.Thread(target=self.offload_loop, name="dynocorn-offload", daemon=True).start()
 
     def offload_loop(self) -> None:
-        seen: tuple[Connection | None, int] = (None, 0)  # the request running at the last look
-        since = 0.0  # when it was first seen running
-        next_weighing = 0.0
+        """Sleeps on the master's pipe (slow_watch.py), which wakes it when this loop's
+        request has run slow: the connections waiting behind it are passed on. In between,
+        it weighs this worker's share of the connections: often while the split is uneven,
+        seldom once it is even (every wake-up takes the GIL from the loop)."""
+        watched = [self.poke_fd] if self.poke_fd is not None else []
+        settled = False
         while self.alive:
-            # Closely while one request runs on; seldom while they come and go quickly.
-            same = seen[0] is not None and (self.serving, self.nr) == seen
-            time.sleep(OFFLOAD_TICK if same else OFFLOAD_IDLE_TICK)
-            now = time.monotonic()
-            running = (self.serving, self.nr)
+            woken, _, _ = select.select(
+                watched, [], [], WEIGH_SETTLED if settled else OFFLOAD_IDLE_TICK
+            )
+            if woken:
+                drain(woken[0])
             if not self.has_siblings():
                 continue  # no one (yet: TTIN may add a worker) to pass anything to
-            if running != seen:
-                seen, since = running, now
-            elif running[0] is not None and now - since >= self.slow_after():
+            if woken:
                 self.offload_waiting()  # a slow request: its neighbours go to a free worker
-                since = now  # and look again after as long
-            if self.board is not None and now >= next_weighing:
-                next_weighing = now + OFFLOAD_IDLE_TICK
-                self.weigh_share()
+            if self.board is not None:
+                settled = self.weigh_share()
 
     def slow_after(self) -> float:
         """How long a request runs before it counts as slow: OFFLOAD_AFTER, or SLOW_FACTOR
@@ -403,9 +415,9 @@ class SyncWorker(HttpWorker):
         self.close(connection)  # our copy: the connection lives on in the queue
         return True
 
-    def weigh_share(self) -> None:
+    def weigh_share(self) -> bool:
         """In the offload thread: whether this worker holds more connections than its fair
-        share (the loop passes one on) or fewer (it takes spare ones)."""
+        share (the loop passes one on) or fewer (it takes spare ones). True when neither."""
         assert self.board is not None and self.spare is not None
         share = self.board.fair_share()
         held = len(self.connections)
@@ -424,6 +436,7 @@ class SyncWorker(HttpWorker):
                 os.write(self.wake_write, b"x")  # the loop (un)watches the spare queue
             except OSError:
                 pass
+        return not (self.over_share or under or pending)
 
     def after_request(self, connection: Connection, keep: bool) -> None:
         if not keep:
@@ -544,6 +557,19 @@ class SyncWorker(HttpWorker):
             while queue is not None and (received := queue.receive()) is not None:
                 sock, peer, listener_fd = received
                 self.selector.register(sock, self.add_connection(sock, peer, listener_fd))
+
+
+def unread_int() -> memoryview:
+    return memoryview(bytearray(4)).cast("i")
+
+
+def drain(fd: int) -> None:
+    """Empty a non-blocking pipe."""
+    try:
+        while os.read(fd, 4096):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
 
 
 def waiting_since(target: Any) -> float:

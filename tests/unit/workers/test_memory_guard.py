@@ -86,15 +86,21 @@ def test_nearing_the_limit_the_checks_come_closer(reader: RssReader) -> None:
     assert guard.next_check == MAX_STRIDE + stride + 1, len(kept)
 
 
-def test_shared_pages_over_the_limit_do_not_make_it_read_uss_each_time(
-    reader: RssReader,
-) -> None:
-    # This process's RSS counts the pages of libraries it shares with others; USS does not.
-    # A limit between the two: RSS alone would say "over" after every request.
+@pytest.fixture
+def shared() -> tuple[ProcessMemory, int]:
+    """This process's memory, and a limit between its USS and its RSS: RSS counts the pages
+    of libraries it shares with others, USS does not."""
     memory = now()
     if memory.rss - memory.uss < 2 * MB:
         pytest.skip("too few shared pages in this process")
-    limit = (memory.rss + memory.uss) // 2
+    return memory, (memory.rss + memory.uss) // 2
+
+
+def test_shared_pages_over_the_limit_do_not_make_it_read_uss_each_time(
+    reader: RssReader, shared: tuple[ProcessMemory, int]
+) -> None:
+    # RSS alone would say "over" after every request.
+    memory, limit = shared
     guard = MemoryGuard(limit, os.getpid(), memory.uss, reader)
     booted_with = guard.base_rss
     for served in range(1, 50):
@@ -103,14 +109,11 @@ def test_shared_pages_over_the_limit_do_not_make_it_read_uss_each_time(
 
 
 def test_an_estimate_over_the_limit_is_confirmed_by_uss_before_anything(
-    reader: RssReader,
+    reader: RssReader, shared: tuple[ProcessMemory, int]
 ) -> None:
     # A base far above the truth, and a limit under RSS: the estimate passes the limit, so
     # USS is read; it is under the limit and becomes the base. Nothing is reported.
-    memory = now()
-    if memory.rss - memory.uss < 2 * MB:
-        pytest.skip("too few shared pages in this process")
-    limit = (memory.rss + memory.uss) // 2
+    memory, limit = shared
     guard = MemoryGuard(limit, os.getpid(), memory.uss + 128 * MB, reader)
     assert guard.check(1) is None
     assert guard.base_uss == pytest.approx(memory.uss, abs=MB)

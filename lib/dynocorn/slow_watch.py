@@ -1,0 +1,101 @@
+"""Which sync worker is stuck in a slow request: the master looks, the worker acts.
+
+A sync worker runs the app in its loop, so while a request runs, nothing in the loop can
+notice the requests arriving on its other connections; a thread of the worker passes them
+to the hand-off queue (handoff.py). That thread must not wake on its own every few
+milliseconds to ask: each wake-up takes the GIL from the loop, and on a busy machine the
+loop then waits for the scheduler to run the thread (hello-world lost a tenth of its
+throughput to 200 wake-ups a second). So the master looks instead, in its own process:
+each worker writes, in the scoreboard, the number of the request it runs (0 between
+requests) and how long a request runs before it counts as slow; the master, every
+LOOK_EVERY, finds the workers whose request has not changed for that long and writes a
+byte to the worker's pipe. The worker's thread sleeps on that pipe and wakes only then.
+
+The pipe is made for each worker before its fork: the master keeps the writing end, the
+worker the reading end, and each closes the other's (a worker also closes the writing ends
+of its siblings, which it inherits).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # handoff.py makes a SlowWatch beside its Scoreboard
+    from dynocorn.handoff import Scoreboard
+
+LOOK_EVERY = 0.005  # seconds between the master's looks, while two workers or more serve
+
+
+@dataclass
+class SlowWatch:
+    board: Scoreboard
+    # slot -> (reading end, writing end); -1 for an end this process has closed.
+    pipes: dict[int, tuple[int, int]] = field(default_factory=dict)
+    # slot -> (the request it ran at a look, since when), in the master.
+    seen: dict[int, tuple[int, float]] = field(default_factory=dict)
+    next_look_at: float = 0.0
+
+    # -- in the master, around a worker's fork
+
+    def open(self, slot: int) -> int:
+        """A fresh pipe for the worker about to be forked into `slot`: its reading end."""
+        self.close(slot)
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)  # the worker empties it after each wake-up
+        os.set_blocking(write_end, False)  # a worker that does not read loses pokes only
+        self.pipes[slot] = (read_end, write_end)
+        return read_end
+
+    def forked(self, slot: int) -> None:
+        """In the master, after the fork: the reading end is the worker's."""
+        read_end, write_end = self.pipes[slot]
+        os.close(read_end)
+        self.pipes[slot] = (-1, write_end)
+
+    def in_worker(self) -> None:
+        """In a worker, after the fork: drop every writing end (its own and its siblings')."""
+        for slot, (read_end, write_end) in list(self.pipes.items()):
+            if write_end >= 0:
+                os.close(write_end)
+            self.pipes[slot] = (read_end, -1)
+
+    def close(self, slot: int) -> None:
+        """The worker in `slot` is gone (or the server stops)."""
+        for end in self.pipes.pop(slot, (-1, -1)):
+            if end >= 0:
+                os.close(end)
+        self.seen.pop(slot, None)
+
+    def close_all(self) -> None:
+        for slot in list(self.pipes):
+            self.close(slot)
+
+    # -- in the master, in its loop
+
+    def next_look(self, now: float) -> float:
+        """When to look next: never while fewer than two workers serve (no one to pass a
+        connection to)."""
+        if len(self.board.live_counts()) < 2:
+            return float("inf")
+        return max(self.next_look_at, now)
+
+    def look(self, now: float) -> None:
+        """Poke each worker whose request has run on for its slow_after since the last poke
+        (or since it was first seen running)."""
+        if now < self.next_look(now):
+            return
+        self.next_look_at = now + LOOK_EVERY
+        marks, limits = self.board.marks, self.board.slow_after_us
+        for slot, (_, write_end) in self.pipes.items():
+            mark = marks[slot]
+            seen_mark, since = self.seen.get(slot, (0, now))
+            if mark == 0 or mark != seen_mark:
+                self.seen[slot] = (mark, now)
+            elif 0 < limits[slot] <= (now - since) * 1e6 and write_end >= 0:
+                self.seen[slot] = (mark, now)  # and again after as long
+                try:
+                    os.write(write_end, b"!")
+                except OSError:
+                    pass  # full (the worker has not read the last ones) or gone

@@ -101,6 +101,7 @@ class Arbiter:
         self.worker_class: type[Worker] = worker_class_for(cfg)
         self.signal_queue: deque[int] = deque()
         self.selector = selectors.DefaultSelector()
+        self.next_housekeeping = 0.0  # reaping, timeouts, pool size: at least once a LOOP_TICK
         self.stopping = False
         self.stop_deadline = 0.0
         self.exit_status = 0
@@ -193,7 +194,18 @@ class Arbiter:
     # -- the loop
 
     def loop_once(self) -> None:
-        self.wait(self.next_timeout())
+        woken_by = self.wait(self.next_timeout())
+        now = time.monotonic()
+        if self.balance is not None and not self.stopping:
+            self.balance.watch.look(now)  # which worker runs a slow request (slow_watch.py)
+            if not (
+                woken_by
+                or self.signal_queue
+                or now >= self.next_housekeeping
+                or self.monitor.due(now)
+            ):
+                return  # woken for that look alone, every few ms: keep it cheap
+        self.next_housekeeping = now + LOOP_TICK
         while self.signal_queue:
             signum = self.signal_queue.popleft()
             name = SIGNAL_NAMES[signum]
@@ -203,8 +215,6 @@ class Arbiter:
         self.reap_workers()
         now = time.monotonic()
         self.murder_workers(now)
-        if self.balance is not None and not self.stopping:
-            self.balance.watch.look(now)  # which worker runs a slow request (slow_watch.py)
         if self.monitor.due(now):
             self.act_on_memory(now)
         if self.stopping:
@@ -236,8 +246,10 @@ class Arbiter:
         if decisions.workers is not None and decisions.workers != self.num_workers:
             self.set_num_workers(decisions.workers)
 
-    def wait(self, timeout: float) -> None:
-        for key, _ in self.selector.select(timeout):
+    def wait(self, timeout: float) -> int:
+        """Read what woke the loop (signals, worker messages); how many sources did."""
+        events = self.selector.select(timeout)
+        for key, _ in events:
             if key.data is None:
                 try:
                     while os.read(self.wakeup_read, 4096):
@@ -246,6 +258,7 @@ class Arbiter:
                     pass
             else:
                 self.read_channel(key.data)
+        return len(events)
 
     def read_channel(self, handle: WorkerHandle) -> None:
         messages = handle.channel.read()

@@ -6,10 +6,12 @@ to the hand-off queue (handoff.py). That thread must not wake on its own every f
 milliseconds to ask: each wake-up takes the GIL from the loop, and on a busy machine the
 loop then waits for the scheduler to run the thread (hello-world lost a tenth of its
 throughput to 200 wake-ups a second). So the master looks instead, in its own process:
-each worker writes, in the scoreboard, the number of the request it runs (0 between
+each sync worker writes, in the scoreboard, when the request it runs started (0 between
 requests) and how long a request runs before it counts as slow; the master, every
-LOOK_EVERY, finds the workers whose request has not changed for that long and writes a
-byte to the worker's pipe. The worker's thread sleeps on that pipe and wakes only then.
+LOOK_EVERY while two workers or more serve, finds the workers whose request has run that
+long and writes a byte to the worker's pipe. The worker's thread sleeps on that pipe and
+wakes only then. The master's look is a few reads of shared memory, in a loop that wakes
+for it alone (arbiter.py).
 
 The pipe is made for each worker before its fork: the master keeps the writing end, the
 worker the reading end, and each closes the other's (a worker also closes the writing ends
@@ -25,7 +27,23 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # handoff.py makes a SlowWatch beside its Scoreboard
     from dynocorn.handoff import Scoreboard
 
-LOOK_EVERY = 0.005  # seconds between the master's looks, while two workers or more serve
+# A request's mark: the millisecond it started (CLOCK_MONOTONIC, the same clock in every
+# process), wrapped to fit an int32, plus 1; 0 between requests.
+MARK_MASK = 0x3FFFFFFF
+
+
+def mark(started: float) -> int:
+    """The mark of a request started at `started` (time.monotonic())."""
+    return (int(started * 1000) & MARK_MASK) + 1
+
+
+def running_for(mark: int, now: float) -> float:
+    """How long (seconds) the request with this mark has run at `now`."""
+    return ((int(now * 1000) - (mark - 1)) & MARK_MASK) / 1000
+
+
+LOOK_EVERY = 0.005  # seconds between the master's looks while a worker runs a request
+LOOK_IDLE = 0.010  # and while none does: a request seen late is still timed from its start
 
 
 @dataclass
@@ -33,8 +51,8 @@ class SlowWatch:
     board: Scoreboard
     # slot -> (reading end, writing end); -1 for an end this process has closed.
     pipes: dict[int, tuple[int, int]] = field(default_factory=dict)
-    # slot -> (the request it ran at a look, since when), in the master.
-    seen: dict[int, tuple[int, float]] = field(default_factory=dict)
+    # slot -> (the mark of the request last poked about, when), in the master.
+    poked: dict[int, tuple[int, float]] = field(default_factory=dict)
     next_look_at: float = 0.0
 
     # -- in the master, around a worker's fork
@@ -66,7 +84,7 @@ class SlowWatch:
         for end in self.pipes.pop(slot, (-1, -1)):
             if end >= 0:
                 os.close(end)
-        self.seen.pop(slot, None)
+        self.poked.pop(slot, None)
 
     def close_all(self) -> None:
         for slot in list(self.pipes):
@@ -82,20 +100,23 @@ class SlowWatch:
         return max(self.next_look_at, now)
 
     def look(self, now: float) -> None:
-        """Poke each worker whose request has run on for its slow_after since the last poke
-        (or since it was first seen running)."""
+        """Poke each worker whose request has run its slow_after (and again after as long
+        again, while it runs on)."""
         if now < self.next_look(now):
             return
-        self.next_look_at = now + LOOK_EVERY
         marks, limits = self.board.marks, self.board.slow_after_us
+        running = False
         for slot, (_, write_end) in self.pipes.items():
             mark = marks[slot]
-            seen_mark, since = self.seen.get(slot, (0, now))
-            if mark == 0 or mark != seen_mark:
-                self.seen[slot] = (mark, now)
-            elif 0 < limits[slot] <= (now - since) * 1e6 and write_end >= 0:
-                self.seen[slot] = (mark, now)  # and again after as long
+            if mark == 0 or write_end < 0:
+                continue
+            running = True
+            poked_mark, poked_at = self.poked.get(slot, (0, 0.0))
+            waited = now - poked_at if poked_mark == mark else running_for(mark, now)
+            if 0 < limits[slot] <= waited * 1e6:
+                self.poked[slot] = (mark, now)
                 try:
                     os.write(write_end, b"!")
                 except OSError:
                     pass  # full (the worker has not read the last ones) or gone
+        self.next_look_at = now + (LOOK_EVERY if running else LOOK_IDLE)

@@ -72,7 +72,9 @@ def test_worker_connections_bounds_what_one_worker_takes_on() -> None:
         futures = [pool.submit(get_and_close, srv, "/gsleep?seconds=1") for _ in range(4)]
         assert [future.result(30) for future in futures] == [200] * 4
         elapsed = time.monotonic() - started
-    assert 2 <= elapsed < 5  # two at a time; the others waited in the listen backlog
+    # Two at a time (the others waited in the listen backlog), not one at a time: the
+    # acceptor of the hand-off queue holds no slot while nothing is handed off.
+    assert 2 <= elapsed < 3
 
 
 @needs_gevent

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from dynocorn.handoff import Balance, Scoreboard
+from dynocorn.slow_watch import MARK_MASK, mark, running_for
 
 
 def test_slots_are_claimed_lowest_first_and_released() -> None:
@@ -54,35 +55,47 @@ def test_a_worker_counts_from_when_it_serves_not_from_its_fork() -> None:
     assert board.fewest() == 0 and board.fair_share() == 2 and board.live_counts() == [3, 0]
 
 
-def test_the_master_pokes_a_worker_whose_request_runs_on() -> None:
-    """slow_watch.py on real shared memory and a real pipe: a request number unchanged for
-    the worker's slow_after at two looks is a poke; a changing one, or none, is not."""
+def test_the_master_pokes_a_worker_whose_request_runs_on(request: pytest.FixtureRequest) -> None:
+    """slow_watch.py on real shared memory and a real pipe: a request that has run the
+    worker's slow_after is a poke, and again after as long; a new request, or none, is not."""
     balance = Balance(slots=4)
+    request.addfinalizer(balance.close)
     board, watch = balance.board, balance.watch
-    slots = [board.claim(), board.claim()]
-    assert None not in slots
-    first, second = (slot for slot in slots if slot is not None)
+    first, second = board.claim(), board.claim()
+    assert first is not None and second is not None
     read_end = watch.open(first)
     watch.open(second)
     for slot in (first, second):
         board.set(slot, 1)  # both serve: there is someone to pass connections to
         board.slow_after_us[slot] = 10_000  # 10 ms
-    board.marks[first] = 7  # the first runs request 7; the second is between requests
-    watch.look(0.0)
-    watch.look(0.009)  # 9 ms: not yet
-    with pytest.raises(BlockingIOError):
-        os.read(read_end, 10)
-    watch.look(0.015)
-    assert os.read(read_end, 10) == b"!"
-    watch.look(0.020)  # looked again only after as long again
-    with pytest.raises(BlockingIOError):
-        os.read(read_end, 10)
-    board.marks[first] = 8  # the next request: it starts its own clock
-    watch.look(0.030)
-    watch.look(0.035)
-    with pytest.raises(BlockingIOError):
-        os.read(read_end, 10)
+
+    def poked() -> bool:
+        try:
+            return os.read(read_end, 10) == b"!"
+        except BlockingIOError:
+            return False
+
+    started = 100.0
+    board.marks[first] = mark(started)  # the second worker is between requests
+    watch.look(started + 0.009)  # 9 ms in: not yet
+    assert not poked()
+    watch.look(started + 0.015)  # first seen late, timed from its start all the same
+    assert poked()
+    watch.look(started + 0.022)  # again only after as long again
+    assert not poked()
+    watch.look(started + 0.028)  # (the next look is due 5 ms after the last)
+    assert poked()
+    board.marks[first] = mark(started + 0.030)  # the next request: its own clock
+    watch.look(started + 0.035)
+    assert not poked()
+    board.marks[first] = 0
+    watch.look(started + 0.100)
+    assert not poked()
     watch.close(second)  # one worker left: no one to pass to, no looks at all
     board.release(second)
-    assert watch.next_look(1.0) == float("inf")
-    balance.close()
+    assert watch.next_look(started) == float("inf")
+
+
+def test_a_mark_times_a_request_across_the_wrap() -> None:
+    started = (MARK_MASK + 1) / 1000 - 0.004  # 4 ms before the millisecond count wraps
+    assert running_for(mark(started), started + 0.010) == pytest.approx(0.010, abs=0.0011)

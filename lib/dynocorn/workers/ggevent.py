@@ -351,9 +351,11 @@ class GeventWorker(HttpWorker):
     def take_handed_off(self, handoff: HandoffQueue) -> None:
         """An acceptor for the hand-off queue: connections a busy sibling passed on."""
         while True:
+            # A slot only once there is something to take: held while waiting, it would
+            # leave the connections on the listeners one slot fewer.
+            gsocket.wait_read(handoff.fileno())
             self.slots.acquire()
             try:
-                gsocket.wait_read(handoff.fileno())
                 received = handoff.receive()
             except BaseException:  # killed: stopping
                 self.slots.release()

@@ -29,6 +29,7 @@ from typing import Any
 
 from dynocorn.handoff import HandoffQueue
 from dynocorn.http import HTTPError, Request
+from dynocorn.slow_watch import mark
 from dynocorn.sockets import Listener
 from dynocorn.workers.connection import Connection
 from dynocorn.workers.http_worker import HttpWorker
@@ -54,8 +55,6 @@ SLOW_FACTOR = 4.0
 # From this median request duration, the ready connections of one poll are served oldest
 # first (waiting_since()); below it, sorting them would cost more than a wait could.
 LONG_REQUEST = 0.001
-# The request numbers shown to the master wrap here (they are int32), never at 0.
-MARK_MASK = 0x3FFFFFFF
 # How often the offload thread weighs this worker's share once the split is even.
 WEIGH_SETTLED = 0.050
 # Passed-on connections served in a row, before this worker's own ready ones, per wake-up.
@@ -335,10 +334,9 @@ class SyncWorker(HttpWorker):
 
     def dispatch(self, connection: Connection, request: Request) -> None:
         """Run the request now, in this loop."""
-        sampled = not self.nr & SAMPLE_EVERY_MASK  # how long requests take, now and then
-        started = time.monotonic() if sampled else 0.0
+        started = time.monotonic()
         marks, at = self.marks, self.mark_at
-        marks[at] = (self.nr & MARK_MASK) + 1  # for the master's look (slow_watch.py)
+        marks[at] = mark(started)  # for the master's look (slow_watch.py)
         self.serving = connection
         try:
             keep = self.handle(connection, request)
@@ -346,7 +344,7 @@ class SyncWorker(HttpWorker):
             marks[at] = 0
             with self.offload_lock:  # the offloader may be passing a connection on
                 self.serving = None
-        if sampled:
+        if not self.nr & SAMPLE_EVERY_MASK:  # how long requests take, now and then
             self.durations.append(time.monotonic() - started)
             self.long_requests = self.typical_duration() >= LONG_REQUEST
             self.slow_limits[at] = int(self.slow_after() * 1_000_000)
@@ -380,11 +378,13 @@ class SyncWorker(HttpWorker):
             )
             if woken:
                 drain(woken[0])
-            if not self.has_siblings():
-                continue  # no one (yet: TTIN may add a worker) to pass anything to
-            if woken:
-                self.offload_waiting()  # a slow request: its neighbours go to a free worker
+                # A slow request: its neighbours go to a free worker, if there is one (TTIN
+                # may add one; TTOU may have left this worker alone).
+                if self.has_siblings():
+                    self.offload_waiting()
             if self.board is not None:
+                # Also when alone: a connection a sibling passed to the spare queue just
+                # before TTOU stopped it is this worker's to take (stranded, see below).
                 settled = self.weigh_share()
 
     def slow_after(self) -> float:

@@ -485,11 +485,13 @@ class SyncWorker(HttpWorker):
 
     def finish_and_close(self) -> None:
         """Answer what was already received, close the rest."""
-        if self.terminating:
-            self.take_backlog()
         self.stop_accepting()
+        if self.terminating:
+            self.take_backlog()  # closes the listeners, each right after its last accept
         for listener in self.listeners:
             listener.sock.close()
+        if self.terminating:
+            self.take_handed_off_on_stop()
         deadline = time.monotonic() + self.cfg.graceful_timeout
         while self.connections and time.monotonic() < deadline:
             if not self.finish_pass():
@@ -542,9 +544,13 @@ class SyncWorker(HttpWorker):
         return pending
 
     def take_backlog(self) -> None:
-        """On TERM: the connections the kernel accepted are answered, not reset; when the
-        whole server stops, so are those in the hand-off queues (whichever worker comes
-        first takes them)."""
+        """On TERM: the connections the kernel accepted are answered, not reset.
+
+        Each listener is closed at once after the accept that found its backlog empty: a
+        connection whose handshake the kernel completes between that accept and the last
+        close of the listening socket (in whichever process closes it last) is reset, and
+        nothing in user space closes that window; anything done in it (another system
+        call, a preemption on a busy machine) only makes it longer."""
         for listener in self.listeners:
             listener_fd = listener.fileno()
             while True:
@@ -553,6 +559,11 @@ class SyncWorker(HttpWorker):
                 except OSError:
                     break
                 self.selector.register(sock, self.add_connection(sock, peer, listener_fd))
+            listener.sock.close()
+
+    def take_handed_off_on_stop(self) -> None:
+        """When the whole server stops, the connections in the hand-off queues are
+        answered too (whichever worker comes first takes them)."""
         if self.balance is None or not self.balance.board.stopping:
             return  # only this worker stops (HUP, TTOU): the others take the queues
         for queue in (self.handoff, self.spare):

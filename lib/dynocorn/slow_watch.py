@@ -37,6 +37,11 @@ def mark(started: float) -> int:
     return (int(started * 1000) & MARK_MASK) + 1
 
 
+def unwatched() -> memoryview:
+    """Where a worker without a scoreboard slot writes its marks: memory no one reads."""
+    return memoryview(bytearray(4)).cast("i")
+
+
 def running_for(mark: int, now: float) -> float:
     """How long (seconds) the request with this mark has run at `now`."""
     return ((int(now * 1000) - (mark - 1)) & MARK_MASK) / 1000

@@ -29,7 +29,7 @@ from typing import Any
 
 from dynocorn.handoff import HandoffQueue
 from dynocorn.http import HTTPError, Request
-from dynocorn.slow_watch import MARK_MASK
+from dynocorn.slow_watch import MARK_MASK, unwatched
 from dynocorn.sockets import Listener
 from dynocorn.workers.connection import Connection
 from dynocorn.workers.http_worker import HttpWorker
@@ -108,7 +108,7 @@ class SyncWorker(HttpWorker):
             self.marks, self.slow_limits = self.board.marks, self.board.slow_after_us
             self.mark_at = self.board_slot
         else:
-            self.marks, self.slow_limits, self.mark_at = unread_int(), unread_int(), 0
+            self.marks, self.slow_limits, self.mark_at = unwatched(), unwatched(), 0
         self.slow_limits[self.mark_at] = int(OFFLOAD_AFTER * 1_000_000)
         self.long_requests = False  # the median request takes LONG_REQUEST or more
         self.next_tick = 0.0
@@ -570,10 +570,6 @@ class SyncWorker(HttpWorker):
             while queue is not None and (received := queue.receive()) is not None:
                 sock, peer, listener_fd = received
                 self.selector.register(sock, self.add_connection(sock, peer, listener_fd))
-
-
-def unread_int() -> memoryview:
-    return memoryview(bytearray(4)).cast("i")
 
 
 def drain(fd: int) -> None:

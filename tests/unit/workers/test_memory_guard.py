@@ -26,7 +26,9 @@ def dirty(megabytes: int) -> mmap.mmap:
     that RSS grows by exactly that much (bytes from the heap could reuse pages that the
     allocator kept from earlier frees, and RSS would not move)."""
     pages = mmap.mmap(-1, megabytes * MB)
-    pages.write(os.urandom(16) * (megabytes * MB // 16))
+    chunk = os.urandom(64 * 1024)  # written piece by piece: no heap copy as large as it
+    for offset in range(0, megabytes * MB, len(chunk)):
+        pages[offset : offset + len(chunk)] = chunk
     return pages
 
 
@@ -74,15 +76,17 @@ def test_without_growth_statm_is_read_every_max_stride_requests(reader: RssReade
 
 
 def test_nearing_the_limit_the_checks_come_closer(reader: RssReader) -> None:
+    # Megabytes, not less: the test process's own allocations (pytest, xdist's channel)
+    # move its memory by a fraction of one between two reads.
     uss = now().uss
-    guard = MemoryGuard(uss + 5 * MB + MB // 2, os.getpid(), uss, reader)
-    kept = [dirty(4)]  # 4 MB over the first 16 requests: 256 KB a request
+    guard = MemoryGuard(uss + 22 * MB, os.getpid(), uss, reader)
+    kept = [dirty(16)]  # 16 MB over the first 16 requests: 1 MB a request
     assert guard.check(MAX_STRIDE) is None
     stride = guard.next_check - MAX_STRIDE
-    assert 1 < stride < MAX_STRIDE  # 1.5 MB of headroom: half of it at 256 KB a request
-    kept.append(dirty(1))
+    assert 1 < stride < MAX_STRIDE  # 6 MB of headroom: half of it at 1 MB a request
+    kept.append(dirty(4))
     assert guard.check(guard.next_check) is None
-    # Half a MB left, at over 256 KB a request: every request is checked from here.
+    # 2 MB left, at over 1 MB a request: every request is checked from here.
     assert guard.next_check == MAX_STRIDE + stride + 1, len(kept)
 
 

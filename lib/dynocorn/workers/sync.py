@@ -349,7 +349,8 @@ class SyncWorker(HttpWorker):
         if not self.nr & SAMPLE_EVERY_MASK:  # how long requests take, now and then
             self.durations.append(time.monotonic() - started)
             self.long_requests = self.typical_duration() >= LONG_REQUEST
-            self.slow_limits[at] = int(self.slow_after() * 1_000_000)
+            # In µs, an int32: a median of minutes (streaming responses) must not overflow.
+            self.slow_limits[at] = min(int(self.slow_after() * 1_000_000), 2**31 - 1)
         self.after_request(connection, keep)
 
     def typical_duration(self) -> float:

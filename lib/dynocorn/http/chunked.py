@@ -13,7 +13,7 @@ and what follows belongs to the next request.
 import re
 
 from dynocorn.http.errors import BadRequest, HeaderFieldsTooLarge
-from dynocorn.http.grammar import QUOTED_STRING, TOKEN, new_line_ends
+from dynocorn.http.grammar import QUOTED_STRING, TOKEN, line_too_long, new_line_ends
 
 __all__ = ["FORBIDDEN_TRAILERS", "ChunkedDecoder"]
 
@@ -187,15 +187,11 @@ class ChunkedDecoder:
             raise BadRequest("bare CR in a chunk size line")
         pending += memoryview(data)[pos:]
         if len(pending) - pending.endswith(b"\r") > self._field_cap:
-            raise HeaderFieldsTooLarge(
-                f"chunk size line over {self._field_cap + 2} bytes with its CRLF"
-            )
+            raise line_too_long("chunk size line", self._field_cap)
 
     def _start_chunk(self, line: bytes) -> None:
         if len(line) > self._field_cap:
-            raise HeaderFieldsTooLarge(
-                f"chunk size line over {self._field_cap + 2} bytes with its CRLF"
-            )
+            raise line_too_long("chunk size line", self._field_cap)
         match = _SIZE_LINE.fullmatch(line)
         if match is None:
             raise BadRequest(f"invalid chunk size line {line[:100]!r}")
@@ -241,9 +237,7 @@ class ChunkedDecoder:
             self._line_start = pending.rfind(b"\n") + 1
         unfinished = len(pending) - self._line_start - pending.endswith(b"\r")
         if unfinished > self._field_cap:
-            raise HeaderFieldsTooLarge(
-                f"trailer line over {self._field_cap + 2} bytes with its CRLF"
-            )
+            raise line_too_long("trailer line", self._field_cap)
 
     def _finish(self, section: bytes, end: int) -> int:
         self._set_trailers(section)
@@ -257,9 +251,7 @@ class ChunkedDecoder:
             raise HeaderFieldsTooLarge(f"more than {self._fields_cap} trailer fields")
         for line in lines:
             if len(line) > self._field_cap:
-                raise HeaderFieldsTooLarge(
-                    f"trailer line over {self._field_cap + 2} bytes with its CRLF"
-                )
+                raise line_too_long("trailer line", self._field_cap)
             match = _FIELD_LINE.fullmatch(line)
             if match is None:
                 raise BadRequest(f"invalid trailer line {line[:100]!r}")

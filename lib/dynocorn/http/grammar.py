@@ -1,9 +1,9 @@
 """Pieces of the RFC 9110 grammar (§5.6) shared by the head and chunked-body parsers, as
 regular-expression text for ``str`` patterns; ``.encode()`` them for ``bytes`` patterns."""
 
-from dynocorn.http.errors import BadRequest
+from dynocorn.http.errors import BadRequest, HeaderFieldsTooLarge
 
-__all__ = ["QUOTED_STRING", "TOKEN", "new_line_ends"]
+__all__ = ["QUOTED_STRING", "TOKEN", "line_too_long", "new_line_ends"]
 
 # token = 1*tchar (§5.6.2)
 TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
@@ -23,3 +23,9 @@ def new_line_ends(
     if ends and ends != region.count(b"\r\n"):
         raise BadRequest(f"bare LF in {where}")
     return region, ends
+
+
+def line_too_long(what: str, cap: int) -> HeaderFieldsTooLarge:
+    """The 431 for a line (field, trailer or chunk size) over ``cap`` bytes before its CRLF:
+    its size is given with the CRLF, as gunicorn counts limit_request_field_size."""
+    return HeaderFieldsTooLarge(f"{what} over {cap + 2} bytes with its CRLF")

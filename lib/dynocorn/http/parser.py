@@ -56,7 +56,7 @@ from dynocorn.http.errors import (
     URITooLong,
     VersionNotSupported,
 )
-from dynocorn.http.grammar import QUOTED_STRING, TOKEN, new_line_ends
+from dynocorn.http.grammar import QUOTED_STRING, TOKEN, line_too_long, new_line_ends
 from dynocorn.http.limits import DEFAULT_LIMITS, Limits
 from dynocorn.http.request import Request
 from dynocorn.http.target import split_target
@@ -136,10 +136,6 @@ def _head_for_llhttp(method: str, head: bytes) -> bytes:
     if method == "CONNECT":
         raise BadRequest("CONNECT is not supported")
     return b"GET" + head[len(method) :]
-
-
-def _field_line_too_long(cap: int) -> HeaderFieldsTooLarge:
-    return HeaderFieldsTooLarge(f"header field line over {cap + 2} bytes with its CRLF")
 
 
 def _check_noted_fields(found: list[tuple[str, str]], version: str) -> int | None:
@@ -421,7 +417,7 @@ class RequestParser:
         if len(lines) - 3 > self._fields_cap:
             raise HeaderFieldsTooLarge(f"more than {self._fields_cap} header fields")
         if len(lines) > 3 and max(map(len, lines[1:-2])) > self._field_cap:
-            raise _field_line_too_long(self._field_cap)
+            raise line_too_long("header field line", self._field_cap)
 
     def _check_partial_head(self) -> None:
         """Refuse a head still arriving as soon as it cannot become valid or too big."""
@@ -455,7 +451,7 @@ class RequestParser:
             if line_start - fields_start > self._field_cap + 2 and (
                 max(map(len, buf[fields_start:line_start].split(b"\r\n"))) > self._field_cap
             ):
-                raise _field_line_too_long(self._field_cap)
+                raise line_too_long("header field line", self._field_cap)
             self._line_start = line_start
         # The unfinished line, not counting a CR that may start its line end.
         unfinished = size - self._line_start - (buf[-1] == 13)
@@ -465,7 +461,7 @@ class RequestParser:
             if _NOT_REQUEST_LINE.search(region):
                 raise BadRequest("invalid byte in request line")
         elif unfinished > self._field_cap:
-            raise _field_line_too_long(self._field_cap)
+            raise line_too_long("header field line", self._field_cap)
         self._scanned = size
 
     def _start_body(self, request: Request, upgraded: bool, stop: int) -> int:

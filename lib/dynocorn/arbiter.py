@@ -251,11 +251,7 @@ class Arbiter:
         events = self.selector.select(timeout)
         for key, _ in events:
             if key.data is None:
-                try:
-                    while os.read(self.wakeup_read, 4096):
-                        pass
-                except (BlockingIOError, InterruptedError):
-                    pass
+                process.drain_pipe(self.wakeup_read)
             else:
                 self.read_channel(key.data)
         return len(events)

@@ -165,6 +165,10 @@ class Scoreboard:
         """The connections each serving worker holds."""
         return [count for count in self._counts[: self._all[self._used_at]] if count < BOOTING]
 
+    def has_company(self) -> bool:
+        """Whether two workers or more serve: someone to pass a connection to."""
+        return len(self.live_counts()) > 1
+
     def fair_share(self) -> int:
         """The most connections a worker should hold: all of them spread evenly."""
         live = self.live_counts()

@@ -10,6 +10,15 @@ import tempfile
 from pathlib import Path
 
 
+def drain_pipe(fd: int) -> None:
+    """Empty a non-blocking wake-up pipe (the bytes only said: look)."""
+    try:
+        while os.read(fd, 4096):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+
+
 def set_title(title: str) -> None:
     """Name the process in `ps` when the optional setproctitle extra is installed."""
     try:

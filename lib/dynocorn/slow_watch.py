@@ -100,7 +100,7 @@ class SlowWatch:
     def next_look(self, now: float) -> float:
         """When to look next: never while fewer than two workers serve (no one to pass a
         connection to)."""
-        if len(self.board.live_counts()) < 2:
+        if not self.board.has_company():
             return float("inf")
         return max(self.next_look_at, now)
 

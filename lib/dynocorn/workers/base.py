@@ -224,7 +224,7 @@ class Worker:
         """Whether another worker serves beside this one now (TTIN and TTOU change it)."""
         if self.balance is None or self.board_slot is None:
             return int(self.cfg.workers) > 1
-        return len(self.balance.board.live_counts()) > 1
+        return self.balance.board.has_company()
 
     def parent_changed(self) -> bool:
         return os.getppid() != self.ppid

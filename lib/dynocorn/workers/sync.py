@@ -29,6 +29,7 @@ from typing import Any
 
 from dynocorn.handoff import HandoffQueue
 from dynocorn.http import HTTPError, Request
+from dynocorn.process import drain_pipe
 from dynocorn.slow_watch import MARK_MASK, unwatched
 from dynocorn.sockets import Listener
 from dynocorn.workers.connection import Connection
@@ -204,7 +205,7 @@ class SyncWorker(HttpWorker):
 
     def on_wakeup(self) -> None:
         """The wake-up pipe is readable: a signal came (or, threaded, a request is done)."""
-        drain(self.wake_read)
+        drain_pipe(self.wake_read)
 
     def tick(self, now: float) -> None:
         """Once a second: heartbeat, parent and lifetime checks, idle connections."""
@@ -380,7 +381,7 @@ class SyncWorker(HttpWorker):
                 watched, [], [], WEIGH_SETTLED if settled else OFFLOAD_IDLE_TICK
             )
             if woken:
-                drain(woken[0])
+                drain_pipe(woken[0])
                 # A slow request: its neighbours go to a free worker, if there is one (TTIN
                 # may add one; TTOU may have left this worker alone).
                 if self.has_siblings():
@@ -571,15 +572,6 @@ class SyncWorker(HttpWorker):
             while queue is not None and (received := queue.receive()) is not None:
                 sock, peer, listener_fd = received
                 self.selector.register(sock, self.add_connection(sock, peer, listener_fd))
-
-
-def drain(fd: int) -> None:
-    """Empty a non-blocking pipe."""
-    try:
-        while os.read(fd, 4096):
-            pass
-    except (BlockingIOError, InterruptedError):
-        pass
 
 
 def waiting_since(target: Any) -> float:

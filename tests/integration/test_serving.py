@@ -6,6 +6,7 @@ import hashlib
 import http.client
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -339,3 +340,69 @@ def test_connections_are_not_left_open_forever(worker_args: list[str]) -> None:
         stream = sock.makefile("rb")
         assert read_response(stream) is not None
         assert got_eof(sock, stream, wait=5.0)  # closed after about 1 s idle
+
+
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_a_kept_alive_connection_is_served_while_new_connections_keep_coming(
+    worker_args: list[str],
+) -> None:
+    """One worker, requests of a few milliseconds (the sync worker then serves the oldest
+    first, one at a time), and clients that open a new connection for each request, so the
+    listening socket is never empty: the kept-alive connection's requests are still served
+    in turn. Before, the listener always went first: the kept-alive connection's next
+    request sat unread until its idle timeout, and was reset."""
+    args = [*worker_args, "-w", "1", "--keep-alive", "2", "testapps:sleepy"]
+    stop = threading.Event()
+
+    def connect_for_each_request(port: int) -> None:
+        while not stop.is_set():
+            client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            client.request("GET", "/?seconds=0.002", headers={"Connection": "close"})
+            client.getresponse().read()
+            client.close()
+
+    with running(args) as srv, connect(srv.port, timeout=30) as sock:
+        clients = [
+            threading.Thread(target=connect_for_each_request, args=(srv.port,), daemon=True)
+            for _ in range(8)
+        ]
+        for client in clients:
+            client.start()
+        stream = sock.makefile("rb")
+        try:
+            for _ in range(30):
+                sock.sendall(b"GET /?seconds=0.002 HTTP/1.1\r\nHost: h\r\n\r\n")
+                response = read_response(stream)
+                assert response is not None and response.status == 200
+        finally:
+            stop.set()
+            for client in clients:
+                client.join(timeout=30)
+
+
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_requests_that_came_in_during_a_long_one_are_not_reset_by_the_idle_timeout(
+    worker_args: list[str],
+) -> None:
+    """Two kept-alive connections send their next request while a third's request holds
+    the only worker for longer than the keep-alive timeout. The worker then serves one
+    (requests are long: one per look) and its heartbeat finds the other idle past its
+    timeout: it must not close it with the request unread (a reset), but serve it."""
+    args = [*worker_args, "-w", "1", "--keep-alive", "1", "testapps:routes"]
+    fast = b"GET /announced-sleep?seconds=0.002 HTTP/1.1\r\nHost: h\r\n\r\n"
+    with (
+        running(args) as srv,
+        connect(srv.port, timeout=30) as first,
+        connect(srv.port, timeout=30) as second,
+        connect(srv.port, timeout=30) as holder,
+    ):
+        streams = [sock.makefile("rb") for sock in (first, second, holder)]
+        for sock, stream in [(first, streams[0])] * 16 + [(second, streams[1])]:
+            sock.sendall(fast)  # a median of milliseconds: long requests
+            assert (response := read_response(stream)) is not None and response.status == 200
+        holder.sendall(b"GET /announced-sleep?seconds=2.5 HTTP/1.1\r\nHost: h\r\n\r\n")
+        srv.wait_for(r"testapps: /announced-sleep\?seconds=2.5 started")
+        first.sendall(fast)
+        second.sendall(fast)
+        for stream in streams:
+            assert (response := read_response(stream)) is not None and response.status == 200

@@ -137,6 +137,14 @@ class Connection:
             return False
         return True
 
+    def bytes_waiting(self) -> bool:
+        """Whether bytes wait unread (or the client has closed): closing the connection now
+        would reset it and lose them."""
+        try:
+            return bool(self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except OSError:
+            return False
+
     def refuse(self, error: HTTPError) -> None:
         """Best effort: the status of a bad request, before the caller closes."""
         try:

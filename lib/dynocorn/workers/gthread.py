@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from dynocorn.handoff import HandoffQueue
 from dynocorn.http import HTTPError, InternalServerError, Request, ServiceUnavailable
 from dynocorn.workers.connection import Connection
+from dynocorn.workers.durations import LONG_REQUEST, SAMPLE_EVERY_MASK
 from dynocorn.workers.policy import OFFLOAD_AFTER, OFFLOAD_IDLE_TICK, OFFLOAD_TICK, passable
-from dynocorn.workers.sync import LONG_REQUEST, SAMPLE_EVERY_MASK, SyncWorker
+from dynocorn.workers.sync import SyncWorker
 
 
 @dataclass(eq=False)
@@ -119,7 +120,7 @@ class ThreadWorker(SyncWorker):
         free thread takes it."""
         if not self.offloads():
             return
-        self.patience = max(self.slow_after(), OFFLOAD_TICK)
+        self.patience = max(self.durations.slow_after(), OFFLOAD_TICK)
         while self.parked and self.alive and now - self.parked[0].parked_at >= self.patience:
             if not self.pass_on_parked():
                 return  # the queue is full: they wait here for a thread
@@ -165,7 +166,7 @@ class ThreadWorker(SyncWorker):
             record.keep = False
         finally:
             if not self.nr & SAMPLE_EVERY_MASK:  # how long requests take, now and then
-                self.durations.append(time.monotonic() - record.started)
+                self.durations.add(time.monotonic() - record.started)
             self.returned.append(record)
             try:
                 os.write(self.wake_write, b"x")
@@ -266,7 +267,7 @@ class ThreadWorker(SyncWorker):
             self.under_share = True  # an empty worker is under any share
         # Parking costs the loop a wake-up per request (a thread cannot take the next one
         # by itself): worth it only when requests take LONG_REQUEST or more.
-        self.parking = self.typical_duration() >= LONG_REQUEST
+        self.parking = self.durations.long
         if self.parked:
             due = self.parked[0].parked_at + self.patience
             self.next_tick = min(self.next_tick, max(due, now + OFFLOAD_TICK))

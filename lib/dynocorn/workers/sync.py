@@ -33,6 +33,7 @@ from dynocorn.process import drain_pipe
 from dynocorn.slow_watch import MARK_MASK, unwatched
 from dynocorn.sockets import Listener
 from dynocorn.workers.connection import Connection
+from dynocorn.workers.durations import SAMPLE_EVERY_MASK, RequestDurations
 from dynocorn.workers.http_worker import HttpWorker
 from dynocorn.workers.policy import (
     OFFLOAD_AFTER,
@@ -48,14 +49,6 @@ RECV_SIZE = 65536
 BODY_BUFFER = 65536  # bodies up to this are read before the app is called
 LOOP_TICK = 1.0
 ACCEPT_BATCH = 32  # connections accepted per wake-up at most
-# What makes a request slow for the offload thread (slow_after()): requests sampled (one in
-# SAMPLE_EVERY_MASK + 1), and how many times the median a request must run.
-SAMPLE_EVERY_MASK = 7
-DURATION_SAMPLES = 16
-SLOW_FACTOR = 4.0
-# From this median request duration, the ready connections of one poll are served oldest
-# first (waiting_since()); below it, sorting them would cost more than a wait could.
-LONG_REQUEST = 0.001
 # How often the offload thread weighs this worker's share once the split is even.
 WEIGH_SETTLED = 0.050
 # Passed-on connections served in a row, before this worker's own ready ones, per wake-up.
@@ -101,7 +94,7 @@ class SyncWorker(HttpWorker):
         self.spare_seen = False
         self.count_connections(0)  # serving from now: siblings count this worker in
         self.offload_lock = threading.Lock()
-        self.durations: deque[float] = deque(maxlen=DURATION_SAMPLES)
+        self.durations = RequestDurations()
         # Where this worker shows the master which request it runs and how long one runs
         # before it is slow (slow_watch.py); a worker without a scoreboard slot writes to
         # memory no one reads.
@@ -111,7 +104,8 @@ class SyncWorker(HttpWorker):
         else:
             self.marks, self.slow_limits, self.mark_at = unwatched(), unwatched(), 0
         self.slow_limits[self.mark_at] = int(OFFLOAD_AFTER * 1_000_000)
-        self.long_requests = False  # the median request takes LONG_REQUEST or more
+        self.long_requests = False  # durations.long, read on every turn of the loop
+        self.turns: dict[int, float] = {}  # when each listener and queue was last taken from
         self.next_tick = 0.0
         # A signal (TERM) must wake the loop at once: a handler alone does not interrupt
         # select(), which Python retries, so the stop would wait for the next tick.
@@ -161,27 +155,21 @@ class SyncWorker(HttpWorker):
         now = time.monotonic()
         while self.alive:
             targets = poll(0.0 if queue else max(self.next_tick - now, 0.0))
-            # Long requests: serve one, then look again, oldest first (see waiting_since()).
-            # A poll's whole list served in a row would keep its last connections waiting
-            # behind requests that arrived after theirs, here or passed on by a sibling.
-            one_by_one = self.long_requests
-            if one_by_one and len(targets) > 1:
-                targets.sort(key=waiting_since)
-            served = self.nr
-            for handoff in queues:
-                if handoff in targets:
-                    # Connections passed on by siblings have waited longest: first.
-                    self.take_handed_off_batch(handoff, 1 if one_by_one else HANDOFF_BATCH)
-            for target in targets:
-                if one_by_one and self.nr != served:
-                    break  # the rest are still readable at the next poll
-                if type(target) is Connection:
-                    if not target.queued:
-                        self.on_readable(target)
-                elif target is None:
-                    self.on_wakeup()
-                elif type(target) is not HandoffQueue:  # those were taken above
-                    self.accept(target)
+            if self.long_requests and len(targets) > 1:
+                self.serve_oldest(targets)
+            else:
+                for handoff in queues:
+                    if handoff in targets:
+                        # Connections passed on by siblings have waited longest: first.
+                        self.take_handed_off_batch(handoff, HANDOFF_BATCH)
+                for target in targets:
+                    if type(target) is Connection:
+                        if not target.queued:
+                            self.on_readable(target)
+                    elif target is None:
+                        self.on_wakeup()
+                    elif type(target) is not HandoffQueue:  # those were taken above
+                        self.accept(target)
             if queue and self.alive:
                 connection = queue.popleft()
                 connection.queued = False
@@ -191,6 +179,31 @@ class SyncWorker(HttpWorker):
                 self.tick(now)
             if self.under_share is not self.watching_spare:
                 self.watch_spare(self.under_share)
+
+    def serve_oldest(self, targets: list[Any]) -> None:
+        """Long requests: serve one, then look again, oldest first (see waiting_since()).
+        A poll's whole list served in a row would keep its last connections waiting behind
+        requests that arrived after theirs, here or passed on by a sibling. The listeners
+        and hand-off queues take their turn among the connections: one just taken from
+        goes behind the connections answered before, or a steady stream of new (or passed
+        on) connections would starve this worker's own until their idle timeout."""
+        turns = self.turns
+        targets.sort(key=lambda target: waiting_since(target, turns))
+        served = self.nr
+        for target in targets:
+            if type(target) is Connection:
+                if not target.queued:
+                    self.on_readable(target)
+            elif target is None:
+                self.on_wakeup()
+            else:
+                if type(target) is HandoffQueue:
+                    self.take_handed_off_batch(target, 1)
+                else:
+                    self.accept(target, one_request=True)
+                turns[id(target)] = time.monotonic()
+            if self.nr != served:
+                return  # the rest are still readable at the next poll
 
     def watch_spare(self, watch: bool) -> None:
         if self.spare is None:
@@ -223,7 +236,8 @@ class SyncWorker(HttpWorker):
             if now <= deadline.at:
                 continue
             if deadline.action is Action.CLOSE:
-                self.close(connection)
+                if not connection.bytes_waiting():
+                    self.close(connection)
             else:
                 self.refuse(connection, refusal(deadline.action))
 
@@ -235,14 +249,16 @@ class SyncWorker(HttpWorker):
         """Whether a graceful stop must wait for this connection's request."""
         return self.in_use(connection)
 
-    def accept(self, listener: Listener) -> None:
+    def accept(self, listener: Listener, one_request: bool = False) -> None:
         """The connections waiting in the backlog, up to ACCEPT_BATCH. With EPOLLEXCLUSIVE
         a worker that waits for work is woken for each new connection, so a busy worker
         only finds those that no idle worker was there to take; taking one per wake-up
         instead would leave them a whole round of its other requests each. But a burst of
         kept-alive connections (a router or a load test opening its pool) must not all land
         on the first worker woken: once it holds more than a sibling, it stops, and the
-        rest go to the workers woken after it (or to its next look, if none was)."""
+        rest go to the workers woken after it (or to its next look, if none was).
+        `one_request`: stop once one request is served (long requests, serve_oldest())."""
+        served = self.nr
         for _ in range(ACCEPT_BATCH):
             try:
                 sock, peer = listener.sock.accept()
@@ -255,6 +271,8 @@ class SyncWorker(HttpWorker):
                 return
             kept = self.adopt(sock, peer, listener.fileno())
             if not self.accepting or (kept and self.holds_more_than_a_sibling()):
+                return
+            if one_request and self.nr != served:
                 return
 
     def holds_more_than_a_sibling(self) -> bool:
@@ -348,16 +366,10 @@ class SyncWorker(HttpWorker):
             with self.offload_lock:  # the offloader may be passing a connection on
                 self.serving = None
         if not self.nr & SAMPLE_EVERY_MASK:  # how long requests take, now and then
-            self.durations.append(time.monotonic() - started)
-            self.long_requests = self.typical_duration() >= LONG_REQUEST
-            # In µs, an int32: a median of minutes (streaming responses) must not overflow.
-            self.slow_limits[at] = min(int(self.slow_after() * 1_000_000), 2**31 - 1)
+            self.durations.add(time.monotonic() - started)
+            self.long_requests = self.durations.long
+            self.slow_limits[at] = self.durations.slow_after_us()
         self.after_request(connection, keep)
-
-    def typical_duration(self) -> float:
-        """The median of the sampled request durations (0 before any)."""
-        samples = sorted(self.durations)
-        return samples[len(samples) // 2] if samples else 0.0
 
     # -- passing waiting connections on (handoff.py)
 
@@ -390,13 +402,6 @@ class SyncWorker(HttpWorker):
                 # Also when alone: a connection a sibling passed to the spare queue just
                 # before TTOU stopped it is this worker's to take (stranded, see below).
                 settled = self.weigh_share()
-
-    def slow_after(self) -> float:
-        """How long a request runs before it counts as slow: OFFLOAD_AFTER, or SLOW_FACTOR
-        times this worker's typical (median) request, when that is longer. An app whose
-        requests all take 20 ms makes no request slow: moving its connections would only
-        churn them (the fair share keeps them even); one slow among fast ones does."""
-        return max(OFFLOAD_AFTER, SLOW_FACTOR * self.typical_duration())
 
     def offload_waiting(self) -> None:
         """In the offload thread, while the loop is inside the app: pass on each connection
@@ -574,14 +579,14 @@ class SyncWorker(HttpWorker):
                 self.selector.register(sock, self.add_connection(sock, peer, listener_fd))
 
 
-def waiting_since(target: Any) -> float:
+def waiting_since(target: Any, turns: dict[int, float]) -> float:
     """When a readable connection's client last heard from us: the one answered longest ago
     has most likely waited longest for its next request. epoll's own order is no guide:
     a connection reported once goes back to the end of its ready list at once (level
     triggered), before its client has even read the response, so it overtakes
-    connections whose requests came in since. Other targets (a listener, the wake-up
-    pipe) go first."""
-    return target.last_active if type(target) is Connection else 0.0
+    connections whose requests came in since. A listener or hand-off queue counts from
+    its last turn (`turns`, by id), the wake-up pipe goes first."""
+    return target.last_active if type(target) is Connection else turns.get(id(target), 0.0)
 
 
 def ready(request: Request) -> bool:

@@ -155,6 +155,19 @@ class Scoreboard:
     def set(self, slot: int, connections: int) -> None:
         self._counts[slot] = connections
 
+    def held(self, slot: int) -> int:
+        """The connections the worker in `slot` holds (BOOTING or FREE: no serving worker)."""
+        return self._counts[slot]
+
+    def fewest_between_requests(self) -> int:
+        """The fewest connections held by a serving worker that runs no request now (a
+        sync worker between requests: it could serve a waiting one at once); BOOTING when
+        every worker runs one."""
+        used = self._all[self._used_at]
+        counts, marks = self._counts[:used], self.marks[:used]
+        free = (c for c, m in zip(counts, marks, strict=True) if m == 0 and c < BOOTING)
+        return min(free, default=BOOTING)
+
     def fewest(self) -> int:
         """The fewest connections a worker holds (a read of a few ints: the accept path asks
         it for each kept-alive connection it takes)."""

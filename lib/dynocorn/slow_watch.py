@@ -24,6 +24,8 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from dynocorn.workers.policy import OFFLOAD_AFTER
+
 if TYPE_CHECKING:  # handoff.py makes a SlowWatch beside its Scoreboard
     from dynocorn.handoff import Scoreboard
 
@@ -49,6 +51,7 @@ def running_for(mark: int, now: float) -> float:
 
 LOOK_EVERY = 0.005  # seconds between the master's looks while a worker runs a request
 LOOK_IDLE = 0.010  # and while none does: a request seen late is still timed from its start
+FREE_SIBLING_LIMIT_US = int(OFFLOAD_AFTER * 1_000_000)
 
 
 @dataclass
@@ -109,7 +112,9 @@ class SlowWatch:
         again, while it runs on)."""
         if now < self.next_look(now):
             return
-        marks, limits = self.board.marks, self.board.slow_after_us
+        board = self.board
+        marks, limits = board.marks, board.slow_after_us
+        free_holds = board.fewest_between_requests()
         running = False
         for slot, (_, write_end) in self.pipes.items():
             mark = marks[slot]
@@ -118,7 +123,15 @@ class SlowWatch:
             running = True
             poked_mark, poked_at = self.poked.get(slot, (0, 0.0))
             waited = now - poked_at if poked_mark == mark else running_for(mark, now)
-            if 0 < limits[slot] <= waited * 1e6:
+            limit = limits[slot]
+            if board.held(slot) - free_holds >= 2:
+                # A free sibling holds fewer: a request that has run OFFLOAD_AFTER is slow
+                # enough, whatever this worker's own limit (its typical request may be
+                # longer), when moving its waiting connections there evens out the split
+                # (a burst of new connections all taken by one worker, typically). Not
+                # between even workers: moving one would only unbalance them.
+                limit = min(limit, FREE_SIBLING_LIMIT_US)
+            if 0 < limit <= waited * 1e6:
                 self.poked[slot] = (mark, now)
                 try:
                     os.write(write_end, b"!")

@@ -190,3 +190,29 @@ def test_the_hand_off_queue_carries_a_connection_with_its_unread_request() -> No
     for sock in (passed, client, listener):
         sock.close()
     queue.close()
+
+
+def test_a_free_sibling_with_fewer_connections_takes_a_request_before_it_counts_as_slow() -> None:
+    """A sync worker whose requests typically take 250 ms counts one as slow only after a
+    second (4 times its median): moving its connections sooner would only churn them while
+    the split is even. But when a free sibling holds two connections fewer (a worker just
+    added, or a burst of new connections all taken by one worker), a request waiting behind
+    one of 10 ms or more moves there at once: here one of 0.8 s, which never counts as slow,
+    and the request behind it is answered by the newcomer, not after it by its own worker."""
+    # Keep-alive 60 s: the waiting connection stays idle through the warm-up.
+    args = ["-w", "1", "--graceful-timeout", "1", "--keep-alive", "60", "testapps:routes"]
+    with running(args, workers=1) as srv, kept_alive(srv.port, 2) as (holder, waiting):
+        first_pid = waiting.ask_pid()
+        for _ in range(8):  # one request in 8 is timed: a median of 250 ms
+            holder.send("/announced-sleep?seconds=0.25")
+            assert holder.answer() == (200, first_pid)
+        os.kill(srv.pid, signal.SIGTTIN)
+        srv.wait_for(r"Booting worker with pid", count=2)
+        srv.wait_ready(2)
+        holder.send("/announced-sleep?seconds=0.8")
+        srv.wait_for(r"testapps: /announced-sleep\?seconds=0.8 started")
+        waiting.send("/pid")
+        status, pid = waiting.answer()
+        assert status == 200
+        assert pid != first_pid, "the request waited for its own busy worker"
+        assert holder.answer() == (200, first_pid)

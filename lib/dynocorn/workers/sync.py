@@ -30,7 +30,7 @@ from typing import Any
 from dynocorn.handoff import HandoffQueue
 from dynocorn.http import HTTPError, Request
 from dynocorn.process import drain_pipe
-from dynocorn.slow_watch import MARK_MASK, unwatched
+from dynocorn.slow_watch import MARK_MASK, running_for, unwatched
 from dynocorn.sockets import Listener
 from dynocorn.workers.connection import Connection
 from dynocorn.workers.durations import SAMPLE_EVERY_MASK, RequestDurations
@@ -410,9 +410,21 @@ class SyncWorker(HttpWorker):
             serving = self.serving
             if serving is None or not self.alive:
                 return  # the loop is between requests: it serves them itself
+            most = self.passes_due()
             for target in self.selector.poll(0):
+                if most <= 0:
+                    return
                 if type(target) is Connection and target is not serving and passable(target):
-                    self.pass_on(target)
+                    most -= self.pass_on(target)
+
+    def passes_due(self) -> int:
+        """How many waiting connections to pass on: all of them behind a slow request; when
+        the master woke this thread earlier (a free sibling holds fewer, slow_watch.py),
+        only enough to even out the split."""
+        running = running_for(self.marks[self.mark_at], time.monotonic())
+        if self.board is None or running >= self.durations.slow_after():
+            return len(self.connections)
+        return (len(self.connections) - self.board.fewest()) // 2
 
     def pass_on(self, connection: Connection, queue: HandoffQueue | None = None) -> bool:
         """To the `waiting` queue (by default) or the `spare` one; False (and it stays

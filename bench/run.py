@@ -16,8 +16,10 @@ comes from the environment (SERVERS, APPS, MODES, ROUNDS, DURATION, QUICK): benc
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
+import functools
 import http.client
 import importlib.metadata
 import importlib.util
@@ -400,10 +402,14 @@ def log_tail(path: Path, lines: int = 6) -> str:
 class WrkResult:
     requests_per_second: float
     requests: int
-    p50_ms: float
+    p50_ms: float  # of the requests wrk timed (bench/percentiles.lua)
     p99_ms: float
     socket_errors: int  # connect + read + write + timeout
     non_2xx: int  # wrk counts "Non-2xx or 3xx responses"
+    # wrk's own --latency figures, with the samples of its coordinated-omission correction
+    # (bench/percentiles.lua says what they are); NaN where wrk printed none.
+    wrk_p50_ms: float = math.nan
+    wrk_p99_ms: float = math.nan
 
     @property
     def errors(self) -> int:
@@ -420,15 +426,33 @@ def run_wrk(
 ) -> WrkResult:
     argv = [
         wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *MODES[mode],
-        *(["-s", str(script)] if script else []), url,
+        "-s", str(with_percentiles(script)), url,
     ]  # fmt: skip
+    environment = {**os.environ, "WRK_CONNECTIONS": str(connections)}
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=seconds + 30, env=environment
+        )
     except subprocess.TimeoutExpired as error:
         raise WrkFailed(f"wrk did not finish in {seconds + 30} s") from error
     if done.returncode != 0:
         raise WrkFailed(f"wrk exited with {done.returncode}: {done.stderr.strip()[:200]}")
     return parse_wrk(done.stdout)
+
+
+PERCENTILES_SCRIPT = Path(__file__).with_name("percentiles.lua")
+
+
+@functools.cache
+def with_percentiles(script: Path | None) -> Path:
+    """A wrk script: `script` (which chooses the requests) followed by percentiles.lua
+    (wrk takes one -s), written once into a directory removed when the run ends."""
+    directory = tempfile.mkdtemp(prefix="dynocorn-bench-wrk-")
+    atexit.register(shutil.rmtree, directory, True)
+    combined = Path(directory, "timed.lua")
+    parts = [script.read_text()] if script else []
+    combined.write_text("\n".join([*parts, PERCENTILES_SCRIPT.read_text()]))
+    return combined
 
 
 _TIME_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
@@ -454,13 +478,22 @@ def parse_wrk(output: str) -> WrkResult:
 
     sockets = find(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
     non_2xx = find(r"Non-2xx or 3xx responses: (\d+)")
+    wrk_p50, wrk_p99 = percentile("50"), percentile("99")
+    # percentiles.lua's line; without it (wrk run by hand), wrk's own figures
+    timed = find(r"^Timed requests: (\d+), p50 (\d+) us, p99 (\d+) us$")
+    if timed is not None and int(timed[1]) > 0:
+        p50, p99 = int(timed[2]) / 1000, int(timed[3]) / 1000
+    else:
+        p50, p99 = wrk_p50, wrk_p99
     return WrkResult(
         requests_per_second=float(rate[1]),
         requests=int(count[1]),
-        p50_ms=percentile("50"),
-        p99_ms=percentile("99"),
+        p50_ms=p50,
+        p99_ms=p99,
         socket_errors=sum(int(n) for n in sockets.groups()) if sockets else 0,
         non_2xx=int(non_2xx[1]) if non_2xx else 0,
+        wrk_p50_ms=wrk_p50,
+        wrk_p99_ms=wrk_p99,
     )
 
 

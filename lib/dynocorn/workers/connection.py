@@ -138,8 +138,8 @@ class Connection:
         return True
 
     def bytes_waiting(self) -> bool:
-        """Whether bytes wait unread (or the client has closed): closing the connection now
-        would reset it and lose them."""
+        """Whether bytes wait unread: closing the connection now would reset it and lose
+        them. False when the client has closed its side (nothing is lost then) or on error."""
         try:
             return bool(self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
         except OSError:

@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import BinaryIO
 
 import pytest
@@ -192,23 +193,35 @@ def test_the_hand_off_queue_carries_a_connection_with_its_unread_request() -> No
     queue.close()
 
 
-def test_a_free_sibling_with_fewer_connections_takes_a_request_before_it_counts_as_slow() -> None:
+def test_a_free_sibling_with_fewer_connections_takes_a_request_before_it_counts_as_slow(
+    tmp_path: Path,
+) -> None:
     """A sync worker whose requests typically take 250 ms counts one as slow only after a
     second (4 times its median): moving its connections sooner would only churn them while
     the split is even. But when a free sibling holds two connections fewer (a worker just
     added, or a burst of new connections all taken by one worker), a request waiting behind
     one of 10 ms or more moves there at once: here one of 0.8 s, which never counts as slow,
     and the request behind it is answered by the newcomer, not after it by its own worker."""
+    # The newcomer must be serving before the 0.8 s request starts, not merely forked: a
+    # worker still loading the app is no free sibling (on a busy machine that takes long).
+    config = tmp_path / "conf.py"
+    config.write_text(
+        "import os\n"
+        "def post_worker_init(worker):\n"
+        "    os.write(2, f'app loaded in {os.getpid()}\\n'.encode())\n"
+    )
     # Keep-alive 60 s: the waiting connection stays idle through the warm-up.
-    args = ["-w", "1", "--graceful-timeout", "1", "--keep-alive", "60", "testapps:routes"]
-    with running(args, workers=1) as srv, kept_alive(srv.port, 2) as (holder, waiting):
+    args = ["-c", str(config), "-w", "1", "--graceful-timeout", "1", "--keep-alive", "60"]
+    with (
+        running([*args, "testapps:routes"], workers=1) as srv,
+        kept_alive(srv.port, 2) as (holder, waiting),
+    ):
         first_pid = waiting.ask_pid()
         for _ in range(8):  # one request in 8 is timed: a median of 250 ms
             holder.send("/announced-sleep?seconds=0.25")
             assert holder.answer() == (200, first_pid)
         os.kill(srv.pid, signal.SIGTTIN)
-        srv.wait_for(r"Booting worker with pid", count=2)
-        srv.wait_ready(2)
+        srv.wait_for(r"app loaded in \d+", count=2)
         holder.send("/announced-sleep?seconds=0.8")
         srv.wait_for(r"testapps: /announced-sleep\?seconds=0.8 started")
         waiting.send("/pid")

@@ -109,18 +109,20 @@ class SlowWatch:
 
     def look(self, now: float) -> None:
         """Poke each worker whose request has run its slow_after (and again after as long
-        again, while it runs on)."""
+        again, while it runs on), or OFFLOAD_AFTER when a free sibling holds two fewer."""
         if now < self.next_look(now):
             return
         board = self.board
         marks, limits = board.marks, board.slow_after_us
-        free_holds = board.fewest_between_requests()
+        free_holds: int | None = None  # read once, and only when some request runs
         running = False
         for slot, (_, write_end) in self.pipes.items():
             mark = marks[slot]
             if mark == 0 or write_end < 0:
                 continue
             running = True
+            if free_holds is None:
+                free_holds = board.fewest_between_requests()
             poked_mark, poked_at = self.poked.get(slot, (0, 0.0))
             waited = now - poked_at if poked_mark == mark else running_for(mark, now)
             limit = limits[slot]

@@ -51,9 +51,8 @@ except ImportError as error:
 from dynocorn.http import HTTPError
 from dynocorn.workers.base import WorkerAbort
 from dynocorn.workers.connection import Connection
-from dynocorn.workers.http_worker import HttpWorker
+from dynocorn.workers.http_worker import LOOP_TICK, RECV_SIZE, HttpWorker, ready
 from dynocorn.workers.policy import OFFLOAD_AFTER, OFFLOAD_IDLE_TICK, refusal
-from dynocorn.workers.sync import LOOP_TICK, RECV_SIZE, ready
 
 if TYPE_CHECKING:
     from dynocorn.config import Config

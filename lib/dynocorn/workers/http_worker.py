@@ -31,6 +31,15 @@ from dynocorn.wsgi import (
 )
 
 DRAIN_LIMIT = 65536  # unread body we discard to keep a connection; beyond, we close it
+# Shared by the loop classes (sync, gthread, gevent):
+RECV_SIZE = 65536  # bytes read from a connection at once
+BODY_BUFFER = 65536  # bodies up to this are read before the app is called
+LOOP_TICK = 1.0  # seconds between heartbeats (and looks at idle connections)
+
+
+def ready(request: Request) -> bool:
+    """Serve once the body is in, or once enough is buffered that the app should stream it."""
+    return request.complete or request.expect_continue or len(request.body) >= BODY_BUFFER
 
 
 class HttpWorker(Worker):

@@ -34,7 +34,7 @@ from dynocorn.slow_watch import MARK_MASK, running_for, unwatched
 from dynocorn.sockets import Listener
 from dynocorn.workers.connection import Connection
 from dynocorn.workers.durations import SAMPLE_EVERY_MASK, RequestDurations
-from dynocorn.workers.http_worker import HttpWorker
+from dynocorn.workers.http_worker import LOOP_TICK, RECV_SIZE, HttpWorker, ready
 from dynocorn.workers.policy import (
     OFFLOAD_AFTER,
     OFFLOAD_IDLE_TICK,
@@ -45,9 +45,6 @@ from dynocorn.workers.policy import (
 )
 from dynocorn.workers.poller import Poller
 
-RECV_SIZE = 65536
-BODY_BUFFER = 65536  # bodies up to this are read before the app is called
-LOOP_TICK = 1.0
 ACCEPT_BATCH = 32  # connections accepted per wake-up at most
 # How often the offload thread weighs this worker's share once the split is even.
 WEIGH_SETTLED = 0.050
@@ -599,8 +596,3 @@ def waiting_since(target: Any, turns: dict[int, float]) -> float:
     connections whose requests came in since. A listener or hand-off queue counts from
     its last turn (`turns`, by id), the wake-up pipe goes first."""
     return target.last_active if type(target) is Connection else turns.get(id(target), 0.0)
-
-
-def ready(request: Request) -> bool:
-    """Serve once the body is in, or once enough is buffered that the app should stream it."""
-    return request.complete or request.expect_continue or len(request.body) >= BODY_BUFFER

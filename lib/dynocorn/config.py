@@ -25,18 +25,25 @@ from typing import Any
 from dynocorn import envfiles, platform
 from dynocorn.arguments import UsageError, build_parser
 from dynocorn.settings import SETTINGS, Setting, no_hook
+from dynocorn.sources import (
+    COMMAND_LINE,
+    DEFAULT,
+    FOUND_IN_WORKING_DIRECTORY,
+    Kind,
+    Source,
+    cmd_args_variable,
+)
+from dynocorn.sources import config_file as config_file_source
+from dynocorn.sources import platform as platform_source
 
 DEFAULT_CONFIG_FILES = ("dynocorn.conf.py", "gunicorn.conf.py")
 CMD_ARGS_VARIABLES = ("GUNICORN_CMD_ARGS", "DYNOCORN_CMD_ARGS")  # the later wins
-COMMAND_LINE = "command line"
-DEFAULT = "default"
-FOUND_IN_WORKING_DIRECTORY = "found in the working directory"  # a config file nobody named
 
 
 class ConfigError(Exception):
     """A setting with a value we cannot use; rendered as one line, exit code 1."""
 
-    def __init__(self, setting: str, value: Any, source: str, reason: str) -> None:
+    def __init__(self, setting: str, value: Any, source: Source, reason: str) -> None:
         super().__init__(f"Error: {setting} = {value!r} from {source}: {reason}")
         self.setting = setting
 
@@ -46,8 +53,11 @@ class Config:
     """Resolved settings: `config.workers`, plus where each value came from."""
 
     values: dict[str, Any]
-    sources: dict[str, str]
+    sources: dict[str, Source]
     platform: platform.Platform
+    # The workers were sized by WEB_CONCURRENCY=auto: the memory monitor may refine the
+    # count once it has measured the workers (metrics/monitor.py).
+    workers_auto: bool = False
     config_file: Path | str | None = None  # a path, or "python:module"
     # What built it, so HUP can build it again and USR2 can re-execute the same command.
     argv: list[str] = field(default_factory=list)
@@ -64,11 +74,11 @@ class Config:
         except KeyError:
             raise AttributeError(name) from None
 
-    def source(self, name: str) -> str:
+    def source(self, name: str) -> Source:
         return self.sources[name]
 
     def is_default(self, name: str) -> bool:
-        return self.sources[name] == DEFAULT
+        return self.sources[name].kind is Kind.DEFAULT
 
     def print_lines(self) -> list[str]:
         settings = [
@@ -145,7 +155,7 @@ def load(
     layers, warnings = sourced.layers, sourced.warnings
 
     values: dict[str, Any] = {}
-    sources: dict[str, str] = {}
+    sources: dict[str, Source] = {}
     for setting in SETTINGS.values():
         values[setting.name] = setting.default
         sources[setting.name] = DEFAULT
@@ -155,11 +165,11 @@ def load(
             sources[name] = source
 
     detected = _detect_platform(environ, root, ipv6, sources)
-    _apply_platform_defaults(values, sources, detected, environ)
+    workers_auto = _apply_platform_defaults(values, sources, detected, environ)
     if values["worker_class"] == "sync" and values["threads"] > 1:
         # gunicorn's rule: threads with the sync class means the threaded worker.
         values["worker_class"] = "gthread"
-        sources["worker_class"] = f"{sources['threads']} (threads={values['threads']})"
+        sources["worker_class"] = sources["threads"].noting(f"threads={values['threads']}")
     if sourced.config_file_found is not None:
         # Named by nobody, but read all the same (gunicorn's ./gunicorn.conf.py): say which.
         values["config"] = f"./{sourced.config_file_found}"
@@ -174,6 +184,7 @@ def load(
         values=values,
         sources=sources,
         platform=detected,
+        workers_auto=workers_auto,
         config_file=sourced.config_file,
         env_files=env_files,
         real_environ=real_environ,
@@ -183,11 +194,11 @@ def load(
     )
 
 
-def _parse(parser: argparse.ArgumentParser, args: list[str], source: str) -> dict[str, Any]:
+def _parse(parser: argparse.ArgumentParser, args: list[str], source: Source) -> dict[str, Any]:
     try:
         namespace = parser.parse_args(args)
     except UsageError as error:
-        if source == COMMAND_LINE:
+        if source.kind is Kind.COMMAND_LINE:
             raise
         raise UsageError(f"{source}: {error}") from None
     return vars(namespace)
@@ -201,10 +212,10 @@ def _parse_variable(
         args = shlex.split(environ[variable])
     except ValueError as error:  # an unbalanced quote
         raise UsageError(f"{variable}: {error}: {environ[variable]!r}") from None
-    return _parse(parser, args, variable)
+    return _parse(parser, args, cmd_args_variable(variable))
 
 
-def _parse_value(setting: Setting, raw: Any, source: str) -> Any:
+def _parse_value(setting: Setting, raw: Any, source: Source) -> Any:
     try:
         return setting.parse(raw)
     except ValueError as error:
@@ -214,22 +225,22 @@ def _parse_value(setting: Setting, raw: Any, source: str) -> Any:
 
 def _env_files_asked(
     parser: argparse.ArgumentParser, command_line: dict[str, Any], real_environ: Mapping[str, str]
-) -> tuple[list[str], str]:
+) -> tuple[list[str], Source]:
     """The env files named before any is read, and by which source: the command line, or
     a *_CMD_ARGS variable of the real environment (one in an env file cannot name more)."""
-    asked: tuple[list[str], str] = ([], DEFAULT)
+    asked: tuple[list[str], Source] = ([], DEFAULT)
     for variable in CMD_ARGS_VARIABLES:
         if real_environ.get(variable, "").strip():
             layer = _parse_variable(parser, real_environ, variable)
             if "env_file" in layer:
-                asked = (layer["env_file"], variable)
+                asked = (layer["env_file"], cmd_args_variable(variable))
     if "env_file" in command_line:
         asked = (command_line["env_file"], COMMAND_LINE)
     return asked
 
 
 def _read_env_files(
-    asked: tuple[list[str], str], cwd: Path, real_environ: Mapping[str, str]
+    asked: tuple[list[str], Source], cwd: Path, real_environ: Mapping[str, str]
 ) -> envfiles.EnvFiles:
     paths, source = asked
     try:
@@ -242,10 +253,10 @@ def _read_env_files(
 class _Sources:
     """The layers above the defaults, as read under one environment."""
 
-    layers: list[tuple[str, dict[str, Any]]]
+    layers: list[tuple[Source, dict[str, Any]]]
     warnings: list[str]
     config_file: Path | str | None
-    config_file_env_files: tuple[list[str], str] | None
+    config_file_env_files: tuple[list[str], Source] | None
     # The name of the config file when it was found in the working directory, not named.
     config_file_found: str | None = None
 
@@ -257,17 +268,17 @@ def _read_sources(
     cwd: Path,
 ) -> _Sources:
     """The config file (run under `environ`), the *_CMD_ARGS variables and the command line."""
-    layers: list[tuple[str, dict[str, Any]]] = []
+    layers: list[tuple[Source, dict[str, Any]]] = []
     for variable in CMD_ARGS_VARIABLES:
         if environ.get(variable, "").strip():
-            layers.append((variable, _parse_variable(parser, environ, variable)))
+            layers.append((cmd_args_variable(variable), _parse_variable(parser, environ, variable)))
     layers.append((COMMAND_LINE, command_line))
     warnings: list[str] = []
     config_file = _find_config_file(layers, cwd)
     if config_file is None:
         return _Sources(layers, warnings, None, None)
     location, shown, found = config_file
-    label = f"config file ({shown})"
+    label = config_file_source(shown)
     with envfiles.process_environment(environ):
         file_layer = _read_config_file((location, shown), label, warnings)
     asked = None
@@ -278,7 +289,7 @@ def _read_sources(
 
 
 def _find_config_file(
-    layers: list[tuple[str, dict[str, Any]]], cwd: Path
+    layers: list[tuple[Source, dict[str, Any]]], cwd: Path
 ) -> tuple[Path | str, str, bool] | None:
     """(path or python:module, how to name it, whether it was found rather than named);
     None when there is none."""
@@ -301,7 +312,7 @@ def _find_config_file(
 
 
 def _read_config_file(
-    config_file: tuple[Path | str, str], label: str, warnings: list[str]
+    config_file: tuple[Path | str, str], label: Source, warnings: list[str]
 ) -> dict[str, Any]:
     """Run the config file and keep its top-level names that are settings."""
     location, shown = config_file
@@ -360,7 +371,7 @@ def _error_line(error: BaseException, filename: str) -> str:
 
 
 def _detect_platform(
-    environ: Mapping[str, str], root: Path, ipv6: bool | None, sources: Mapping[str, str]
+    environ: Mapping[str, str], root: Path, ipv6: bool | None, sources: Mapping[str, Source]
 ) -> platform.Platform:
     """Detect the platform; a bad variable is an error only if its setting was not given."""
     environ = dict(environ)
@@ -370,57 +381,64 @@ def _detect_platform(
         except platform.PlatformError as error:
             # A bad variable matters only when the setting it feeds was not given explicitly.
             setting = _setting_fed_by(error.variable)
-            if sources.get(setting, DEFAULT) == DEFAULT:
+            if sources[setting].kind is Kind.DEFAULT:
                 raise ConfigError(
-                    setting, error.value, f"platform ({error.variable})", error.reason
+                    setting, error.value, platform_source(error.variable), error.reason
                 ) from None
             del environ[error.variable]
 
 
 def _setting_fed_by(variable: str) -> str:
+    """The setting whose default a platform variable decides (a CPU count only sizes the
+    worker pool: an explicit --workers makes it irrelevant)."""
+    if variable in platform.CPU_VARIABLES:
+        return "workers"
     for setting in SETTINGS.values():
         if variable in setting.env:
             return setting.name
-    return variable.lower()
+    raise AssertionError(f"{variable} feeds no setting: list it in settings.py")
 
 
 def _apply_platform_defaults(
     values: dict[str, Any],
-    sources: dict[str, str],
+    sources: dict[str, Source],
     detected: platform.Platform,
     environ: Mapping[str, str],
-) -> None:
-    """Defaults that depend on where we run; only for settings nobody set."""
+) -> bool:
+    """Defaults that depend on where we run; only for settings nobody set. True when
+    WEB_CONCURRENCY=auto sized the worker pool."""
 
     def derive(name: str, value: Any, why: str) -> None:
-        if sources[name] == DEFAULT:
+        if sources[name].kind is Kind.DEFAULT:
             values[name] = value
-            sources[name] = f"platform ({why})"
+            sources[name] = platform_source(why)
 
     if detected.port is not None:
         host = "[::]" if detected.ipv6 else "0.0.0.0"
         derive("bind", [f"{host}:{detected.port}"], f"PORT={detected.port}")
 
-    if sources["memory_quota"] == DEFAULT and detected.memory is not None:
+    if detected.memory is not None:
         derive("memory_quota", detected.memory.amount, detected.memory.source)
 
-    if sources["workers"] == DEFAULT:
+    workers_auto = False
+    if sources["workers"].kind is Kind.DEFAULT:
         # An explicit --memory-quota replaces the detected memory in the sizing rule.
-        explicit = not sources["memory_quota"].startswith("platform")
+        explicit = sources["memory_quota"].kind is not Kind.PLATFORM
         explicit_quota = values["memory_quota"] if explicit else None
         count = platform.worker_count(detected, values["worker_memory"], explicit_quota)
+        workers_auto = count.auto
         if count.from_platform:
             derive("workers", count.workers, count.explanation)
         else:
             values["workers"] = count.workers
-            sources["workers"] = f"{DEFAULT} ({count.explanation})"
+            sources["workers"] = DEFAULT.noting(count.explanation)
 
     for setting in SETTINGS.values():
         variable = setting.env_value
         raw = environ.get(variable, "").strip() if variable else ""
-        if raw and sources[setting.name] == DEFAULT:
+        if raw and sources[setting.name].kind is Kind.DEFAULT:
             why = f"{variable}={raw}"
-            derive(setting.name, _parse_value(setting, raw, f"platform ({why})"), why)
+            derive(setting.name, _parse_value(setting, raw, platform_source(why)), why)
 
     if detected.on_heroku:
         dyno = f"DYNO={environ.get('DYNO', '')}"
@@ -428,11 +446,18 @@ def _apply_platform_defaults(
         derive("keepalive", 95, dyno)
         derive("forwarded_allow_ips", ["*"], dyno)
         derive("accesslog", "-", dyno)
+    return workers_auto
 
 
-def _unimplemented_warnings(values: Mapping[str, Any], sources: Mapping[str, str]) -> Iterable[str]:
+def _unimplemented_warnings(
+    values: Mapping[str, Any], sources: Mapping[str, Source]
+) -> Iterable[str]:
     for name, setting in SETTINGS.items():
-        if not setting.implemented and sources[name] != DEFAULT and values[name] != setting.default:
+        if (
+            not setting.implemented
+            and sources[name].kind is not Kind.DEFAULT
+            and values[name] != setting.default
+        ):
             yield (
                 f"{name} (from {sources[name]}) is accepted for gunicorn compatibility "
                 "but not implemented by dynocorn yet; it has no effect"

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, TextIO, TypeAlias, TypedDict, Unpack
 
+from dynocorn.sources import Kind
+
 if TYPE_CHECKING:
     from dynocorn.access_log import AccessLog
     from dynocorn.config import Config
@@ -194,7 +196,7 @@ class Logs:
             access_file = LogFile(cfg.accesslog, sys.stdout)
             files.append(access_file)
             # On Heroku with nothing configured, a line in the router's logfmt style.
-            logfmt = cfg.source("accesslog").startswith("platform") and cfg.is_default(
+            logfmt = cfg.source("accesslog").kind is Kind.PLATFORM and cfg.is_default(
                 "access_log_format"
             )
             access = AccessLog(access_file.write, cfg.access_log_format, logfmt=logfmt)

@@ -23,6 +23,8 @@ _V1_UNLIMITED = 1024**4
 
 # Variables that state the memory limit, in the order they are trusted, with their unit when
 # the value is a bare number.
+# Variables that state the CPUs a process may use (cgroups and affinity are read as files).
+CPU_VARIABLES = ("RENDER_CPU_COUNT",)
 MEMORY_VARIABLES = (
     ("DYNO_RAM", "MB"),  # Heroku's Python buildpack
     ("MEMORY_AVAILABLE", "MB"),
@@ -69,6 +71,7 @@ class WorkerCount:
     workers: int
     explanation: str  # one line, e.g. "WEB_CONCURRENCY=auto: 512 MB / 256 MB per worker, ..."
     from_platform: bool  # False only for the fallback to gunicorn's default of 1
+    auto: bool = False  # WEB_CONCURRENCY=auto (in any case) asked for it
 
 
 def detect(
@@ -423,7 +426,7 @@ def worker_count(
         return WorkerCount(concurrency, written, from_platform=True)
     if concurrency == "auto":
         workers, reason = _compute(platform, worker_memory_mb, memory_quota)
-        return WorkerCount(workers, f"{written}: {reason}", from_platform=True)
+        return WorkerCount(workers, f"{written}: {reason}", from_platform=True, auto=True)
     if concurrency is not None:
         # A buildpack's figure was computed for its own worker size; ours may differ.
         workers, reason = _compute(platform, worker_memory_mb, memory_quota)

@@ -12,6 +12,7 @@ import pytest
 from dynocorn import config
 from dynocorn.arguments import UsageError
 from dynocorn.settings import SETTINGS
+from dynocorn.sources import Kind
 
 
 def write_meminfo(root: Path, total_kb: int = 8 * 1024 * 1024) -> Path:
@@ -51,15 +52,17 @@ def test_defaults_match_gunicorn(cwd: Path, root: Path) -> None:
     assert cfg.forwarded_allow_ips == ["127.0.0.1", "::1"]
     assert cfg.accesslog is None
     assert cfg.errorlog == "-"
-    assert cfg.source("timeout") == "default"
-    assert cfg.source("wsgi_app") == "command line"
-    assert cfg.source("workers").startswith("default (no memory or CPU limit found")
+    assert str(cfg.source("timeout")) == "default"
+    assert str(cfg.source("wsgi_app")) == "command line"
+    assert str(cfg.source("workers")).startswith("default (no memory or CPU limit found")
+    assert cfg.is_default("workers")  # gunicorn's 1, explained: still the default
+    assert not cfg.workers_auto
 
 
 def test_port_gives_dual_stack_bind(cwd: Path, root: Path) -> None:
     cfg = load(["app:app"], cwd, root, PORT="7777")
     assert cfg.bind == ["[::]:7777"]
-    assert cfg.source("bind") == "platform (PORT=7777)"
+    assert str(cfg.source("bind")) == "platform (PORT=7777)"
 
 
 def test_port_without_ipv6_binds_ipv4(cwd: Path, root: Path) -> None:
@@ -70,7 +73,7 @@ def test_port_without_ipv6_binds_ipv4(cwd: Path, root: Path) -> None:
 def test_explicit_bind_beats_port(cwd: Path, root: Path) -> None:
     cfg = load(["-b", "127.0.0.1:9000", "app:app"], cwd, root, PORT="7777")
     assert cfg.bind == ["127.0.0.1:9000"]
-    assert cfg.source("bind") == "command line"
+    assert str(cfg.source("bind")) == "command line"
 
 
 def test_bad_port_is_an_error_naming_it(cwd: Path, root: Path) -> None:
@@ -87,7 +90,7 @@ def test_bad_port_is_ignored_when_bind_is_given(cwd: Path, root: Path) -> None:
 def test_web_concurrency_number(cwd: Path, root: Path, value: str, workers: int) -> None:
     cfg = load(["app:app"], cwd, root, WEB_CONCURRENCY=value)
     assert cfg.workers == workers
-    assert cfg.source("workers") == f"platform (WEB_CONCURRENCY={value})"
+    assert str(cfg.source("workers")) == f"platform (WEB_CONCURRENCY={value})"
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "lots", "3.5"])
@@ -105,8 +108,34 @@ def test_web_concurrency_empty_is_unset(cwd: Path, root: Path) -> None:
 def test_auto_uses_memory_and_cpus(cwd: Path, root: Path) -> None:
     cfg = load(["app:app"], cwd, root, WEB_CONCURRENCY="auto", DYNO_RAM="512")
     assert cfg.workers == 2
-    assert cfg.source("workers").startswith("platform (WEB_CONCURRENCY=auto: 512 MB")
-    assert "256 MB per worker" in cfg.source("workers")
+    assert str(cfg.source("workers")).startswith("platform (WEB_CONCURRENCY=auto: 512 MB")
+    assert "256 MB per worker" in str(cfg.source("workers"))
+
+
+@pytest.mark.parametrize("spelling", ["AUTO", "Auto", " auto "])
+def test_auto_in_any_case_is_auto(cwd: Path, root: Path, spelling: str) -> None:
+    auto = load(["app:app"], cwd, root, WEB_CONCURRENCY="auto", DYNO_RAM="512")
+    other = load(["app:app"], cwd, root, WEB_CONCURRENCY=spelling, DYNO_RAM="512")
+    assert (other.workers, other.workers_auto) == (auto.workers, True)
+    assert other.source("workers").kind is Kind.PLATFORM
+
+
+def test_a_number_or_an_explicit_count_is_not_auto(cwd: Path, root: Path) -> None:
+    assert not load(["app:app"], cwd, root, WEB_CONCURRENCY="3").workers_auto
+    assert not load(["-w", "2", "app:app"], cwd, root, WEB_CONCURRENCY="auto").workers_auto
+
+
+def test_a_bad_cpu_count_names_the_setting_it_sizes(cwd: Path, root: Path) -> None:
+    with pytest.raises(config.ConfigError) as error:
+        load(["app:app"], cwd, root, RENDER_CPU_COUNT="two")
+    assert str(error.value) == (
+        "Error: workers = 'two' from platform (RENDER_CPU_COUNT): not a whole number of CPUs"
+    )
+
+
+def test_a_bad_cpu_count_is_irrelevant_to_an_explicit_worker_count(cwd: Path, root: Path) -> None:
+    cfg = load(["-w", "3", "app:app"], cwd, root, RENDER_CPU_COUNT="two")
+    assert (cfg.workers, str(cfg.source("workers"))) == (3, "command line")
 
 
 def test_auto_follows_worker_memory_and_memory_quota(cwd: Path, root: Path) -> None:
@@ -125,7 +154,7 @@ def test_auto_follows_worker_memory_and_memory_quota(cwd: Path, root: Path) -> N
 def test_unset_with_a_memory_limit_is_computed(cwd: Path, root: Path) -> None:
     cfg = load(["app:app"], cwd, root, DYNO_RAM="1024")
     assert cfg.workers == min(4, 2 * cfg.platform.cpus.amount + 1)
-    assert cfg.source("workers").startswith("platform (")
+    assert str(cfg.source("workers")).startswith("platform (")
 
 
 def test_buildpack_value_is_recomputed(cwd: Path, root: Path) -> None:
@@ -143,7 +172,7 @@ def test_buildpack_value_is_recomputed(cwd: Path, root: Path) -> None:
 def test_memory_quota_defaults_to_detected_memory(cwd: Path, root: Path) -> None:
     cfg = load(["app:app"], cwd, root, DYNO_RAM="512")
     assert cfg.memory_quota == 512 * 2**20
-    assert cfg.source("memory_quota") == "platform (DYNO_RAM)"
+    assert str(cfg.source("memory_quota")) == "platform (DYNO_RAM)"
 
 
 def test_heroku_defaults(cwd: Path, root: Path) -> None:
@@ -152,7 +181,7 @@ def test_heroku_defaults(cwd: Path, root: Path) -> None:
     assert cfg.keepalive == 95
     assert cfg.forwarded_allow_ips == ["*"]
     assert cfg.accesslog == "-"
-    assert cfg.source("graceful_timeout") == "platform (DYNO=web.1)"
+    assert str(cfg.source("graceful_timeout")) == "platform (DYNO=web.1)"
     assert cfg.platform.process_name == "web.1"
 
 
@@ -160,7 +189,7 @@ def test_forwarded_allow_ips_and_sendfile_from_environment(cwd: Path, root: Path
     cfg = load(["app:app"], cwd, root, FORWARDED_ALLOW_IPS="10.0.0.0/8, 1.2.3.4", SENDFILE="0")
     assert cfg.forwarded_allow_ips == ["10.0.0.0/8", "1.2.3.4"]
     assert cfg.sendfile is False
-    assert cfg.source("sendfile") == "platform (SENDFILE=0)"
+    assert str(cfg.source("sendfile")) == "platform (SENDFILE=0)"
 
 
 def test_precedence_file_then_env_args_then_command_line(cwd: Path, root: Path) -> None:
@@ -175,18 +204,18 @@ def test_precedence_file_then_env_args_then_command_line(cwd: Path, root: Path) 
         DYNOCORN_CMD_ARGS="--backlog 300",
         WEB_CONCURRENCY="3",
     )
-    assert (cfg.workers, cfg.source("workers")) == (6, "command line")
-    assert (cfg.timeout, cfg.source("timeout")) == (12, "GUNICORN_CMD_ARGS")
-    assert (cfg.backlog, cfg.source("backlog")) == (300, "DYNOCORN_CMD_ARGS")
-    assert (cfg.keepalive, cfg.source("keepalive")) == (8, "GUNICORN_CMD_ARGS")
-    assert cfg.source("graceful_timeout") == "default"
+    assert (cfg.workers, str(cfg.source("workers"))) == (6, "command line")
+    assert (cfg.timeout, str(cfg.source("timeout"))) == (12, "GUNICORN_CMD_ARGS")
+    assert (cfg.backlog, str(cfg.source("backlog"))) == (300, "DYNOCORN_CMD_ARGS")
+    assert (cfg.keepalive, str(cfg.source("keepalive"))) == (8, "GUNICORN_CMD_ARGS")
+    assert str(cfg.source("graceful_timeout")) == "default"
 
 
 def test_config_file_beats_platform_default(cwd: Path, root: Path) -> None:
     (cwd / "gunicorn.conf.py").write_text("workers = 4\n")
     cfg = load(["app:app"], cwd, root, WEB_CONCURRENCY="3")
     assert cfg.workers == 4
-    assert cfg.source("workers") == "config file (gunicorn.conf.py)"
+    assert str(cfg.source("workers")) == "config file (gunicorn.conf.py)"
 
 
 def test_dynocorn_conf_is_preferred_over_gunicorn_conf(cwd: Path, root: Path) -> None:
@@ -200,7 +229,7 @@ def test_explicit_config_file(cwd: Path, root: Path) -> None:
     (cwd / "other.py").write_text("workers = 7\n")
     cfg = load(["-c", "other.py", "app:app"], cwd, root)
     assert cfg.workers == 7
-    assert cfg.source("workers") == "config file (other.py)"
+    assert str(cfg.source("workers")) == "config file (other.py)"
 
 
 def test_missing_explicit_config_file(cwd: Path, root: Path) -> None:
@@ -235,7 +264,7 @@ def test_unknown_names_in_config_file_warn_with_a_suggestion(cwd: Path, root: Pa
     assert "getpid" not in joined
     assert "_private" not in joined
     assert cfg.post_fork.__name__ == "post_fork"
-    assert cfg.source("post_fork") == "config file (gunicorn.conf.py)"
+    assert str(cfg.source("post_fork")) == "config file (gunicorn.conf.py)"
 
 
 def test_config_file_hook_that_is_not_callable(cwd: Path, root: Path) -> None:
@@ -345,7 +374,7 @@ def test_env_file_from_cmd_args_of_the_real_environment(cwd: Path, root: Path) -
     for variable in ("GUNICORN_CMD_ARGS", "DYNOCORN_CMD_ARGS"):
         cfg = load(["app:app"], cwd, root, **{variable: "--env-file local.env"})
         assert cfg.workers == 6
-        assert cfg.source("env_file") == variable
+        assert str(cfg.source("env_file")) == variable
 
 
 def test_the_config_file_sees_the_env_files(cwd: Path, root: Path) -> None:
@@ -381,7 +410,7 @@ def test_the_config_file_may_name_env_files_and_sees_them(cwd: Path, root: Path)
     cfg = load(["app:app"], cwd, root)
     assert cfg.env_files.added == {"ENVIRONMENT": "development"}
     assert cfg.preload_app is False
-    assert cfg.source("env_file") == "config file (gunicorn.conf.py)"
+    assert str(cfg.source("env_file")) == "config file (gunicorn.conf.py)"
 
 
 def test_print_config_names_each_variables_env_file_but_not_its_value(
@@ -467,8 +496,8 @@ def test_every_environment_variable_in_the_table_changes_its_setting(cwd: Path, 
             if variable == "WEB_CONCURRENCY_SET_BY":  # it qualifies WEB_CONCURRENCY
                 environ["WEB_CONCURRENCY"] = "9"
             cfg = load(["app:app"], cwd, root, **environ)
-            assert cfg.source(setting.name).startswith("platform ("), (setting.name, variable)
-            assert variable in cfg.source(setting.name) or variable == "WEB_CONCURRENCY_SET_BY"
+            assert str(cfg.source(setting.name)).startswith("platform ("), (setting.name, variable)
+            assert variable in str(cfg.source(setting.name)) or variable == "WEB_CONCURRENCY_SET_BY"
 
 
 def test_reload_lines_name_what_changed_and_only_that(cwd: Path, root: Path) -> None:

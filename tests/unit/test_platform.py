@@ -654,20 +654,25 @@ def test_auto_uses_physical_memory(tmp_path: Path) -> None:
         "WEB_CONCURRENCY=auto: 2048 MB (/proc/meminfo) / 256 MB per worker,"
         " 2 CPUs (sched_getaffinity)",
         from_platform=True,
+        auto=True,
     )
 
 
 def test_auto_memory_bound(tmp_path: Path) -> None:
     root = write_tree(tmp_path, meminfo(512 * 1024))
     platform = detect({"WEB_CONCURRENCY": "AUTO"}, root, affinity=lambda: 8, ipv6=True)
-    assert worker_count(platform, 256).workers == 2
+    count = worker_count(platform, 256)
+    assert (count.workers, count.auto) == (2, True)  # AUTO is auto
 
 
 def test_auto_without_memory_uses_cpus(tmp_path: Path) -> None:
     platform = detect({"WEB_CONCURRENCY": "auto"}, tmp_path, affinity=lambda: 1, ipv6=True)
     assert platform.memory is None
     assert worker_count(platform, 256) == WorkerCount(
-        3, "WEB_CONCURRENCY=auto: memory unknown, 1 CPU (sched_getaffinity)", from_platform=True
+        3,
+        "WEB_CONCURRENCY=auto: memory unknown, 1 CPU (sched_getaffinity)",
+        from_platform=True,
+        auto=True,
     )
 
 

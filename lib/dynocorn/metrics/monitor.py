@@ -142,7 +142,7 @@ class MemoryMonitor:
         )
         self.budget = cfg.memory_budget
         self.metrics_interval = cfg.metrics_interval
-        self.auto = cfg.source("workers").startswith("platform (WEB_CONCURRENCY=auto")
+        self.auto = cfg.workers_auto
         self.cpu_cap = 2 * cfg.platform.cpus.amount + 1
         self.enabled = bool(
             self.metrics_interval or self.soft or self.hard or self.quota or self.statsd

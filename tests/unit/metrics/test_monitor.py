@@ -346,8 +346,9 @@ def test_one_worker_over_the_budget_is_reported_not_recycled(make: Maker) -> Non
 # --- WEB_CONCURRENCY=auto -------------------------------------------------------------------
 
 
-def test_auto_refines_the_count_once_from_a_worker_that_has_worked(make: Maker) -> None:
-    dyno = make("--memory-quota", "512MB", environ={"WEB_CONCURRENCY": "auto"})
+@pytest.mark.parametrize("auto", ["auto", "AUTO", "Auto"])
+def test_auto_refines_the_count_once_from_a_worker_that_has_worked(make: Maker, auto: str) -> None:
+    dyno = make("--memory-quota", "512MB", environ={"WEB_CONCURRENCY": auto})
     dyno.memory(MASTER, 20.8)
     workers = [dyno.worker(11, 50, requests=99), dyno.worker(12, 50, requests=10)]
     assert dyno.sample(workers).workers is None

@@ -31,6 +31,7 @@ from dynocorn.channel import MasterChannel
 from dynocorn.config import reload_lines
 from dynocorn.handoff import Balance
 from dynocorn.logs import LogFile
+from dynocorn.memory_policy import MemoryPolicy
 from dynocorn.metrics.monitor import MemoryMonitor
 from dynocorn.worker_handle import WorkerHandle
 from dynocorn.workers import WorkerClassError, worker_class_for
@@ -116,6 +117,7 @@ class Arbiter:
         # The runtime-metrics lines go to stdout, as the platform's own do.
         self.metrics_out = LogFile("-", sys.stdout)
         self.monitor = MemoryMonitor(cfg, self.log, self.metrics_out.write, os.environ)
+        self.memory_policy = MemoryPolicy(cfg)
         self.unaffordable_logged = False
 
     # -- start-up
@@ -236,7 +238,13 @@ class Arbiter:
         return timeout
 
     def act_on_memory(self, now: float) -> None:
-        decisions = self.monitor.sample(now, list(self.workers.values()))
+        workers = list(self.workers.values())
+        sample = self.monitor.sample(now, workers)
+        decisions = self.memory_policy.decide(now, sample.total, sample.master, workers)
+        for warning in decisions.warnings:
+            self.log.warning(warning)
+        for note in decisions.notes:
+            self.log.info(note)
         if self.stopping:
             return
         for handle, reason in decisions.stop:
@@ -293,6 +301,7 @@ class Arbiter:
         old_workers = self.num_workers
         self.cfg = new_cfg
         self.monitor.configure(new_cfg)
+        self.memory_policy.configure(new_cfg)
         self.num_workers = new_cfg.workers
         self.worker_class = new_worker_class
         self.cfg.on_reload(self)
@@ -463,7 +472,10 @@ class Arbiter:
 
     def affordable(self) -> bool:
         """One more worker fits in the memory quota (say so once when it does not)."""
-        if self.monitor.can_afford(list(self.workers.values())):
+        workers = list(self.workers.values())
+        self.monitor.see(workers)
+        monitor = self.monitor
+        if self.memory_policy.can_afford(monitor.latest, monitor.counted, monitor.grown, workers):
             self.unaffordable_logged = False
             return True
         if not self.unaffordable_logged:

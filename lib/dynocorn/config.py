@@ -56,7 +56,7 @@ class Config:
     sources: dict[str, Source]
     platform: platform.Platform
     # The workers were sized by WEB_CONCURRENCY=auto: the memory monitor may refine the
-    # count once it has measured the workers (metrics/monitor.py).
+    # count once it has measured the workers (memory_policy.py).
     workers_auto: bool = False
     config_file: Path | str | None = None  # a path, or "python:module"
     # What built it, so HUP can build it again and USR2 can re-execute the same command.

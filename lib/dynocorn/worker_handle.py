@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,3 +45,72 @@ class WorkerHandle:
         return (
             self.stop_requested_at is not None and now - self.stop_requested_at > graceful_timeout
         )
+
+
+class Slots:
+    """Stable worker numbers: a worker takes the slot of the one it replaces, like puma's
+    worker index, so a slot's series in a dashboard follows one place in the pool.
+
+    A new worker takes, in order: the lowest free slot, one whose worker exited (crashed,
+    recycled, stopped) or is on its way out (retiring, told to stop); else, during a HUP,
+    the slot of the oldest worker of the previous generation that has no successor yet
+    (HUP replaces the oldest first, and stops it once its successor is ready); else the
+    lowest slot no worker holds. Slots are assigned whenever the monitor is shown the
+    workers (before each spawn and at each sample), oldest first: before anything reports
+    them.
+    """
+
+    def __init__(self) -> None:
+        self.slot: dict[int, int] = {}  # pid -> slot
+        self.generation_of: dict[int, int] = {}  # pid -> configuration generation
+        self.generation = 0
+        self.vacated: set[int] = set()  # slots whose worker exited, not yet taken again
+
+    def new_generation(self) -> None:
+        """A HUP: the workers there are now will each be replaced, slot by slot."""
+        self.generation += 1
+        self.vacated.clear()  # numbers left by a TTOU stay unused until a TTIN
+
+    def release(self, pid: int) -> None:
+        slot = self.slot.pop(pid, None)
+        self.generation_of.pop(pid, None)
+        if slot is not None and slot not in self.slot.values():
+            self.vacated.add(slot)
+
+    def assign(self, workers: list[WorkerHandle]) -> None:
+        for handle in sorted(workers, key=lambda h: h.age):
+            if handle.pid not in self.slot:
+                slot = self.choose(handle, workers)
+                self.slot[handle.pid] = slot
+                self.generation_of[handle.pid] = self.generation
+                self.vacated.discard(slot)
+
+    def choose(self, new: WorkerHandle, workers: list[WorkerHandle]) -> int:
+        slotted = [h for h in workers if h.pid in self.slot and h is not new]
+        serving = {self.slot[h.pid] for h in slotted if not h.stopping}
+        leaving = {self.slot[h.pid] for h in slotted if h.stopping}
+        free = (self.vacated | leaving) - serving
+        if free:
+            return min(free)
+        current = {self.slot[h.pid] for h in slotted if self.is_current(h)}
+        previous = sorted(
+            (h for h in slotted if not self.is_current(h) and self.slot[h.pid] not in current),
+            key=lambda h: h.age,
+        )
+        if previous:
+            return self.slot[previous[0].pid]
+        held = {self.slot[h.pid] for h in slotted}
+        return next(slot for slot in itertools.count(1) if slot not in held)
+
+    def is_current(self, handle: WorkerHandle) -> bool:
+        return self.generation_of.get(handle.pid) == self.generation
+
+    def holders(self, workers: list[WorkerHandle]) -> list[tuple[int, WorkerHandle]]:
+        """(slot, worker) by slot; where a worker on its way out and its successor share a
+        slot, the successor (the newer) shows."""
+        newest: dict[int, WorkerHandle] = {}
+        for handle in workers:
+            slot = self.slot.get(handle.pid)
+            if slot is not None and (slot not in newest or handle.age > newest[slot].age):
+                newest[slot] = handle
+        return sorted(newest.items())

@@ -1,39 +1,23 @@
-"""The master's view of memory: samples, the runtime-metrics lines, and memory decisions.
+"""The master's view of memory: samples, the runtime-metrics lines and StatsD gauges.
 
 How this works: every few seconds (`check_interval`) the master reads each worker's memory
 from /proc (a few hundred microseconds each) and the dyno's total (the cgroup's own
 accounting when the cgroup is ours, else the sum of PSS). Every `metrics_interval` it prints
 Heroku's two lines, dynocorn's per-worker line and, when the processes' rss + swap is over
-the quota, the R14 pair (page cache counts in memory_total, not in R14). From the
-same sample it decides what the arbiter should do, and the arbiter does it:
+the quota, the R14 pair (page cache counts in memory_total, not in R14). The same sample
+goes to the memory policy (memory_policy.py), whose decisions the arbiter carries out.
 
-- a worker over the hard limit is stopped (TERM, then SIGKILL after graceful_timeout);
-- a worker over the soft limit is recycled gracefully, once it has served
-  MIN_REQUESTS_FOR_RECYCLING requests or lived MIN_SECONDS_FOR_RECYCLING (the worker checks
-  itself after requests too; this catches one that is idle);
-- past `memory_budget` of the quota, the largest worker is recycled, one at a time;
-- a new worker is not started when its expected size would push the total over the quota
-  (workers started since the last sample, or still booting in it, count at that size too);
-- with WEB_CONCURRENCY=auto, once the first worker has served REFINE_AFTER requests, the
-  worker count is refined from its measured size.
-
-If every fresh worker is already over a limit, that limit is below the app's footprint:
-enforcing it would only restart workers in a loop, so that limit alone is suspended, with one
-warning, until a HUP brings new settings. (The hard limit stays on unless it is below the
-footprint too.)
-
-Workers are numbered by slot, not by age: a worker takes the slot of the one it replaces, so
-`worker.2.*` in the lines and gauges follows one place in the pool across replacements.
+Workers are numbered by slot, not by age (worker_handle.Slots), so `worker.2.*` in the lines
+and gauges follows one place in the pool across replacements.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,6 +34,8 @@ from dynocorn.metrics.memory import (
 )
 from dynocorn.metrics.queue import Percentiles
 from dynocorn.metrics.statsd import StatsD, parse_statsd_host
+from dynocorn.units import format_mb
+from dynocorn.worker_handle import Slots
 
 if TYPE_CHECKING:
     from dynocorn.config import Config
@@ -58,27 +44,17 @@ if TYPE_CHECKING:
 
 MB = 2**20
 CHECK_INTERVAL = 5.0  # seconds between memory checks when metrics lines are rarer
-REFINE_AFTER = 100  # requests the first worker serves before `auto` refines the count
-# A worker is recycled for memory only once it has served this many requests or lived this
-# long: fewer would restart workers in a storm, and an idle worker that grew past the limit
-# in a few requests must still be recycled.
-MIN_REQUESTS_FOR_RECYCLING = 10
-MIN_SECONDS_FOR_RECYCLING = 30.0
 
 
-@dataclass
-class Decisions:
-    stop: list[tuple[WorkerHandle, str]] = field(default_factory=list)  # reason logged
-    workers: int | None = None  # a new target worker count (auto refinement)
+@dataclass(frozen=True)
+class Sample:
+    total: DynoMemory  # the dyno's (or the sum of our processes')
+    master: ProcessMemory | None  # None when it could not be read
 
 
-def mb(nbytes: float) -> str:
-    return f"{nbytes / MB:.1f}MB"
-
-
-def old_enough_to_recycle(requests: int, lived: float) -> bool:
-    """The minimum lifetime before memory recycling: N requests or T seconds."""
-    return requests >= MIN_REQUESTS_FOR_RECYCLING or lived >= MIN_SECONDS_FOR_RECYCLING
+def limits_memory(cfg: Config) -> bool:
+    """Whether a memory limit is set, whose enforcement needs samples even without lines."""
+    return bool(cfg.max_worker_memory or cfg.max_worker_memory_hard or cfg.memory_quota)
 
 
 class MemoryMonitor:
@@ -114,9 +90,6 @@ class MemoryMonitor:
         # pid -> PSS in `latest`, and the pids that were ready (full-grown) when sampled.
         self.counted: dict[int, int] = {}
         self.grown: set[int] = set()
-        self.refined = False
-        self.budget_victim: int | None = None
-        self.too_big_warned = False
 
     def start_statsd(self, cfg: Config) -> StatsD | None:
         """The master's client. The error log counts its warnings and errors through it,
@@ -136,20 +109,8 @@ class MemoryMonitor:
         """(Re)read the settings: at start and on HUP."""
         self.cfg = cfg
         self.quota: int | None = cfg.memory_quota
-        self.soft: int | None = cfg.max_worker_memory
-        self.hard: int | None = cfg.max_worker_memory_hard or (
-            int(self.soft * 1.5) if self.soft else None
-        )
-        self.budget = cfg.memory_budget
         self.metrics_interval = cfg.metrics_interval
-        self.auto = cfg.workers_auto
-        self.cpu_cap = 2 * cfg.platform.cpus.amount + 1
-        self.enabled = bool(
-            self.metrics_interval or self.soft or self.hard or self.quota or self.statsd
-        )
-        # New limits get a new chance: they may be above the footprint.
-        self.soft_suspended = False
-        self.hard_suspended = False
+        self.enabled = bool(self.metrics_interval or limits_memory(cfg) or self.statsd)
         self.slots.new_generation()
 
     # -- when to sample
@@ -170,7 +131,7 @@ class MemoryMonitor:
     def next_wakeup(self, now: float) -> float:
         return max(0.0, self.next_check - now) if self.enabled else float("inf")
 
-    def sample(self, now: float, workers: list[WorkerHandle]) -> Decisions:
+    def sample(self, now: float, workers: list[WorkerHandle]) -> Sample:
         interval = CHECK_INTERVAL
         if self.metrics_interval:
             interval = min(interval, self.metrics_interval)
@@ -196,7 +157,7 @@ class MemoryMonitor:
             self.print_lines(now, total, master, workers)
         if self.statsd is not None:
             self.send_gauges(total, workers)
-        return self.decide(now, total, master, workers)
+        return Sample(total, master)
 
     def dyno_memory(
         self,
@@ -293,213 +254,20 @@ class MemoryMonitor:
                 self.statsd.gauge(f"memory.worker.{slot}.pss_mb", round(handle.memory.pss / MB, 2))
                 self.statsd.gauge(f"memory.worker.{slot}.uss_mb", round(handle.memory.uss / MB, 2))
 
-    # -- decisions
-
-    def decide(
-        self,
-        now: float,
-        total: DynoMemory,
-        master: ProcessMemory | None,
-        workers: list[WorkerHandle],
-    ) -> Decisions:
-        decisions = Decisions()
-        serving = [h for h in workers if not h.stopping and h.memory is not None]
-        self.check_footprint(workers)
-        for handle in serving:
-            reason = self.over_a_limit(now, handle)
-            if reason:
-                decisions.stop.append((handle, reason))
-        if self.quota and total.held > self.budget * self.quota:
-            self.recycle_largest(total, serving, decisions)
-        else:
-            self.too_big_warned = False
-        if self.auto and not self.refined:
-            decisions.workers = self.refine(master, serving)
-        return decisions
-
-    def over_a_limit(self, now: float, handle: WorkerHandle) -> str | None:
-        """Why this worker must go for its own size, or None."""
-        assert handle.memory is not None
-        uss = handle.memory.uss
-        if self.hard and not self.hard_suspended and uss > self.hard:
-            return f"uses {mb(uss)}, over the hard limit {mb(self.hard)}"
-        if (
-            self.soft
-            and not self.soft_suspended
-            and uss > self.soft
-            and old_enough_to_recycle(handle.requests, now - handle.spawned_at)
-        ):
-            return f"uses {mb(uss)}, over max_worker_memory {mb(self.soft)}"
-        return None
-
-    def check_footprint(self, workers: list[WorkerHandle]) -> None:
-        """When every fresh worker was over a limit at boot, that limit cannot work: suspend
-        it (with one warning) rather than restart workers in a loop. Judged once every
-        serving worker has reported its boot size; a HUP (configure) judges anew."""
-        boots = [h.stats.get("boot_uss") for h in workers if not h.stopping]
-        if not boots or not all(isinstance(boot, int) for boot in boots):
-            return
-        smallest = min(int(boot) for boot in boots if boot is not None)
-        if self.soft and not self.soft_suspended and smallest > self.soft:
-            self.soft_suspended = True
-            hard = "is suspended too" if self.hard and smallest > self.hard else "still applies"
-            self.log.warning(
-                f"max_worker_memory {mb(self.soft)} is below the app's footprint: every fresh "
-                f"worker already uses {mb(smallest)} or more of private memory. Recycling at "
-                f"this limit is off, so that workers do not restart in a loop (the hard limit "
-                f"{hard}); raise it and send HUP."
-            )
-        if self.hard and not self.hard_suspended and smallest > self.hard:
-            self.hard_suspended = True
-            if not self.soft_suspended or not self.soft:
-                self.log.warning(
-                    f"The hard memory limit {mb(self.hard)} is below the app's footprint "
-                    f"({mb(smallest)} per fresh worker): it is off; raise it and send HUP."
-                )
-
-    def recycle_largest(
-        self, total: DynoMemory, serving: list[WorkerHandle], decisions: Decisions
-    ) -> None:
-        if self.budget_victim is not None and any(h.pid == self.budget_victim for h in serving):
-            return  # one at a time: the last one is still on its way out
-        chosen = {handle.pid for handle, _ in decisions.stop}
-        candidates = [h for h in serving if h.pid not in chosen]
-        if len(candidates) < 1 or (len(serving) <= 1 and not chosen):
-            # With a single worker, recycling it frees nothing for long: say so instead,
-            # once until the dyno is back under its budget.
-            if self.too_big_warned:
-                return
-            self.too_big_warned = True
-            self.log.warning(
-                f"Dyno memory {mb(total.held)} is over {self.budget:.0%} of the quota "
-                f"{mb(self.quota or 0)} with one worker: the app itself is too big for the dyno"
-            )
-            return
-        assert self.quota is not None
-        largest = max(candidates, key=lambda h: h.memory.uss if h.memory else 0)
-        self.budget_victim = largest.pid
-        uss = largest.memory.uss if largest.memory else 0
-        decisions.stop.append(
-            (
-                largest,
-                f"is the largest worker ({mb(uss)}) and the dyno uses {mb(total.held)}, "
-                f"over {self.budget:.0%} of the quota {mb(self.quota)}",
-            )
-        )
-
-    def refine(self, master: ProcessMemory | None, serving: list[WorkerHandle]) -> int | None:
-        """WEB_CONCURRENCY=auto: size the pool from a worker that has done real work."""
-        worked = [h for h in serving if h.requests >= REFINE_AFTER and h.memory is not None]
-        if not worked or not self.quota:
-            return None
-        self.refined = True
-        per_worker = max(h.memory.pss for h in worked if h.memory is not None)
-        available = self.budget * self.quota - (master.pss if master else 0)
-        count = max(1, min(self.cpu_cap, int(available // max(per_worker, 1))))
-        self.log.info(
-            f"WEB_CONCURRENCY=auto: a worker measured {mb(per_worker)} (PSS) after "
-            f"{REFINE_AFTER} requests; {mb(available)} of the quota is available, so "
-            f"{count} workers (at most {self.cpu_cap} for the CPUs)"
-        )
-        return count
-
-    def can_afford(self, workers: list[WorkerHandle]) -> bool:
-        """Whether one more worker fits in the quota.
-
-        From the last sample: what the processes held then, plus, for each worker the sample
-        did not see full-grown (started since, or still booting then), the growth to the size
-        of the largest that was, plus that size once more for the new worker. Several spawns
-        between two samples (TTIN, HUP, replacements) so each see the ones before them.
-        """
+    def see(self, workers: list[WorkerHandle]) -> None:
+        """The workers there are now: each gets its slot, oldest first (the arbiter shows
+        them before each spawn, so that the newcomer's is chosen knowing all the others)."""
         self.slots.assign(workers)
-        if not self.quota or self.latest is None:
-            return True
-        sizes = [self.counted[pid] for pid in self.grown]
-        if not sizes:
-            return True  # no worker measured yet: nothing to judge by
-        size = max(sizes)
-        growth = sum(
-            max(0, size - self.counted.get(handle.pid, 0))
-            for handle in workers
-            if handle.pid not in self.grown
-        )
-        return self.latest.held + growth + size <= self.quota
 
     def quota_text(self) -> str:
         held = self.latest.held if self.latest else 0
-        return f"using {mb(held)} of {mb(self.quota or 0)}"
+        return f"using {format_mb(held)} of {format_mb(self.quota or 0)}"
 
     def last_seen(self, handle: WorkerHandle) -> str:
         memory = handle.memory
         if memory is None:
             return "no memory sample yet"
-        return f"last sample: USS {mb(memory.uss)}, PSS {mb(memory.pss)}, RSS {mb(memory.rss)}"
-
-
-class Slots:
-    """Stable worker numbers: a worker takes the slot of the one it replaces, like puma's
-    worker index, so a slot's series in a dashboard follows one place in the pool.
-
-    A new worker takes, in order: the lowest free slot, one whose worker exited (crashed,
-    recycled, stopped) or is on its way out (retiring, told to stop); else, during a HUP,
-    the slot of the oldest worker of the previous generation that has no successor yet
-    (HUP replaces the oldest first, and stops it once its successor is ready); else the
-    lowest slot no worker holds. Slots are assigned whenever the monitor is shown the
-    workers (before each spawn and at each sample), oldest first: before anything reports
-    them.
-    """
-
-    def __init__(self) -> None:
-        self.slot: dict[int, int] = {}  # pid -> slot
-        self.generation_of: dict[int, int] = {}  # pid -> configuration generation
-        self.generation = 0
-        self.vacated: set[int] = set()  # slots whose worker exited, not yet taken again
-
-    def new_generation(self) -> None:
-        """A HUP: the workers there are now will each be replaced, slot by slot."""
-        self.generation += 1
-        self.vacated.clear()  # numbers left by a TTOU stay unused until a TTIN
-
-    def release(self, pid: int) -> None:
-        slot = self.slot.pop(pid, None)
-        self.generation_of.pop(pid, None)
-        if slot is not None and slot not in self.slot.values():
-            self.vacated.add(slot)
-
-    def assign(self, workers: list[WorkerHandle]) -> None:
-        for handle in sorted(workers, key=lambda h: h.age):
-            if handle.pid not in self.slot:
-                slot = self.choose(handle, workers)
-                self.slot[handle.pid] = slot
-                self.generation_of[handle.pid] = self.generation
-                self.vacated.discard(slot)
-
-    def choose(self, new: WorkerHandle, workers: list[WorkerHandle]) -> int:
-        slotted = [h for h in workers if h.pid in self.slot and h is not new]
-        serving = {self.slot[h.pid] for h in slotted if not h.stopping}
-        leaving = {self.slot[h.pid] for h in slotted if h.stopping}
-        free = (self.vacated | leaving) - serving
-        if free:
-            return min(free)
-        current = {self.slot[h.pid] for h in slotted if self.is_current(h)}
-        previous = sorted(
-            (h for h in slotted if not self.is_current(h) and self.slot[h.pid] not in current),
-            key=lambda h: h.age,
+        return (
+            f"last sample: USS {format_mb(memory.uss)}, PSS {format_mb(memory.pss)}, "
+            f"RSS {format_mb(memory.rss)}"
         )
-        if previous:
-            return self.slot[previous[0].pid]
-        held = {self.slot[h.pid] for h in slotted}
-        return next(slot for slot in itertools.count(1) if slot not in held)
-
-    def is_current(self, handle: WorkerHandle) -> bool:
-        return self.generation_of.get(handle.pid) == self.generation
-
-    def holders(self, workers: list[WorkerHandle]) -> list[tuple[int, WorkerHandle]]:
-        """(slot, worker) by slot; where a worker on its way out and its successor share a
-        slot, the successor (the newer) shows."""
-        newest: dict[int, WorkerHandle] = {}
-        for handle in workers:
-            slot = self.slot.get(handle.pid)
-            if slot is not None and (slot not in newest or handle.age > newest[slot].age):
-                newest[slot] = handle
-        return sorted(newest.items())

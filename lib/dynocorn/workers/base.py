@@ -28,10 +28,14 @@ from typing import TYPE_CHECKING
 from dynocorn import apploader, process
 from dynocorn.channel import WorkerChannel
 from dynocorn.metrics.memory import RssReader, read_process_memory
-from dynocorn.metrics.monitor import MIN_REQUESTS_FOR_RECYCLING, mb, old_enough_to_recycle
 from dynocorn.metrics.queue import Percentiles
 from dynocorn.metrics.statsd import StatsD, parse_statsd_host
-from dynocorn.workers.memory_guard import MemoryGuard
+from dynocorn.units import format_mb
+from dynocorn.workers.memory_guard import (
+    MIN_REQUESTS_FOR_RECYCLING,
+    MemoryGuard,
+    old_enough_to_recycle,
+)
 
 # Blocked by the master around fork(); a worker unblocks them once its handlers are in place.
 FORK_SIGNALS = {
@@ -259,8 +263,8 @@ class Worker:
         finally:
             guard.lock.release()
         self.log.info(
-            f"Worker (pid:{self.pid}) uses {mb(uss)} of private memory, over "
-            f"max_worker_memory {mb(guard.limit)}, after {self.nr} requests"
+            f"Worker (pid:{self.pid}) uses {format_mb(uss)} of private memory, over "
+            f"max_worker_memory {format_mb(guard.limit)}, after {self.nr} requests"
         )
         self.retire("max worker memory")
 

@@ -27,6 +27,17 @@ import threading
 from dynocorn.metrics.memory import RssReader, read_process_memory
 
 MAX_STRIDE = 16  # requests between two reads of statm, far from the limit
+# A worker is recycled for memory only once it has served this many requests or lived this
+# long: fewer would restart workers in a storm, and an idle worker that grew past the limit
+# in a few requests must still be recycled. The master's samples (memory_policy.py) follow
+# the same rule.
+MIN_REQUESTS_FOR_RECYCLING = 10
+MIN_SECONDS_FOR_RECYCLING = 30.0
+
+
+def old_enough_to_recycle(requests: int, lived: float) -> bool:
+    """The minimum lifetime before memory recycling: N requests or T seconds."""
+    return requests >= MIN_REQUESTS_FOR_RECYCLING or lived >= MIN_SECONDS_FOR_RECYCLING
 
 
 class MemoryGuard:

@@ -20,14 +20,14 @@ import pytest
 from dynocorn import config
 from dynocorn.channel import MasterChannel
 from dynocorn.logs import ErrorLog, LogFile
-from dynocorn.metrics.monitor import (
+from dynocorn.memory_policy import Decisions, MemoryPolicy
+from dynocorn.metrics.monitor import MemoryMonitor
+from dynocorn.worker_handle import WorkerHandle
+from dynocorn.workers.memory_guard import (
     MIN_REQUESTS_FOR_RECYCLING,
     MIN_SECONDS_FOR_RECYCLING,
-    Decisions,
-    MemoryMonitor,
     old_enough_to_recycle,
 )
-from dynocorn.worker_handle import WorkerHandle
 
 MB = 2**20
 MASTER = 1000
@@ -36,9 +36,11 @@ NOW = 1000.0  # the monitor's clock in these tests; workers are spawned before i
 
 @dataclass
 class Dyno:
-    """A monitor, the fake /proc it reads, and what it logged and printed."""
+    """A monitor and the memory policy, as the arbiter uses them; the fake /proc the
+    monitor reads, and what the two logged and printed."""
 
     monitor: MemoryMonitor
+    policy: MemoryPolicy
     proc: Path
     channel: MasterChannel
     log: io.StringIO
@@ -84,7 +86,22 @@ class Dyno:
         return handle
 
     def sample(self, workers: list[WorkerHandle], now: float = NOW) -> Decisions:
-        return self.monitor.sample(now, workers)
+        """A sample and what the policy decides from it (its messages go to the log)."""
+        sample = self.monitor.sample(now, workers)
+        decisions = self.policy.decide(now, sample.total, sample.master, workers)
+        for message in decisions.warnings + decisions.notes:
+            self.monitor.log.warning(message)
+        return decisions
+
+    def can_afford(self, workers: list[WorkerHandle]) -> bool:
+        self.monitor.see(workers)
+        monitor = self.monitor
+        return self.policy.can_afford(monitor.latest, monitor.counted, monitor.grown, workers)
+
+    def configure(self, cfg: config.Config) -> None:
+        """A HUP's new settings."""
+        self.monitor.configure(cfg)
+        self.policy.configure(cfg)
 
     @property
     def held(self) -> int:
@@ -134,7 +151,7 @@ def make(tmp_path: Path, channel: MasterChannel) -> Iterator[Maker]:
             root=root,
             master_pid=MASTER,
         )
-        dyno = Dyno(monitor, root / "proc", channel, log, lines)
+        dyno = Dyno(monitor, MemoryPolicy(cfg), root / "proc", channel, log, lines)
         built.append(dyno)
         return dyno
 
@@ -159,7 +176,7 @@ def test_spawns_between_two_samples_count_the_ones_before(make: Maker) -> None:
     assert dyno.held == 400 * MB
     spawned = 0
     for _ in range(3):  # three TTINs handled in one pass of the master's loop
-        if not dyno.monitor.can_afford(workers):
+        if not dyno.can_afford(workers):
             break
         workers.append(dyno.worker(100 + spawned))  # started: not sampled yet
         spawned += 1
@@ -179,15 +196,15 @@ def test_a_worker_still_booting_when_sampled_counts_at_full_size(
     workers.append(dyno.worker(14, 10, ready=False))
     dyno.sample(workers)
     assert dyno.held == 310 * MB
-    assert dyno.monitor.can_afford(workers) is affordable
+    assert dyno.can_afford(workers) is affordable
 
 
 def test_before_any_measured_worker_anything_is_affordable(make: Maker) -> None:
     dyno = make("--memory-quota", "1MB")
-    assert dyno.monitor.can_afford([])  # no sample yet: the configured count starts
+    assert dyno.can_afford([])  # no sample yet: the configured count starts
     workers = [dyno.worker(11, 100, ready=False)]
     dyno.sample(workers)
-    assert dyno.monitor.can_afford(workers)  # nothing full-grown to judge by
+    assert dyno.can_afford(workers)  # nothing full-grown to judge by
 
 
 def test_an_exit_frees_only_what_the_last_sample_counted(make: Maker) -> None:
@@ -212,14 +229,14 @@ def test_an_exit_frees_only_what_the_last_sample_counted(make: Maker) -> None:
 def test_over_the_hard_limit_a_worker_is_stopped_at_once(make: Maker) -> None:
     dyno = make("--max-worker-memory", "100MB")  # hard: 1.5 x, 150 MB
     workers = [dyno.worker(11, 151, lived=0.5), dyno.worker(12, 149, lived=0.5)]
-    assert stopped(dyno.sample(workers)) == {11: "uses 151.0MB, over the hard limit 150.0MB"}
+    assert stopped(dyno.sample(workers)) == {11: "uses 151 MB, over the hard limit 150 MB"}
 
 
 def test_the_hard_limit_can_be_set_alone(make: Maker) -> None:
     dyno = make("--max-worker-memory-hard", "200MB")
     assert dyno.monitor.enabled
     workers = [dyno.worker(11, 201), dyno.worker(12, 199, requests=1000)]
-    assert stopped(dyno.sample(workers)) == {11: "uses 201.0MB, over the hard limit 200.0MB"}
+    assert stopped(dyno.sample(workers)) == {11: "uses 201 MB, over the hard limit 200 MB"}
 
 
 @pytest.mark.parametrize(
@@ -239,7 +256,7 @@ def test_over_the_soft_limit_after_the_minimum_lifetime(
 ) -> None:
     dyno = make("--max-worker-memory", "100MB")
     workers = [dyno.worker(11, 120, requests=requests, lived=lived)]
-    expected = {11: "uses 120.0MB, over max_worker_memory 100.0MB"} if recycled else {}
+    expected = {11: "uses 120 MB, over max_worker_memory 100 MB"} if recycled else {}
     assert stopped(dyno.sample(workers)) == expected
 
 
@@ -268,8 +285,8 @@ def test_one_worker_over_the_limit_at_boot_turns_nothing_off(make: Maker) -> Non
         dyno.worker(13, 100, boot_uss_mb=30, requests=50),
     ]
     assert stopped(dyno.sample(workers)) == {
-        12: "uses 500.0MB, over the hard limit 400.0MB",
-        13: "uses 100.0MB, over max_worker_memory 64.0MB",
+        12: "uses 500 MB, over the hard limit 400 MB",
+        13: "uses 100 MB, over max_worker_memory 64 MB",
     }
     assert "footprint" not in dyno.logged
 
@@ -280,12 +297,12 @@ def test_every_fresh_worker_over_the_soft_limit_suspends_it_alone(make: Maker) -
         dyno.worker(11, 100, boot_uss_mb=70, requests=50),
         dyno.worker(12, 500, boot_uss_mb=80, requests=50),
     ]
-    assert stopped(dyno.sample(workers)) == {12: "uses 500.0MB, over the hard limit 400.0MB"}
+    assert stopped(dyno.sample(workers)) == {12: "uses 500 MB, over the hard limit 400 MB"}
     dyno.sample(workers)
     warnings = re.findall(r"\[WARNING\] (.*)", dyno.logged)
     assert warnings == [
-        "max_worker_memory 64.0MB is below the app's footprint: every fresh worker already "
-        "uses 70.0MB or more of private memory. Recycling at this limit is off, so that "
+        "max_worker_memory 64 MB is below the app's footprint: every fresh worker already "
+        "uses 70 MB or more of private memory. Recycling at this limit is off, so that "
         "workers do not restart in a loop (the hard limit still applies); raise it and send HUP."
     ]
 
@@ -303,7 +320,7 @@ def test_the_footprint_is_judged_once_every_worker_has_reported(make: Maker) -> 
         dyno.worker(11, 90, boot_uss_mb=70, requests=50),
         dyno.worker(12, 30, ready=False),  # still booting: no boot size yet
     ]
-    assert stopped(dyno.sample(workers)) == {11: "uses 90.0MB, over max_worker_memory 64.0MB"}
+    assert stopped(dyno.sample(workers)) == {11: "uses 90 MB, over max_worker_memory 64 MB"}
     assert "footprint" not in dyno.logged
 
 
@@ -315,7 +332,7 @@ def test_a_hup_with_new_limits_judges_them_anew(make: Maker, tmp_path: Path) -> 
     raised = config.load(
         ["--metrics-interval", "0", "--max-worker-memory", "90MB", "app:app"], {}, tmp_path
     )
-    dyno.monitor.configure(raised)
+    dyno.configure(raised)
     assert set(stopped(dyno.sample(workers))) == {11, 12}
 
 
@@ -327,8 +344,7 @@ def test_over_the_budget_the_largest_worker_goes_first_one_at_a_time(make: Maker
     dyno.memory(MASTER, 50)
     workers = [dyno.worker(11, 100), dyno.worker(12, 200), dyno.worker(13, 150)]
     assert stopped(dyno.sample(workers)) == {
-        12: "is the largest worker (200.0MB) and the dyno uses 500.0MB, over 90% of the quota "
-        "512.0MB"
+        12: "is the largest worker (200 MB) and the dyno uses 500 MB, over 90% of the quota 512 MB"
     }
     assert stopped(dyno.sample(workers)) == {}  # the arbiter has not stopped it yet
     workers[1].stopping = True
@@ -354,9 +370,9 @@ def test_auto_refines_the_count_once_from_a_worker_that_has_worked(make: Maker, 
     assert dyno.sample(workers).workers is None
     workers[0].stats["requests"] = 100
     # (0.9 x 512 - 20.8) // 50 = 8, capped at 2 x CPUs + 1
-    expected = min(8, dyno.monitor.cpu_cap)
+    expected = min(8, dyno.policy.cpu_cap)
     assert dyno.sample(workers).workers == expected
-    assert "a worker measured 50.0MB (PSS) after 100 requests" in dyno.logged
+    assert "a worker measured 50 MB (PSS) after 100 requests" in dyno.logged
     assert dyno.sample(workers).workers is None  # once
 
 
@@ -365,7 +381,7 @@ def test_auto_refines_the_count_once_from_a_worker_that_has_worked(make: Maker, 
 
 def slots(dyno: Dyno, workers: list[WorkerHandle]) -> dict[int, int]:
     """pid -> slot as the per-worker line shows them."""
-    dyno.monitor.can_afford(workers)  # the arbiter asks before each spawn
+    dyno.can_afford(workers)  # the arbiter asks before each spawn
     return {handle.pid: slot for slot, handle in dyno.monitor.slots.holders(workers)}
 
 
@@ -387,7 +403,7 @@ def test_hup_replaces_workers_slot_by_slot(make: Maker) -> None:
     old = [dyno.worker(pid) for pid in (11, 12, 13)]
     workers = list(old)
     assert slots(dyno, workers) == {11: 1, 12: 2, 13: 3}
-    dyno.monitor.configure(dyno.monitor.cfg)  # HUP
+    dyno.configure(dyno.monitor.cfg)  # HUP
     # Each successor starts while its old worker still serves; then the old one stops.
     for old_worker, new_pid in zip(old[:2], (21, 22), strict=True):
         workers.append(dyno.worker(new_pid))
@@ -401,7 +417,7 @@ def test_hup_without_room_for_one_more_keeps_the_slots(make: Maker) -> None:
     old = [dyno.worker(pid) for pid in (11, 12, 13)]
     workers = list(old)
     slots(dyno, workers)
-    dyno.monitor.configure(dyno.monitor.cfg)  # HUP
+    dyno.configure(dyno.monitor.cfg)  # HUP
     # No room for one more: each old worker exits before its successor starts.
     for old_worker, new_pid in zip(old, (21, 22, 23), strict=True):
         old_worker.stopping = True
@@ -422,9 +438,9 @@ def test_hup_slots_when_the_monitor_sees_successors_late(make: Maker) -> None:
     dyno.monitor.forget(workers.pop(1))
     workers.append(dyno.worker(14))
     assert slots(dyno, workers) == {11: 1, 14: 2, 13: 3}
-    dyno.monitor.configure(dyno.monitor.cfg)  # HUP
+    dyno.configure(dyno.monitor.cfg)  # HUP
     for old_pid, new_pid in ((11, 21), (13, 22), (14, 23)):
-        dyno.monitor.can_afford(workers)  # the arbiter asks before each spawn
+        dyno.can_afford(workers)  # the arbiter asks before each spawn
         workers.append(dyno.worker(new_pid))
         old = next(h for h in workers if h.pid == old_pid)
         dyno.monitor.forget(old)
@@ -437,7 +453,7 @@ def test_a_hup_after_a_ttou_does_not_reuse_the_freed_number(make: Maker) -> None
     workers = [dyno.worker(pid) for pid in (11, 12, 13)]
     slots(dyno, workers)
     dyno.monitor.forget(workers.pop())  # TTOU: slot 3 is gone
-    dyno.monitor.configure(dyno.monitor.cfg)  # HUP
+    dyno.configure(dyno.monitor.cfg)  # HUP
     workers.append(dyno.worker(21))  # starts while worker 11 still serves
     assert slots(dyno, workers)[21] == 1
 

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck unit docs clean
+.PHONY: install run test lint typecheck unit docs imports clean
 
 install: $(STAMP)
 
@@ -19,8 +19,8 @@ run: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -f Procfile.example
 
 lint: install
-	$(BIN)/ruff check lib tests examples bench
-	$(BIN)/ruff format --check lib tests examples bench
+	$(BIN)/ruff check lib tests examples bench tools
+	$(BIN)/ruff format --check lib tests examples bench tools
 
 typecheck: install
 	$(BIN)/mypy
@@ -36,6 +36,10 @@ test: lint typecheck unit
 
 docs: install
 	$(BIN)/python -m dynocorn.docs
+
+# The package's modules, what each imports, and the import circles (tools/import_graph.py).
+imports: install
+	$(BIN)/python tools/import_graph.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -24,10 +24,20 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dynocorn.workers.policy import OFFLOAD_AFTER
-
 if TYPE_CHECKING:  # handoff.py makes a SlowWatch beside its Scoreboard
-    from dynocorn.handoff import Scoreboard
+    from dynocorn.scoreboard import Scoreboard
+
+# Moving a connection to another worker (handoff.py). A request running this long (sync), or
+# a hub held this long (gevent), makes its worker pass on the connections whose next request
+# has arrived meanwhile; shorter ones do not: a worker making progress serves its own (the
+# fair share of connections keeps that even), and passing costs system calls and GIL
+# hand-overs. A gthread request that waited this long for a thread is passed on.
+OFFLOAD_AFTER = 0.010
+OFFLOAD_TICK = 0.001
+# How often a worker looks after the balance by itself: the sync worker's thread weighing
+# an uneven share, gthread's loop, gevent's thread watching its hub. Each look of a thread
+# takes the GIL from the loop, so no more often than this.
+OFFLOAD_IDLE_TICK = 0.005
 
 # A request's mark: the millisecond it started (CLOCK_MONOTONIC, the same clock in every
 # process), wrapped to fit an int32, plus 1; 0 between requests.

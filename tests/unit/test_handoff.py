@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from dynocorn.handoff import Balance, Scoreboard
+from dynocorn.handoff import Balance
+from dynocorn.scoreboard import Scoreboard
 from dynocorn.slow_watch import MARK_MASK, mark, running_for
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from dynocorn.workers.policy import OFFLOAD_AFTER
+from dynocorn.slow_watch import OFFLOAD_AFTER
 
 # One request in SAMPLE_EVERY_MASK + 1 is timed: reading the clock for every one would cost
 # more than the sample is worth.

@@ -49,10 +49,11 @@ except ImportError as error:
     raise ImportError("the gevent worker needs gevent: pip install 'dynocorn[gevent]'") from error
 
 from dynocorn.http import HTTPError
+from dynocorn.slow_watch import OFFLOAD_AFTER, OFFLOAD_IDLE_TICK
 from dynocorn.workers.base import WorkerAbort
 from dynocorn.workers.connection import Connection
 from dynocorn.workers.http_worker import LOOP_TICK, RECV_SIZE, HttpWorker, ready
-from dynocorn.workers.policy import OFFLOAD_AFTER, OFFLOAD_IDLE_TICK, refusal
+from dynocorn.workers.policy import refusal
 
 if TYPE_CHECKING:
     from dynocorn.config import Config

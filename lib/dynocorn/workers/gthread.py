@@ -28,9 +28,10 @@ from dataclasses import dataclass
 
 from dynocorn.handoff import HandoffQueue
 from dynocorn.http import HTTPError, InternalServerError, Request, ServiceUnavailable
+from dynocorn.slow_watch import OFFLOAD_AFTER, OFFLOAD_IDLE_TICK, OFFLOAD_TICK
 from dynocorn.workers.connection import Connection
 from dynocorn.workers.durations import LONG_REQUEST, SAMPLE_EVERY_MASK
-from dynocorn.workers.policy import OFFLOAD_AFTER, OFFLOAD_IDLE_TICK, OFFLOAD_TICK, passable
+from dynocorn.workers.policy import passable
 from dynocorn.workers.sync import SyncWorker
 
 

@@ -26,17 +26,6 @@ HEAD_TIMEOUT = 30.0  # seconds from a request's first byte to its complete head
 # RETIRE_LINGER (its successor already runs, and two processes cost memory).
 RETIRE_LINGER = 5.0
 TERM_LINGER = 0.2
-# Moving a connection to another worker (handoff.py). A request running this long (sync), or
-# a hub held this long (gevent), makes its worker pass on the connections whose next request
-# has arrived meanwhile; shorter ones do not: a worker making progress serves its own (the
-# fair share of connections keeps that even), and passing costs system calls and GIL
-# hand-overs. A gthread request that waited this long for a thread is passed on.
-OFFLOAD_AFTER = 0.010
-OFFLOAD_TICK = 0.001
-# How often a worker looks after the balance by itself: the sync worker's thread weighing
-# an uneven share, gthread's loop, gevent's thread watching its hub. Each look of a thread
-# takes the GIL from the loop, so no more often than this.
-OFFLOAD_IDLE_TICK = 0.005
 
 
 class Phase(enum.Enum):

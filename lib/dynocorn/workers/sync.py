@@ -30,14 +30,18 @@ from typing import Any
 from dynocorn.handoff import HandoffQueue
 from dynocorn.http import HTTPError, Request
 from dynocorn.process import drain_pipe
-from dynocorn.slow_watch import MARK_MASK, running_for, unwatched
+from dynocorn.slow_watch import (
+    MARK_MASK,
+    OFFLOAD_AFTER,
+    OFFLOAD_IDLE_TICK,
+    running_for,
+    unwatched,
+)
 from dynocorn.sockets import Listener
 from dynocorn.workers.connection import Connection
 from dynocorn.workers.durations import SAMPLE_EVERY_MASK, RequestDurations
 from dynocorn.workers.http_worker import LOOP_TICK, RECV_SIZE, HttpWorker, ready
 from dynocorn.workers.policy import (
-    OFFLOAD_AFTER,
-    OFFLOAD_IDLE_TICK,
     Action,
     Phase,
     passable,

@@ -1,8 +1,9 @@
 """The package's import graph, from the source text: `make imports`.
 
 Prints each module of lib/dynocorn with the modules of ours it imports (those imported only
-for type checking marked `(types)`), then the import circles, each as the shortest loop
-through its modules. tests/unit/test_imports.py holds the package to the rules this shows.
+for type checking marked `(types)`), then the import circles, each as the group of modules
+that import one another round a loop. tests/unit/test_layers.py holds the package to the
+rules this shows.
 """
 
 from __future__ import annotations
@@ -64,13 +65,8 @@ def _import_nodes(body: list[ast.stmt], type_only: bool) -> Iterator[tuple[ast.s
             for child in ast.iter_child_nodes(statement):
                 if isinstance(child, ast.stmt):
                     yield from _import_nodes([child], type_only)
-            for block in ("body", "orelse", "finalbody", "handlers"):
-                nested = getattr(statement, block, None)
-                if isinstance(nested, list):
-                    statements = [s for s in nested if isinstance(s, ast.stmt)]
-                    for handler in (s for s in nested if isinstance(s, ast.ExceptHandler)):
-                        statements.extend(handler.body)
-                    yield from _import_nodes(statements, type_only)
+                elif isinstance(child, ast.ExceptHandler):
+                    yield from _import_nodes(child.body, type_only)
 
 
 def _is_type_checking(test: ast.expr) -> bool:

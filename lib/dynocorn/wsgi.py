@@ -13,12 +13,20 @@ import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Any, TextIO
 from urllib.parse import unquote_to_bytes
 
 from dynocorn import __version__
-from dynocorn.http import LAST_CHUNK, Request, ResponsePlan, encode_chunk, plan_response
+from dynocorn.http import (
+    ERROR_CONTENT_TYPE,
+    LAST_CHUNK,
+    Request,
+    ResponsePlan,
+    encode_chunk,
+    error_body,
+    plan_response,
+    reason_phrase,
+)
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Callable[[bytes], None]]], Iterable[bytes]]
 Peer = tuple[str, int] | str
@@ -501,13 +509,9 @@ class Response:
         """Replace an unsent response with a short error; False when the head already left."""
         if self.headers_sent:
             return False
-        try:
-            phrase = HTTPStatus(status).phrase
-        except ValueError:
-            phrase = "Error"
-        body = f"{phrase}\n".encode()
-        headers = [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
-        self.status = f"{status} {phrase}"
+        body = error_body(status)
+        headers = [("Content-Type", ERROR_CONTENT_TYPE), ("Content-Length", str(len(body)))]
+        self.status = f"{status} {reason_phrase(status)}"
         self.status_code = status
         self.headers = headers
         self.keep_alive = False

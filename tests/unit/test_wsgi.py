@@ -809,7 +809,7 @@ def test_non_bytes_item_before_anything_was_sent_becomes_a_500() -> None:
     assert wire.sends == []
     assert response.send_error() is True
     reply, body = wire.parse()
-    assert (reply.status, body) == (500, b"Internal Server Error\n")
+    assert (reply.status, body) == (500, b"500 Internal Server Error\n")
     assert reply.getheader("Connection") == "close"
     assert response.status_code == 500 and response.keep_alive is False
 

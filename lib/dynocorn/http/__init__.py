@@ -3,6 +3,7 @@ that carry their status. No sockets, no configuration objects, nothing else of d
 """
 
 from dynocorn.http.errors import (
+    ERROR_CONTENT_TYPE,
     BadRequest,
     HeaderFieldsTooLarge,
     HTTPError,
@@ -13,6 +14,8 @@ from dynocorn.http.errors import (
     UnsupportedTransferCoding,
     URITooLong,
     VersionNotSupported,
+    error_body,
+    reason_phrase,
 )
 from dynocorn.http.limits import DEFAULT_LIMITS, Limits
 from dynocorn.http.parser import Request, RequestParser
@@ -28,6 +31,7 @@ from dynocorn.http.response import (
 __all__ = [
     "CONTINUE",
     "DEFAULT_LIMITS",
+    "ERROR_CONTENT_TYPE",
     "LAST_CHUNK",
     "BadRequest",
     "HTTPError",
@@ -44,6 +48,8 @@ __all__ = [
     "UnsupportedTransferCoding",
     "VersionNotSupported",
     "encode_chunk",
+    "error_body",
     "http_date",
     "plan_response",
+    "reason_phrase",
 ]

@@ -1,8 +1,30 @@
 """Errors that carry their HTTP status and render their own response."""
 
+from http import HTTPStatus
 from typing import ClassVar
 
 from dynocorn.http._common import SERVER_NAME, http_date
+
+ERROR_CONTENT_TYPE = "text/plain; charset=utf-8"
+# Where Python's table still has RFC 2616's words, RFC 9110's.
+_PHRASES = {414: "URI Too Long"}
+
+
+def reason_phrase(status: int) -> str:
+    """The words of a status line: "Internal Server Error" for 500."""
+    if status in _PHRASES:
+        return _PHRASES[status]
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def error_body(status: int) -> bytes:
+    """The body of every error response dynocorn writes itself, a refused request's or a
+    crashed app's: its status line's words ("500 Internal Server Error"), nothing of the
+    request echoed back."""
+    return b"%d %s\n" % (status, reason_phrase(status).encode("ascii"))
 
 
 class HTTPError(Exception):
@@ -13,19 +35,22 @@ class HTTPError(Exception):
     """
 
     status: ClassVar[int] = 400
-    reason: ClassVar[str] = "Bad Request"
 
     def __init__(self, detail: str = "") -> None:
         super().__init__(detail or self.reason)
         self.detail = detail
 
+    @property
+    def reason(self) -> str:
+        return reason_phrase(self.status)
+
     def render(self) -> bytes:
-        body = b"%d %s\n" % (self.status, self.reason.encode("ascii"))
+        body = error_body(self.status)
         return b"".join(
             (
                 b"HTTP/1.1 %d %s\r\n" % (self.status, self.reason.encode("ascii")),
                 b"Server: %s\r\nDate: %s\r\n" % (SERVER_NAME.encode("ascii"), http_date()),
-                b"Content-Type: text/plain; charset=utf-8\r\n",
+                b"Content-Type: %s\r\n" % ERROR_CONTENT_TYPE.encode("ascii"),
                 b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body),
                 body,
             )
@@ -34,48 +59,40 @@ class HTTPError(Exception):
 
 class BadRequest(HTTPError):
     status = 400
-    reason = "Bad Request"
 
 
 class RequestTimeout(HTTPError):
     status = 408
-    reason = "Request Timeout"
 
 
 class URITooLong(HTTPError):
     status = 414
-    reason = "URI Too Long"
 
 
 class HeaderFieldsTooLarge(HTTPError):
     status = 431
-    reason = "Request Header Fields Too Large"
 
 
 class InternalServerError(HTTPError):
     """Sent by the server for a request it gave up on (a request timeout)."""
 
     status = 500
-    reason = "Internal Server Error"
 
 
 class UnsupportedTransferCoding(HTTPError):
     """A transfer coding the server does not implement, before ``chunked`` (RFC 9112 §6.1)."""
 
     status = 501
-    reason = "Not Implemented"
 
 
 class ServiceUnavailable(HTTPError):
     """Sent by the server for a request it cannot start (every thread is stuck)."""
 
     status = 503
-    reason = "Service Unavailable"
 
 
 class VersionNotSupported(HTTPError):
     status = 505
-    reason = "HTTP Version Not Supported"
 
 
 class InvalidResponse(Exception):

@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from dynocorn import logfmt
 from dynocorn.http import Request
 from dynocorn.metrics.queue import queue_ms
+from dynocorn.settings import DEFAULT_ACCESS_LOG_FORMAT
 from dynocorn.wsgi import Response
-
-DEFAULT_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 
 Getter = Callable[[Mapping[str, Any], Request, Response, float], object]
 
@@ -156,7 +156,7 @@ class AccessLog:
     def __init__(
         self,
         write: Callable[[str], None],
-        fmt: str = DEFAULT_FORMAT,
+        fmt: str = DEFAULT_ACCESS_LOG_FORMAT,
         *,
         logfmt: bool = False,
         clock: Callable[[], float] = time.time,
@@ -212,27 +212,16 @@ class AccessLog:
     ) -> str:
         forwarded = environ.get("HTTP_X_FORWARDED_FOR") or environ.get("REMOTE_ADDR") or "-"
         parts = [
-            f"method={_value(request.method)}",
-            f"path={_quote(request.raw_target)}",
+            f"method={logfmt.value(request.method)}",
+            f"path={logfmt.quoted(request.raw_target)}",
             f"status={response.status_code}",
             f"bytes={response.body_bytes}",
             f"duration_ms={duration * 1000:.1f}",
-            f"request_id={_value(environ.get('HTTP_X_REQUEST_ID') or '-')}",
-            f"fwd={_quote(forwarded)}",
+            f"request_id={logfmt.value(environ.get('HTTP_X_REQUEST_ID') or '-')}",
+            f"fwd={logfmt.quoted(forwarded)}",
         ]
         # Queue time ends when the app started on the request, not when it finished.
         queued = queue_ms(environ.get("HTTP_X_REQUEST_START"), self._clock() - duration)
         if queued is not None:
             parts.append(f"queue_ms={round(queued)}")
         return " ".join(parts)
-
-
-def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").translate(_ESCAPES) + '"'
-
-
-def _value(text: str) -> str:
-    """A logfmt value, quoted only when it has to be."""
-    if text and text.isprintable() and not any(c in text for c in ' "=\\'):
-        return text
-    return _quote(text)

@@ -44,7 +44,10 @@ def parse(text: str) -> Address:
             raise ValueError(f"{text!r} is not fd://N")
         return Address("fd", fd=int(number))
     spec = spec.removeprefix("tcp://").removeprefix("http://")
-    host, port_text = split_host_port(spec, repr(text), example="[::1]:8000")
+    try:
+        host, port_text = split_host_port(spec, example="[::1]:8000")
+    except ValueError as error:
+        raise ValueError(f"{text!r}: {error}") from None
     port = DEFAULT_PORT
     if port_text:
         if not port_text.isdigit() or int(port_text) > 65535:
@@ -55,17 +58,18 @@ def parse(text: str) -> Address:
     return Address("tcp", host=host or "0.0.0.0", port=port)
 
 
-def split_host_port(spec: str, what: str, example: str) -> tuple[str, str]:
+def split_host_port(spec: str, example: str) -> tuple[str, str]:
     """``HOST[:PORT]`` or ``[IPV6][:PORT]`` -> (host, port text, empty when absent).
 
-    `what` names the value in messages (the user's text, quoted); `example` shows brackets.
+    ValueError says what is wrong, not with what (the caller knows); `example` shows
+    brackets.
     """
     if spec.startswith("["):
         host, bracket, rest = spec[1:].partition("]")
         if not bracket or (rest and not rest.startswith(":")):
-            raise ValueError(f"{what} is not [IPV6]:PORT")
+            raise ValueError("not [IPV6]:PORT")
         return host, rest[1:]
     if spec.count(":") > 1:
-        raise ValueError(f"{what}: write IPv6 addresses in brackets, e.g. {example}")
+        raise ValueError(f"write IPv6 addresses in brackets, e.g. {example}")
     host, _, port_text = spec.partition(":")
     return host, port_text

@@ -147,27 +147,26 @@ def key_value_list(value: Any) -> list[str]:
 
 
 def str_dict(value: Any) -> dict[str, str]:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise ValueError("not a JSON object of strings") from None
-    if isinstance(value, dict) and all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        return dict(value)
+    mapping = _dict(value, " of strings")
+    if all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
+        return mapping
     raise ValueError("not a dict of strings")
 
 
 def any_dict(value: Any) -> dict[str, Any]:
+    return _dict(value, "")
+
+
+def _dict(value: Any, of: str) -> dict[Any, Any]:
+    """A dict, or its JSON text (from the command line or the environment)."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
-            raise ValueError("not a JSON object") from None
+            raise ValueError(f"not a JSON object{of}") from None
     if isinstance(value, dict):
         return dict(value)
-    raise ValueError("not a dict")
+    raise ValueError(f"not a dict{of}")
 
 
 def size_bytes(value: Any) -> int | None:
@@ -254,12 +253,7 @@ def statsd_host(value: Any) -> str | None:
     """`HOST:PORT`, `[V6]:PORT` or `unix:PATH`, checked now so a typo is a config error."""
     text = optional_str(value)
     if text is not None:
-        try:
-            parse_statsd_host(text)
-        except ValueError as error:
-            # The parser's message starts with the value; the config error line names it already.
-            reason = str(error).removeprefix(f"statsd_host {text!r}").lstrip(": ")
-            raise ValueError(reason.removeprefix("has ").removeprefix("is ")) from None
+        parse_statsd_host(text)  # its ValueError says what is wrong
     return text
 
 

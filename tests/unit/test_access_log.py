@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from dynocorn.access_log import DEFAULT_FORMAT, AccessLog
+from dynocorn.access_log import AccessLog
 from dynocorn.http import Request
+from dynocorn.settings import DEFAULT_ACCESS_LOG_FORMAT as DEFAULT_FORMAT
 from dynocorn.wsgi import EnvironBuilder, Input, Response, WSGISettings, call_app
 
 # 2026-11-22 01:29:22 UTC

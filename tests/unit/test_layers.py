@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "dynocorn.envfiles",
             "dynocorn.apploader",
             "dynocorn.sources",
+            "dynocorn.logfmt",
         ),
     ),
     ("the platform and what is measured", ("dynocorn.platform", "dynocorn.metrics")),

@@ -28,17 +28,20 @@ def _refresh(second: int) -> None:
     _second = second
 
 
-def http_date(now: float | None = None) -> bytes:
-    """The IMF-fixdate for ``now`` (default: the wall clock), recomputed once a second."""
+def _at(now: float | None) -> None:
+    """Make the cached lines those of ``now`` (default: the wall clock)."""
     second = int(_clock() if now is None else now)
     if second != _second:
         _refresh(second)
+
+
+def http_date(now: float | None = None) -> bytes:
+    """The IMF-fixdate for ``now`` (default: the wall clock), recomputed once a second."""
+    _at(now)
     return _date
 
 
 def server_date_lines(now: float | None = None) -> bytes:
     """``Server`` and ``Date`` header lines, cached like :func:`http_date`."""
-    second = int(_clock() if now is None else now)
-    if second != _second:
-        _refresh(second)
+    _at(now)
     return _server_date

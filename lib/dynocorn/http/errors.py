@@ -3,7 +3,7 @@
 from http import HTTPStatus
 from typing import ClassVar
 
-from dynocorn.http._common import SERVER_NAME, http_date
+from dynocorn.http._common import server_date_lines
 
 ERROR_CONTENT_TYPE = "text/plain; charset=utf-8"
 # Where Python's table still has RFC 2616's words, RFC 9110's.
@@ -49,7 +49,7 @@ class HTTPError(Exception):
         return b"".join(
             (
                 b"HTTP/1.1 %d %s\r\n" % (self.status, self.reason.encode("ascii")),
-                b"Server: %s\r\nDate: %s\r\n" % (SERVER_NAME.encode("ascii"), http_date()),
+                server_date_lines(),
                 b"Content-Type: %s\r\n" % ERROR_CONTENT_TYPE.encode("ascii"),
                 b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body),
                 body,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from dynocorn import logfmt
 from dynocorn.metrics.memory import DynoMemory
 
 _MB = 2**20
@@ -46,7 +47,7 @@ def stable_dyno_id(environ: Mapping[str, str], master_pid: int, run_id: str) -> 
 def load_line(source: str, dyno: str, load: tuple[float, float, float]) -> str:
     one, five, fifteen = load
     return (
-        f"source={_value(source)} dyno={_value(dyno)} sample#load_avg_1m={one:.2f}"
+        f"source={logfmt.value(source)} dyno={logfmt.value(dyno)} sample#load_avg_1m={one:.2f}"
         f" sample#load_avg_5m={five:.2f} sample#load_avg_15m={fifteen:.2f}"
     )
 
@@ -59,7 +60,7 @@ def memory_line(source: str, dyno: str, memory: DynoMemory, quota: int | None) -
     even that is unknown (None) is ``memory_quota`` left out rather than invented.
     """
     line = (
-        f"source={_value(source)} dyno={_value(dyno)}"
+        f"source={logfmt.value(source)} dyno={logfmt.value(dyno)}"
         f" sample#memory_total={_mb(memory.total)} sample#memory_rss={_mb(memory.rss)}"
         f" sample#memory_cache={_mb(memory.cache)} sample#memory_swap={_mb(memory.swap)}"
         f" sample#memory_pgpgin={memory.pgpgin}pages sample#memory_pgpgout={memory.pgpgout}pages"
@@ -101,7 +102,7 @@ def workers_line(
     Workers are listed by index so that consecutive lines line up; ``queue_ms_p95`` is left
     out when no request carried X-Request-Start in the interval.
     """
-    parts = [f"source={_value(source)}", f"sample#workers={len(workers)}"]
+    parts = [f"source={logfmt.value(source)}", f"sample#workers={len(workers)}"]
     for worker in sorted(workers, key=lambda figures: figures.index):
         key = f"sample#worker.{worker.index}"
         parts += [
@@ -121,16 +122,6 @@ def workers_line(
 
 
 def _mb(nbytes: int) -> str:
+    """Heroku's figure: megabytes with two decimals and no space (the log messages use
+    units.format_mb, for people)."""
     return f"{nbytes / _MB:.2f}MB"
-
-
-def _value(text: str) -> str:
-    """A logfmt value: bare when safe, else quoted, so a DYNO value cannot forge fields."""
-    if text and text.isprintable() and not any(char in text for char in ' "=\\'):
-        return text
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-    return (
-        '"'
-        + "".join(char if char.isprintable() else f"\\x{ord(char):02x}" for char in escaped)
-        + '"'
-    )

@@ -36,24 +36,25 @@ def parse_statsd_host(text: str) -> tuple[str, int | None]:
     """``HOST[:PORT]`` or ``[IPV6][:PORT]`` -> (host, port); ``unix:PATH`` or ``unix://PATH``
     -> (path, None), a unix datagram socket, as gunicorn accepts. The port defaults to 8125.
 
-    Raises ValueError naming the value and what is wrong with it.
+    Raises ValueError saying what is wrong (the configuration's error line names the
+    setting and the value).
     """
     spec = text.strip()
     if spec.startswith("unix:") and not _UNIX_HOST_PORT.fullmatch(spec):
         path = spec.removeprefix("unix:").removeprefix("//")
         if not path:
-            raise ValueError(f"statsd_host {text!r} has no socket path after unix:")
+            raise ValueError("no socket path after unix:")
         return path, None
     spec = spec.removeprefix("udp://").removeprefix("tcp://")  # gunicorn ignores tcp:// too
     if "://" in spec:
-        raise ValueError(f"statsd_host {text!r}: expected HOST:PORT or unix://PATH")
-    host, port_text = split_host_port(spec, f"statsd_host {text!r}", example="[::1]:8125")
+        raise ValueError("expected HOST:PORT or unix://PATH")
+    host, port_text = split_host_port(spec, example="[::1]:8125")
     if not host or any(char.isspace() or char in "/?#@[]" for char in host):
-        raise ValueError(f"statsd_host {text!r} has no valid host: expected HOST:PORT")
+        raise ValueError("no valid host: expected HOST:PORT")
     if not port_text:
         return host, DEFAULT_PORT
     if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"statsd_host {text!r} has no valid port (1-65535)")
+        raise ValueError("no valid port (1-65535)")
     return host, int(port_text)
 
 

@@ -15,7 +15,6 @@ is told to stop, so capacity never drops and memory never doubles.
 
 from __future__ import annotations
 
-import errno
 import gc
 import os
 import selectors
@@ -27,7 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dynocorn import __version__, apploader, process, sockets
-from dynocorn.channel import MasterChannel
+from dynocorn.channel import MasterChannel, Message
 from dynocorn.config import reload_lines
 from dynocorn.handoff import Balance
 from dynocorn.logs import LogFile
@@ -273,13 +272,13 @@ class Arbiter:
         now = time.monotonic()
         for kind, payload in messages:
             handle.last_seen = now
-            if kind == "ready":
+            if kind is Message.READY:
                 handle.ready = True
-            elif kind == "retiring" and not handle.stopping:
+            elif kind is Message.RETIRING and not handle.stopping:
                 # It finishes its requests and exits by itself: start its successor now.
                 handle.stopping = True
                 handle.stop_requested_at = now
-            elif kind == "stats" and isinstance(payload, dict):
+            elif kind is Message.STATS and isinstance(payload, dict):
                 queue = payload.pop("queue", None)
                 if isinstance(queue, list):
                     self.monitor.add_queue_samples(queue)
@@ -676,11 +675,8 @@ class Arbiter:
     def signal_worker(self, pid: int, sig: int) -> None:
         try:
             os.kill(pid, sig)
-        except ProcessLookupError:
+        except ProcessLookupError:  # ESRCH: it has exited already
             pass
-        except OSError as error:
-            if error.errno != errno.ESRCH:
-                raise
 
     # -- USR2: a new master on the same sockets
 

@@ -1,22 +1,29 @@
-"""The pipe from a worker up to its master: heartbeats, readiness, and stats.
+"""The pipe from a worker up to its master: readiness, retirement, and stats.
 
-One message per line: `b` (alive), `r` (app loaded, serving), `x` (retiring after its
-current requests: max-requests or lifetime), `s <json>` (stats). A pipe, not
-a file's mtime, so a slow disk cannot make a healthy worker look dead. The worker never blocks
-on it: if the master is not reading, a beat is dropped, and the next one will do.
+One message per line: `r` (app loaded, serving), `x` (retiring after its current requests:
+max-requests or lifetime), `s <json>` (stats, sent at least once a second: the heartbeat). A
+pipe, not a file's mtime, so a slow disk cannot make a healthy worker look dead. The worker
+never blocks on it: if the master is not reading, a message is dropped, and the next stats
+will do.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 from collections.abc import Iterator
 from typing import Any
 
-BEAT = b"b\n"
 READY = b"r\n"
 RETIRING = b"x\n"
 STATS = b"s "
+
+
+class Message(enum.Enum):
+    READY = "ready"
+    RETIRING = "retiring"
+    STATS = "stats"
 
 
 class WorkerChannel:
@@ -31,9 +38,6 @@ class WorkerChannel:
             os.write(self.fd, message)
         except (BlockingIOError, BrokenPipeError, InterruptedError):
             pass
-
-    def beat(self) -> None:
-        self._send(BEAT)
 
     def ready(self) -> None:
         self._send(READY)
@@ -59,8 +63,9 @@ class MasterChannel:
         os.set_blocking(fd, False)
         self._partial = b""
 
-    def read(self) -> Iterator[tuple[str, Any]] | None:
-        """Messages as ("beat" | "ready" | "stats", payload); None once the worker closed it."""
+    def read(self) -> Iterator[tuple[Message, Any]] | None:
+        """Messages with their payload (the stats, else None); None once the worker closed
+        its end."""
         try:
             data = os.read(self.fd, 65536)
         except (BlockingIOError, InterruptedError):
@@ -72,17 +77,15 @@ class MasterChannel:
         return self._decode(lines)
 
     @staticmethod
-    def _decode(lines: list[bytes]) -> Iterator[tuple[str, Any]]:
+    def _decode(lines: list[bytes]) -> Iterator[tuple[Message, Any]]:
         for line in lines:
-            if line == b"b":
-                yield "beat", None
-            elif line == b"r":
-                yield "ready", None
+            if line == b"r":
+                yield Message.READY, None
             elif line == b"x":
-                yield "retiring", None
+                yield Message.RETIRING, None
             elif line.startswith(STATS):
                 try:
-                    yield "stats", json.loads(line[len(STATS) :])
+                    yield Message.STATS, json.loads(line[len(STATS) :])
                 except ValueError:
                     continue
 

@@ -18,17 +18,16 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, TextIO, TypeAlias, TypedDict, Unpack
 
+from dynocorn.metrics.statsd import LOG, StatsD
 from dynocorn.sources import Kind
 
 if TYPE_CHECKING:
     from dynocorn.access_log import AccessLog
     from dynocorn.config import Config
-    from dynocorn.metrics.statsd import StatsD
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 # Levels gunicorn counts in StatsD, as `gunicorn.log.<level>` (exception is its own).
 COUNTED_LEVELS = frozenset(("warning", "error", "critical"))
-LOG_COUNTER = "gunicorn.log.{}"
 
 ExcInfo: TypeAlias = (
     bool
@@ -120,7 +119,7 @@ class ErrorLog:
     ) -> None:
         counter = counter or (level if level in COUNTED_LEVELS else None)
         if counter is not None and self.statsd is not None:
-            self.statsd.increment(LOG_COUNTER.format(counter))
+            self.statsd.increment(LOG.format(counter))
         if LEVELS[level] < self.threshold:
             return
         text = render(msg, args)

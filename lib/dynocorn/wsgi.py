@@ -45,7 +45,6 @@ class WSGISettings:
     forwarded_allow_ips: list[str]
     secure_scheme_headers: dict[str, str]
     script_name: str = ""
-    sendfile: bool = True
 
 
 # "Content-Type" -> "CONTENT_TYPE", "X-Request-Id" -> "HTTP_X_REQUEST_ID". Clients send the

@@ -206,17 +206,11 @@ def memory_cgroup(root: Path = Path("/")) -> tuple[Path, str] | None:
     return None
 
 
-def cgroup_memory(root: Path = Path("/")) -> DynoMemory | None:
-    """The memory of the process's own cgroup, from ``memory.stat``; None without one.
-
-    The figures are the whole cgroup's: they are the dyno's only if ``owns_cgroup`` says so.
-    """
-    return read_cgroup_memory(memory_cgroup(root))
-
-
 def read_cgroup_memory(found: tuple[Path, str] | None) -> DynoMemory | None:
-    """``cgroup_memory`` for a cgroup ``memory_cgroup`` already found: the sampler finds
-    its cgroup once, since parsing mountinfo on every sample cost more than reading it.
+    """The memory of a cgroup that ``memory_cgroup`` found, from ``memory.stat``; None
+    without one. The figures are the whole cgroup's: they are the dyno's only if
+    ``holds_only`` says so. The sampler finds its cgroup once, since parsing mountinfo on
+    every sample cost more than reading it.
 
     memory.current and memory.usage_in_bytes are not read: they add kernel memory (slab,
     sockets) that Heroku's memory_total, rss + cache + swap, leaves out.
@@ -250,18 +244,13 @@ def read_cgroup_memory(found: tuple[Path, str] | None) -> DynoMemory | None:
     )
 
 
-def owns_cgroup(root: Path, own_pids: set[int]) -> bool:
-    """Whether every process in our memory cgroup is one of ``own_pids``.
+def holds_only(found: tuple[Path, str] | None, own_pids: set[int]) -> bool:
+    """Whether every process in the cgroup ``memory_cgroup`` found is one of ``own_pids``.
 
     ``own_pids``: the master, its workers and its ancestors inside the cgroup (see
     ``ancestors``). On a laptop or a shared host the cgroup is a whole login session or
     service, and its totals are not ours. Unreadable or empty means no.
     """
-    return holds_only(memory_cgroup(root), own_pids)
-
-
-def holds_only(found: tuple[Path, str] | None, own_pids: set[int]) -> bool:
-    """``owns_cgroup`` for a cgroup ``memory_cgroup`` already found."""
     if found is None:
         return False
     try:

@@ -33,7 +33,7 @@ from dynocorn.metrics.memory import (
     read_process_memory,
 )
 from dynocorn.metrics.queue import Percentiles
-from dynocorn.metrics.statsd import StatsD, parse_statsd_host
+from dynocorn.metrics.statsd import WORKERS, StatsD, parse_statsd_host
 from dynocorn.units import format_mb
 from dynocorn.worker_handle import Slots
 
@@ -245,7 +245,7 @@ class MemoryMonitor:
 
     def send_gauges(self, total: DynoMemory, workers: list[WorkerHandle]) -> None:
         assert self.statsd is not None
-        self.statsd.gauge("gunicorn.workers", len(workers))
+        self.statsd.gauge(WORKERS, len(workers))
         self.statsd.gauge("memory.total_mb", round(total.total / MB, 2))
         if self.quota:
             self.statsd.gauge("memory.quota_mb", round(self.quota / MB, 2))

@@ -28,6 +28,7 @@ from dynocorn.wsgi import (
     Input,
     Response,
     WSGISettings,
+    call_app,
 )
 
 DRAIN_LIMIT = 65536  # unread body we discard to keep a connection; beyond, we close it
@@ -65,7 +66,6 @@ class HttpWorker(Worker):
             forwarded_allow_ips=cfg.forwarded_allow_ips,
             secure_scheme_headers=cfg.secure_scheme_headers,
             script_name=os.environ.get("SCRIPT_NAME", ""),
-            sendfile=cfg.sendfile,
         )
         self.builders: dict[int, EnvironBuilder] = {
             listener.fileno(): EnvironBuilder(settings, _sockname(listener))
@@ -114,9 +114,7 @@ class HttpWorker(Worker):
             if self.has_pre_request:
                 self.cfg.pre_request(self, request)
             assert self.wsgi is not None
-            result = self.wsgi(environ, response.start_response)
-            response.send_result(result)
-            response.finish()
+            call_app(self.wsgi, environ, response)
         except WorkerAbort:
             self.log.error(f"Request aborted at timeout: {request.method} {request.raw_target}")
             _send_error(response)

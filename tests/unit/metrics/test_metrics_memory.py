@@ -10,15 +10,26 @@ from dynocorn.metrics.memory import (
     ProcessMemory,
     RssReader,
     ancestors,
-    cgroup_memory,
-    owns_cgroup,
+    holds_only,
+    memory_cgroup,
     pss_total,
+    read_cgroup_memory,
     read_process_memory,
 )
 
 MB = 2**20
 PAGE = os.sysconf("SC_PAGE_SIZE")
 NO_SUCH_PID = 4_194_305  # above Linux's largest pid_max
+
+
+def cgroup_memory(root: Path = Path("/")) -> DynoMemory | None:
+    """What the sampler reads: the cgroup found under `root`, then its figures."""
+    return read_cgroup_memory(memory_cgroup(root))
+
+
+def owns_cgroup(root: Path, own_pids: set[int]) -> bool:
+    return holds_only(memory_cgroup(root), own_pids)
+
 
 ROOT_FS = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw"
 V2_MOUNT = "30 22 0:26 / /sys/fs/cgroup rw,nosuid,relatime shared:4 - cgroup2 cgroup2 rw"

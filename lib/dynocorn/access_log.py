@@ -16,7 +16,7 @@ from typing import Any
 
 from dynocorn import logfmt
 from dynocorn.http import Request
-from dynocorn.metrics.queue import queue_ms
+from dynocorn.metrics.queue_time import queue_ms
 from dynocorn.settings import DEFAULT_ACCESS_LOG_FORMAT
 from dynocorn.wsgi import Response
 

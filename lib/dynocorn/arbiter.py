@@ -96,7 +96,7 @@ class Arbiter:
         self.balance: Balance | None = None
         self.workers: dict[int, WorkerHandle] = {}
         self.num_workers: int = cfg.workers
-        self.worker_age = 0
+        self.spawned_count = 0
         self.app: apploader.WSGIApp | None = None
         self.worker_class: type[Worker] = worker_class_for(cfg)
         self.signal_queue: deque[int] = deque()
@@ -308,7 +308,7 @@ class Arbiter:
             self.cfg.nworkers_changed(self, self.num_workers, old_workers)
         self.replacing = deque(
             pid
-            for pid in sorted(self.workers, key=lambda p: self.workers[p].age)
+            for pid in sorted(self.workers, key=lambda p: self.workers[p].spawn_number)
             if not self.workers[pid].stopping
         )
         self.replacement = None
@@ -425,7 +425,7 @@ class Arbiter:
             return
         active = sorted(
             (handle for handle in self.workers.values() if not handle.stopping),
-            key=lambda handle: handle.age,
+            key=lambda handle: handle.spawn_number,
         )
         missing = self.num_workers - len(active)
         if missing > 0 and now >= self.spawn_not_before:
@@ -491,10 +491,10 @@ class Arbiter:
         self.signal_worker(handle.pid, signal.SIGTERM)
 
     def spawn_worker(self) -> int:
-        self.worker_age += 1
+        self.spawned_count += 1
         read_fd, write_fd = os.pipe()
         worker = self.worker_class(
-            self.worker_age,
+            self.spawned_count,
             self.pid,
             self.listeners,
             self.app,
@@ -515,7 +515,7 @@ class Arbiter:
         if pid:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, FORK_SIGNALS)
             os.close(write_fd)
-            handle = WorkerHandle(pid, self.worker_age, MasterChannel(read_fd), time.monotonic())
+            handle = WorkerHandle(pid, self.spawned_count, MasterChannel(read_fd), time.monotonic())
             handle.worker = worker
             handle.board_slot = worker.board_slot
             if self.balance is not None and worker.board_slot is not None:

@@ -45,10 +45,12 @@ class PlatformError(ValueError):
 
 
 @dataclass(frozen=True)
-class Limit:
+class Capacity:
     amount: int  # bytes for memory, whole CPUs for cpu
     source: str  # where it came from, e.g. "cgroup v2 memory.max", "DYNO_RAM"
-    is_limit: bool  # False for physical memory or the affinity count: a fact, not a limit
+    # Set on this process (a cgroup, a platform variable); False for what the machine has
+    # (physical memory, the CPUs it may run on): a fact, not a limit to size the pool by.
+    imposed: bool
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,8 @@ class Platform:
     process_name: str | None
     process_name_source: str | None
     on_heroku: bool
-    memory: Limit | None  # None only when nothing at all is readable
-    cpus: Limit
+    memory: Capacity | None  # None only when nothing at all is readable
+    cpus: Capacity
     ipv6: bool
     web_concurrency: int | Literal["auto"] | None
     web_concurrency_set_by: str | None
@@ -145,7 +147,7 @@ def ipv6_available() -> bool:
 # --- memory ------------------------------------------------------------------------------
 
 
-def detect_memory(environ: Mapping[str, str], root: Path) -> Limit | None:
+def detect_memory(environ: Mapping[str, str], root: Path) -> Capacity | None:
     # Every variable is parsed, used or not, so a typo fails on a laptop as on the platform.
     from_environ = [
         limit for name, unit in MEMORY_VARIABLES if (limit := _env_size(environ, name, unit))
@@ -158,22 +160,22 @@ def detect_memory(environ: Mapping[str, str], root: Path) -> Limit | None:
     )
 
 
-def _env_size(environ: Mapping[str, str], name: str, unit: str) -> Limit | None:
+def _env_size(environ: Mapping[str, str], name: str, unit: str) -> Capacity | None:
     value = environ.get(name, "")
     if not value.strip():
         return None
     try:
-        return Limit(parse_size(value, unit), name, is_limit=True)
+        return Capacity(parse_size(value, unit), name, imposed=True)
     except ValueError as error:
         raise PlatformError(name, value, str(error)) from None
 
 
-def _cgroup2_memory(root: Path) -> Limit | None:
+def _cgroup2_memory(root: Path) -> Capacity | None:
     hierarchy = find_cgroup2(root)
     if hierarchy is None:
         return None
     candidates = [
-        Limit(amount, f"cgroup v2 {name}", is_limit=True)
+        Capacity(amount, f"cgroup v2 {name}", imposed=True)
         for directory in hierarchy.directories()
         for name in ("memory.max", "memory.high")
         if (amount := _read_limit(directory / name)) is not None
@@ -182,7 +184,7 @@ def _cgroup2_memory(root: Path) -> Limit | None:
     return min(candidates, key=lambda limit: limit.amount, default=None)
 
 
-def _cgroup1_memory(root: Path) -> Limit | None:
+def _cgroup1_memory(root: Path) -> Capacity | None:
     hierarchy = find_cgroup1(root, "memory")
     if hierarchy is None:
         return None
@@ -194,14 +196,14 @@ def _cgroup1_memory(root: Path) -> Limit | None:
     ]
     if not amounts:
         return None
-    return Limit(min(amounts), "cgroup v1 memory.limit_in_bytes", is_limit=True)
+    return Capacity(min(amounts), "cgroup v1 memory.limit_in_bytes", imposed=True)
 
 
-def _meminfo(root: Path) -> Limit | None:
+def _meminfo(root: Path) -> Capacity | None:
     match = re.search(r"^MemTotal:\s+(\d+) kB", _read(root / "proc/meminfo") or "", re.MULTILINE)
     if match is None:
         return None
-    return Limit(int(match[1]) * 1024, "/proc/meminfo", is_limit=False)
+    return Capacity(int(match[1]) * 1024, "/proc/meminfo", imposed=False)
 
 
 # --- CPU ---------------------------------------------------------------------------------
@@ -209,7 +211,7 @@ def _meminfo(root: Path) -> Limit | None:
 
 def detect_cpus(
     environ: Mapping[str, str], root: Path, affinity: Callable[[], int] | None = None
-) -> Limit:
+) -> Capacity:
     count = max(1, (affinity or _affinity_count)())
     # A quota equal to the CPU count still counts as a limit: the platform did set one.
     caps = [
@@ -218,7 +220,7 @@ def detect_cpus(
         if limit is not None and limit.amount <= count
     ]
     if not caps:
-        return Limit(count, "sched_getaffinity", is_limit=False)
+        return Capacity(count, "sched_getaffinity", imposed=False)
     return min(caps, key=lambda limit: limit.amount)
 
 
@@ -229,7 +231,7 @@ def _affinity_count() -> int:
         return os.cpu_count() or 1
 
 
-def _cgroup2_cpus(root: Path) -> Limit | None:
+def _cgroup2_cpus(root: Path) -> Capacity | None:
     hierarchy = find_cgroup2(root)
     if hierarchy is None:
         return None
@@ -241,7 +243,7 @@ def _cgroup2_cpus(root: Path) -> Limit | None:
     return _smallest(counts, "cgroup v2 cpu.max")
 
 
-def _cgroup1_cpus(root: Path) -> Limit | None:
+def _cgroup1_cpus(root: Path) -> Capacity | None:
     hierarchy = find_cgroup1(root, "cpu")
     if hierarchy is None:
         return None
@@ -263,19 +265,19 @@ def _quota_cpus(quota: str | None, period: str | None) -> int | None:
     return max(1, math.ceil(quota_us / period_us))
 
 
-def _smallest(counts: list[int | None], source: str) -> Limit | None:
+def _smallest(counts: list[int | None], source: str) -> Capacity | None:
     found = [count for count in counts if count is not None]
-    return Limit(min(found), source, is_limit=True) if found else None
+    return Capacity(min(found), source, imposed=True) if found else None
 
 
-def _render_cpus(environ: Mapping[str, str]) -> Limit | None:
+def _render_cpus(environ: Mapping[str, str]) -> Capacity | None:
     value = environ.get("RENDER_CPU_COUNT", "")
     text = value.strip()
     if not text:
         return None
     if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise PlatformError("RENDER_CPU_COUNT", value, "not a whole number of CPUs")
-    return Limit(int(text), "RENDER_CPU_COUNT", is_limit=True)
+    return Capacity(int(text), "RENDER_CPU_COUNT", imposed=True)
 
 
 # --- finding the process's cgroup ---------------------------------------------------------
@@ -432,8 +434,8 @@ def worker_count(
         workers, reason = _compute(platform, worker_memory_mb, memory_quota)
         explanation = f"{written} set by {platform.web_concurrency_set_by}, recomputed: {reason}"
         return WorkerCount(workers, explanation, from_platform=True)
-    memory_is_limit = platform.memory is not None and platform.memory.is_limit
-    if memory_quota is not None or memory_is_limit or platform.cpus.is_limit:
+    memory_imposed = platform.memory is not None and platform.memory.imposed
+    if memory_quota is not None or memory_imposed or platform.cpus.imposed:
         return WorkerCount(*_compute(platform, worker_memory_mb, memory_quota), from_platform=True)
     return WorkerCount(
         1,
@@ -449,7 +451,7 @@ def _compute(
     cpu_text = f"{cpus} CPU{'s' if cpus != 1 else ''} ({platform.cpus.source})"
     by_cpu = 2 * cpus + 1
     if memory_quota is not None:
-        memory: Limit | None = Limit(memory_quota, "memory quota", is_limit=True)
+        memory: Capacity | None = Capacity(memory_quota, "memory quota", imposed=True)
     else:
         memory = platform.memory
     if memory is None:

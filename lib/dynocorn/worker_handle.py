@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 @dataclass(eq=False)
 class WorkerHandle:
     pid: int
-    age: int  # spawn order: the oldest are stopped first
+    # Spawn order, counting up (bigger is younger): the oldest are stopped first. The worker
+    # object has it as `age`, gunicorn's name, which hooks and custom workers read.
+    spawn_number: int
     channel: MasterChannel
     spawned_at: float
     last_seen: float = 0.0  # last message over the channel (monotonic)
@@ -78,7 +80,7 @@ class Slots:
             self.vacated.add(slot)
 
     def assign(self, workers: list[WorkerHandle]) -> None:
-        for handle in sorted(workers, key=lambda h: h.age):
+        for handle in sorted(workers, key=lambda h: h.spawn_number):
             if handle.pid not in self.slot:
                 slot = self.choose(handle, workers)
                 self.slot[handle.pid] = slot
@@ -95,7 +97,7 @@ class Slots:
         current = {self.slot[h.pid] for h in slotted if self.is_current(h)}
         previous = sorted(
             (h for h in slotted if not self.is_current(h) and self.slot[h.pid] not in current),
-            key=lambda h: h.age,
+            key=lambda h: h.spawn_number,
         )
         if previous:
             return self.slot[previous[0].pid]
@@ -111,6 +113,8 @@ class Slots:
         newest: dict[int, WorkerHandle] = {}
         for handle in workers:
             slot = self.slot.get(handle.pid)
-            if slot is not None and (slot not in newest or handle.age > newest[slot].age):
+            if slot is None:
+                continue
+            if slot not in newest or handle.spawn_number > newest[slot].spawn_number:
                 newest[slot] = handle
         return sorted(newest.items())

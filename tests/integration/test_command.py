@@ -49,7 +49,7 @@ def printed(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
 
 def machine_has_memory_limit() -> bool:
     memory = platform.detect(dict(os.environ)).memory
-    return memory is not None and memory.is_limit and memory.source.startswith("cgroup")
+    return memory is not None and memory.imposed and memory.source.startswith("cgroup")
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from dynocorn.platform import (
-    Limit,
+    Capacity,
     Platform,
     PlatformError,
     WorkerCount,
@@ -123,32 +123,32 @@ def hybrid(cgroup: str = "/", memory: Mapping[str, str] | None = None) -> dict[s
 
 def memory(
     tmp_path: Path, files: Mapping[str, str], environ: Mapping[str, str] | None = None
-) -> Limit | None:
+) -> Capacity | None:
     return detect_memory(environ or {}, write_tree(tmp_path, files))
 
 
 def test_cgroup_v2_memory_max(tmp_path: Path) -> None:
     files = cgroup_v2("/user.slice/app.service", {"memory.max": "536870912\n"}) | meminfo()
-    assert memory(tmp_path, files) == Limit(536870912, "cgroup v2 memory.max", is_limit=True)
+    assert memory(tmp_path, files) == Capacity(536870912, "cgroup v2 memory.max", imposed=True)
 
 
 def test_cgroup_v2_max_means_no_limit(tmp_path: Path) -> None:
     files = cgroup_v2("/app", {"memory.max": "max\n", "memory.high": "max\n"}) | meminfo(2_000_000)
-    assert memory(tmp_path, files) == Limit(2_000_000 * 1024, "/proc/meminfo", is_limit=False)
+    assert memory(tmp_path, files) == Capacity(2_000_000 * 1024, "/proc/meminfo", imposed=False)
 
 
 @pytest.mark.parametrize(
     ("maximum", "high", "expected"),
     [
-        ("1073741824", "536870912", Limit(512 * MB, "cgroup v2 memory.high", is_limit=True)),
-        ("max", "536870912", Limit(512 * MB, "cgroup v2 memory.high", is_limit=True)),
-        ("536870912", "max", Limit(512 * MB, "cgroup v2 memory.max", is_limit=True)),
-        ("536870912", "1073741824", Limit(512 * MB, "cgroup v2 memory.max", is_limit=True)),
-        ("536870912", "536870912", Limit(512 * MB, "cgroup v2 memory.max", is_limit=True)),
+        ("1073741824", "536870912", Capacity(512 * MB, "cgroup v2 memory.high", imposed=True)),
+        ("max", "536870912", Capacity(512 * MB, "cgroup v2 memory.high", imposed=True)),
+        ("536870912", "max", Capacity(512 * MB, "cgroup v2 memory.max", imposed=True)),
+        ("536870912", "1073741824", Capacity(512 * MB, "cgroup v2 memory.max", imposed=True)),
+        ("536870912", "536870912", Capacity(512 * MB, "cgroup v2 memory.max", imposed=True)),
     ],
 )
 def test_cgroup_v2_memory_high_when_lower(
-    tmp_path: Path, maximum: str, high: str, expected: Limit
+    tmp_path: Path, maximum: str, high: str, expected: Capacity
 ) -> None:
     files = cgroup_v2("/app", {"memory.max": maximum, "memory.high": high}) | meminfo()
     assert memory(tmp_path, files) == expected
@@ -162,21 +162,21 @@ def test_cgroup_v2_limit_on_a_parent_binds(tmp_path: Path) -> None:
         | in_dir("/sys/fs/cgroup/kubepods", {"memory.max": "8589934592\n"})
         | meminfo()
     )
-    assert memory(tmp_path, files) == Limit(GB, "cgroup v2 memory.max", is_limit=True)
+    assert memory(tmp_path, files) == Capacity(GB, "cgroup v2 memory.max", imposed=True)
 
 
 def test_cgroup_v2_directory_not_visible_uses_mount_root(tmp_path: Path) -> None:
     # Inside a container the host's path is not under the mount: the mount is our cgroup.
     files = cgroup_v2("/") | in_dir("/sys/fs/cgroup", {"memory.max": "268435456\n"})
     files["proc/self/cgroup"] = "0::/system.slice/docker-abc.scope\n"
-    assert memory(tmp_path, files) == Limit(256 * MB, "cgroup v2 memory.max", is_limit=True)
+    assert memory(tmp_path, files) == Capacity(256 * MB, "cgroup v2 memory.max", imposed=True)
 
 
 def test_cgroup_v2_mount_root_is_stripped(tmp_path: Path) -> None:
     # Without a cgroup namespace the mount shows the container's cgroup at its top.
     files = cgroup_v2("/", {"memory.max": "268435456\n"}, mount_root="/docker/abc")
     files["proc/self/cgroup"] = "0::/docker/abc\n"
-    assert memory(tmp_path, files) == Limit(256 * MB, "cgroup v2 memory.max", is_limit=True)
+    assert memory(tmp_path, files) == Capacity(256 * MB, "cgroup v2 memory.max", imposed=True)
 
 
 def test_cgroup_path_cannot_escape_root(tmp_path: Path) -> None:
@@ -184,29 +184,29 @@ def test_cgroup_path_cannot_escape_root(tmp_path: Path) -> None:
     write_tree(outside, {"memory.max": "1024\n"})
     files = cgroup_v2("/") | meminfo(1_000_000)
     files["proc/self/cgroup"] = "0::/../../../outside\n"
-    assert memory(tmp_path / "root", files) == Limit(1_000_000 * 1024, "/proc/meminfo", False)
+    assert memory(tmp_path / "root", files) == Capacity(1_000_000 * 1024, "/proc/meminfo", False)
 
 
 def test_cgroup_v2_mount_with_escaped_space(tmp_path: Path) -> None:
     files = cgroup_v2("/", {"memory.max": "268435456\n"}, mount="/sys/fs/my cgroup")
     files["proc/self/mountinfo"] = v2_mount("/sys/fs/my\\040cgroup") + "\n"
-    assert memory(tmp_path, files) == Limit(256 * MB, "cgroup v2 memory.max", is_limit=True)
+    assert memory(tmp_path, files) == Capacity(256 * MB, "cgroup v2 memory.max", imposed=True)
 
 
 def test_cgroup_v1_memory_limit(tmp_path: Path) -> None:
     files = cgroup_v1("/heroku/dyno", {"memory.limit_in_bytes": "536870912\n"}) | meminfo()
-    expected = Limit(536870912, "cgroup v1 memory.limit_in_bytes", is_limit=True)
+    expected = Capacity(536870912, "cgroup v1 memory.limit_in_bytes", imposed=True)
     assert memory(tmp_path, files) == expected
 
 
 def test_cgroup_v1_unlimited_sentinel_falls_through(tmp_path: Path) -> None:
     files = cgroup_v1("/", {"memory.limit_in_bytes": V1_UNLIMITED + "\n"}) | meminfo(1_000_000)
-    assert memory(tmp_path, files) == Limit(1_000_000 * 1024, "/proc/meminfo", is_limit=False)
+    assert memory(tmp_path, files) == Capacity(1_000_000 * 1024, "/proc/meminfo", imposed=False)
 
 
 def test_cgroup_v1_above_one_tebibyte_is_unlimited(tmp_path: Path) -> None:
     files = cgroup_v1("/", {"memory.limit_in_bytes": str(2 * 1024**4)})
-    assert memory(tmp_path, files, {"DYNO_RAM": "512"}) == Limit(512 * MB, "DYNO_RAM", True)
+    assert memory(tmp_path, files, {"DYNO_RAM": "512"}) == Capacity(512 * MB, "DYNO_RAM", True)
 
 
 def test_cgroup_v1_directory_not_visible_uses_mount_root(tmp_path: Path) -> None:
@@ -214,7 +214,7 @@ def test_cgroup_v1_directory_not_visible_uses_mount_root(tmp_path: Path) -> None
         "/sys/fs/cgroup/memory", {"memory.limit_in_bytes": "1073741824"}
     )
     files["proc/self/cgroup"] = "12:memory:/process_api/4dadedc3\n"
-    expected = Limit(GB, "cgroup v1 memory.limit_in_bytes", is_limit=True)
+    expected = Capacity(GB, "cgroup v1 memory.limit_in_bytes", imposed=True)
     assert memory(tmp_path, files) == expected
 
 
@@ -222,20 +222,20 @@ def test_cgroup_v1_leaf_unlimited_mount_root_limited(tmp_path: Path) -> None:
     files = cgroup_v1("/app", {"memory.limit_in_bytes": V1_UNLIMITED}) | in_dir(
         "/sys/fs/cgroup/memory", {"memory.limit_in_bytes": "1073741824"}
     )
-    expected = Limit(GB, "cgroup v1 memory.limit_in_bytes", is_limit=True)
+    expected = Capacity(GB, "cgroup v1 memory.limit_in_bytes", imposed=True)
     assert memory(tmp_path, files) == expected
 
 
 def test_cgroup_v1_container_mount_root(tmp_path: Path) -> None:
     files = cgroup_v1("/", {"memory.limit_in_bytes": "268435456"}, mount_root="/docker/abc")
     files["proc/self/cgroup"] = "12:memory:/docker/abc\n"
-    expected = Limit(256 * MB, "cgroup v1 memory.limit_in_bytes", is_limit=True)
+    expected = Capacity(256 * MB, "cgroup v1 memory.limit_in_bytes", imposed=True)
     assert memory(tmp_path, files) == expected
 
 
 def test_hybrid_layout_reads_v1_memory(tmp_path: Path) -> None:
     files = hybrid("/user.slice", {"memory.limit_in_bytes": "1073741824"}) | meminfo()
-    expected = Limit(GB, "cgroup v1 memory.limit_in_bytes", is_limit=True)
+    expected = Capacity(GB, "cgroup v1 memory.limit_in_bytes", imposed=True)
     assert memory(tmp_path, files) == expected
 
 
@@ -243,7 +243,7 @@ def test_cgroup_v2_wins_over_v1(tmp_path: Path) -> None:
     files = hybrid("/", {"memory.limit_in_bytes": "1073741824"}) | in_dir(
         "/sys/fs/cgroup/unified", {"memory.max": "536870912"}
     )
-    assert memory(tmp_path, files) == Limit(512 * MB, "cgroup v2 memory.max", is_limit=True)
+    assert memory(tmp_path, files) == Capacity(512 * MB, "cgroup v2 memory.max", imposed=True)
 
 
 @pytest.mark.parametrize(
@@ -251,22 +251,22 @@ def test_cgroup_v2_wins_over_v1(tmp_path: Path) -> None:
     [
         (
             {"sys/fs/cgroup/cgroup.controllers": "memory\n", "sys/fs/cgroup/memory.max": "1048576"},
-            Limit(MB, "cgroup v2 memory.max", is_limit=True),
+            Capacity(MB, "cgroup v2 memory.max", imposed=True),
         ),
         (
             {"sys/fs/cgroup/memory/memory.limit_in_bytes": "1048576"},
-            Limit(MB, "cgroup v1 memory.limit_in_bytes", is_limit=True),
+            Capacity(MB, "cgroup v1 memory.limit_in_bytes", imposed=True),
         ),
         (
             # Without cgroup.controllers the directory is not a cgroup2 mount.
             {"sys/fs/cgroup/memory.max": "1048576", "proc/meminfo": "MemTotal: 2048 kB\n"},
-            Limit(2 * MB, "/proc/meminfo", is_limit=False),
+            Capacity(2 * MB, "/proc/meminfo", imposed=False),
         ),
     ],
     ids=["v2", "v1", "not-a-cgroup"],
 )
 def test_missing_mountinfo_tries_conventional_paths(
-    tmp_path: Path, files: dict[str, str], expected: Limit
+    tmp_path: Path, files: dict[str, str], expected: Capacity
 ) -> None:
     files = files | {"proc/self/cgroup": "12:memory:/\n0::/\n"}
     assert memory(tmp_path, files) == expected
@@ -285,7 +285,7 @@ def test_missing_mountinfo_tries_conventional_paths(
 )
 def test_memory_from_environment(tmp_path: Path, variable: str, value: str, expected: int) -> None:
     files = meminfo()
-    assert memory(tmp_path, files, {variable: value}) == Limit(expected, variable, is_limit=True)
+    assert memory(tmp_path, files, {variable: value}) == Capacity(expected, variable, imposed=True)
 
 
 @pytest.mark.parametrize(
@@ -309,7 +309,7 @@ def test_garbage_memory_variable_fails_even_when_cgroup_wins(tmp_path: Path) -> 
 
 def test_empty_memory_variable_is_unset(tmp_path: Path) -> None:
     environ = {"DYNO_RAM": "", "MEMORY_LIMIT": "  ", "CONTAINER_MEMORY": "1073741824"}
-    assert memory(tmp_path, meminfo(), environ) == Limit(GB, "CONTAINER_MEMORY", is_limit=True)
+    assert memory(tmp_path, meminfo(), environ) == Capacity(GB, "CONTAINER_MEMORY", imposed=True)
 
 
 @pytest.mark.parametrize(
@@ -329,12 +329,12 @@ def test_environment_precedence(tmp_path: Path, environ: dict[str, str], source:
 
 def test_cgroup_wins_over_environment(tmp_path: Path) -> None:
     files = cgroup_v2("/", {"memory.max": "1073741824"})
-    expected = Limit(GB, "cgroup v2 memory.max", is_limit=True)
+    expected = Capacity(GB, "cgroup v2 memory.max", imposed=True)
     assert memory(tmp_path, files, {"DYNO_RAM": "512"}) == expected
 
 
 def test_physical_memory_last(tmp_path: Path) -> None:
-    expected = Limit(16_000_000 * 1024, "/proc/meminfo", is_limit=False)
+    expected = Capacity(16_000_000 * 1024, "/proc/meminfo", imposed=False)
     assert memory(tmp_path, meminfo()) == expected
 
 
@@ -351,46 +351,46 @@ def cpus(
     files: Mapping[str, str],
     affinity: int = 8,
     environ: Mapping[str, str] | None = None,
-) -> Limit:
+) -> Capacity:
     return detect_cpus(environ or {}, write_tree(tmp_path, files), lambda: affinity)
 
 
 def test_cpus_without_cgroup_come_from_affinity(tmp_path: Path) -> None:
-    assert cpus(tmp_path, {}, affinity=8) == Limit(8, "sched_getaffinity", is_limit=False)
+    assert cpus(tmp_path, {}, affinity=8) == Capacity(8, "sched_getaffinity", imposed=False)
 
 
 def test_cpus_default_affinity_is_this_process(tmp_path: Path) -> None:
     found = detect_cpus({}, tmp_path)
-    assert found == Limit(len(os.sched_getaffinity(0)), "sched_getaffinity", is_limit=False)
+    assert found == Capacity(len(os.sched_getaffinity(0)), "sched_getaffinity", imposed=False)
 
 
 @pytest.mark.parametrize(
     ("cpu_max", "expected"),
     [
-        ("200000 100000", Limit(2, "cgroup v2 cpu.max", is_limit=True)),
-        ("150000 100000", Limit(2, "cgroup v2 cpu.max", is_limit=True)),  # rounded up
-        ("50000 100000", Limit(1, "cgroup v2 cpu.max", is_limit=True)),
-        ("800000 100000", Limit(8, "cgroup v2 cpu.max", is_limit=True)),  # equal still limits
-        ("1600000 100000", Limit(8, "sched_getaffinity", is_limit=False)),  # above: no cap
-        ("max 100000", Limit(8, "sched_getaffinity", is_limit=False)),
-        ("nonsense", Limit(8, "sched_getaffinity", is_limit=False)),
+        ("200000 100000", Capacity(2, "cgroup v2 cpu.max", imposed=True)),
+        ("150000 100000", Capacity(2, "cgroup v2 cpu.max", imposed=True)),  # rounded up
+        ("50000 100000", Capacity(1, "cgroup v2 cpu.max", imposed=True)),
+        ("800000 100000", Capacity(8, "cgroup v2 cpu.max", imposed=True)),  # equal still limits
+        ("1600000 100000", Capacity(8, "sched_getaffinity", imposed=False)),  # above: no cap
+        ("max 100000", Capacity(8, "sched_getaffinity", imposed=False)),
+        ("nonsense", Capacity(8, "sched_getaffinity", imposed=False)),
     ],
 )
-def test_cgroup_v2_cpu_quota(tmp_path: Path, cpu_max: str, expected: Limit) -> None:
+def test_cgroup_v2_cpu_quota(tmp_path: Path, cpu_max: str, expected: Capacity) -> None:
     assert cpus(tmp_path, cgroup_v2("/app", {"cpu.max": cpu_max + "\n"})) == expected
 
 
 @pytest.mark.parametrize(
     ("quota", "period", "expected"),
     [
-        ("200000", "100000", Limit(2, "cgroup v1 cpu.cfs_quota_us", is_limit=True)),
-        ("250000", "100000", Limit(3, "cgroup v1 cpu.cfs_quota_us", is_limit=True)),
-        ("10000", "100000", Limit(1, "cgroup v1 cpu.cfs_quota_us", is_limit=True)),
-        ("-1", "100000", Limit(8, "sched_getaffinity", is_limit=False)),
-        ("200000", "0", Limit(8, "sched_getaffinity", is_limit=False)),
+        ("200000", "100000", Capacity(2, "cgroup v1 cpu.cfs_quota_us", imposed=True)),
+        ("250000", "100000", Capacity(3, "cgroup v1 cpu.cfs_quota_us", imposed=True)),
+        ("10000", "100000", Capacity(1, "cgroup v1 cpu.cfs_quota_us", imposed=True)),
+        ("-1", "100000", Capacity(8, "sched_getaffinity", imposed=False)),
+        ("200000", "0", Capacity(8, "sched_getaffinity", imposed=False)),
     ],
 )
-def test_cgroup_v1_cpu_quota(tmp_path: Path, quota: str, period: str, expected: Limit) -> None:
+def test_cgroup_v1_cpu_quota(tmp_path: Path, quota: str, period: str, expected: Capacity) -> None:
     files = cgroup_v1("/app", cpu={"cpu.cfs_quota_us": quota, "cpu.cfs_period_us": period})
     assert cpus(tmp_path, files) == expected
 
@@ -400,18 +400,18 @@ def test_cgroup_v1_cpu_without_mountinfo(tmp_path: Path) -> None:
         "/sys/fs/cgroup/cpu", {"cpu.cfs_quota_us": "300000", "cpu.cfs_period_us": "100000"}
     )
     files["proc/self/cgroup"] = "4:cpu,cpuacct:/\n"
-    assert cpus(tmp_path, files) == Limit(3, "cgroup v1 cpu.cfs_quota_us", is_limit=True)
+    assert cpus(tmp_path, files) == Capacity(3, "cgroup v1 cpu.cfs_quota_us", imposed=True)
 
 
 @pytest.mark.parametrize(
     ("environ", "expected"),
     [
-        ({"RENDER_CPU_COUNT": "2"}, Limit(2, "RENDER_CPU_COUNT", is_limit=True)),
-        ({"RENDER_CPU_COUNT": "16"}, Limit(8, "sched_getaffinity", is_limit=False)),
-        ({"RENDER_CPU_COUNT": ""}, Limit(8, "sched_getaffinity", is_limit=False)),
+        ({"RENDER_CPU_COUNT": "2"}, Capacity(2, "RENDER_CPU_COUNT", imposed=True)),
+        ({"RENDER_CPU_COUNT": "16"}, Capacity(8, "sched_getaffinity", imposed=False)),
+        ({"RENDER_CPU_COUNT": ""}, Capacity(8, "sched_getaffinity", imposed=False)),
     ],
 )
-def test_render_cpu_count(tmp_path: Path, environ: dict[str, str], expected: Limit) -> None:
+def test_render_cpu_count(tmp_path: Path, environ: dict[str, str], expected: Capacity) -> None:
     assert cpus(tmp_path, {}, environ=environ) == expected
 
 
@@ -527,8 +527,8 @@ def test_detect_reads_everything(tmp_path: Path) -> None:
         process_name="web.1",
         process_name_source="DYNO",
         on_heroku=True,
-        memory=Limit(512 * MB, "cgroup v1 memory.limit_in_bytes", is_limit=True),
-        cpus=Limit(8, "sched_getaffinity", is_limit=False),
+        memory=Capacity(512 * MB, "cgroup v1 memory.limit_in_bytes", imposed=True),
+        cpus=Capacity(8, "sched_getaffinity", imposed=False),
         ipv6=True,
         web_concurrency=11,
         web_concurrency_set_by="heroku/python",

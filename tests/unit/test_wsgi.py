@@ -391,7 +391,7 @@ class Connection:
         self.parser.feed(raw[:first])
         self.request = self.parser.requests.popleft()
 
-    def fill(self) -> bool:
+    def read_more(self) -> bool:
         assert not self.request.body and not self.request.complete
         if not self.rest:
             return False
@@ -437,7 +437,7 @@ def test_input_with_the_real_parser_stops_at_the_next_request(
 ) -> None:
     head_end = message.index(b"\r\n\r\n") + 4
     connection = Connection(message + NEXT, head_end, step)
-    wsgi_input = Input(connection.request, connection.fill)
+    wsgi_input = Input(connection.request, connection.read_more)
     assert reader(wsgi_input) == b"hello\nworld"
     assert wsgi_input.read() == b""
     assert connection.request.complete
@@ -449,7 +449,7 @@ def test_input_with_the_real_parser_stops_at_the_next_request(
 def test_drain_with_the_real_parser(message: bytes) -> None:
     head_end = message.index(b"\r\n\r\n") + 4
     connection = Connection(message + NEXT, head_end + 2, 2)
-    wsgi_input = Input(connection.request, connection.fill)
+    wsgi_input = Input(connection.request, connection.read_more)
     assert wsgi_input.read(3) == b"hel"
     assert wsgi_input.drain(100) is True
     assert connection.next_request().path == "/next"

@@ -3,7 +3,7 @@
 from http import HTTPStatus
 from typing import ClassVar
 
-from dynocorn.http._common import server_date_lines
+from dynocorn.http.server_date import server_date_lines
 
 ERROR_CONTENT_TYPE = "text/plain; charset=utf-8"
 # Where Python's table still has RFC 2616's words, RFC 9110's.

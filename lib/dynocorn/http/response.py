@@ -9,8 +9,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from dynocorn.http._common import SERVER_NAME, http_date, server_date_lines
 from dynocorn.http.errors import InvalidResponse
+from dynocorn.http.server_date import SERVER_NAME, http_date, server_date_lines
 
 __all__ = ["CONTINUE", "LAST_CHUNK", "ResponsePlan", "encode_chunk", "http_date", "plan_response"]
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dynocorn.metrics import lines
+from dynocorn.metrics import heroku_lines
 from dynocorn.metrics.memory import (
     DynoMemory,
     ProcessMemory,
@@ -32,7 +32,7 @@ from dynocorn.metrics.memory import (
     read_cgroup_memory,
     read_process_memory,
 )
-from dynocorn.metrics.queue import Percentiles
+from dynocorn.metrics.queue_time import Percentiles
 from dynocorn.metrics.statsd import WORKERS, StatsD, parse_statsd_host
 from dynocorn.units import format_mb
 from dynocorn.worker_handle import Slots
@@ -71,8 +71,8 @@ class MemoryMonitor:
         self.log = log
         self.write_line = write_line
         self.master_pid = master_pid or os.getpid()
-        self.source = lines.source_name(cfg.platform.process_name)
-        self.dyno = lines.stable_dyno_id(environ, self.master_pid, str(uuid.uuid4()))
+        self.source = heroku_lines.source_name(cfg.platform.process_name)
+        self.dyno = heroku_lines.stable_dyno_id(environ, self.master_pid, str(uuid.uuid4()))
         self.proc = root / "proc"
         self.own_ancestors = set(ancestors(self.master_pid, self.proc))
         # Found once: a process does not change cgroups, and parsing mountinfo on every
@@ -184,11 +184,11 @@ class MemoryMonitor:
     ) -> None:
         load = os.getloadavg()
         out = [
-            lines.load_line(self.source, self.dyno, load),
-            lines.memory_line(self.source, self.dyno, total, self.quota),
+            heroku_lines.load_line(self.source, self.dyno, load),
+            heroku_lines.memory_line(self.source, self.dyno, total, self.quota),
         ]
         if self.quota:
-            out += lines.over_quota_lines(total.held, self.quota)
+            out += heroku_lines.over_quota_lines(total.held, self.quota)
         out.append(self.workers_line(now, master, workers))
         self.write_line("".join(line + "\n" for line in out))
 
@@ -199,7 +199,7 @@ class MemoryMonitor:
         for slot, handle in self.slots.holders(workers):
             memory = handle.memory
             figures.append(
-                lines.WorkerFigures(
+                heroku_lines.WorkerFigures(
                     index=slot,
                     pid=handle.pid,
                     rss=memory.rss if memory else 0,
@@ -211,7 +211,8 @@ class MemoryMonitor:
         rate = self.requests_per_sec(now, workers)
         p95 = self.queue_times.p95()
         self.queue_times.reset()
-        return lines.workers_line(self.source, figures, master.pss if master else 0, rate, p95)
+        master_pss = master.pss if master else 0
+        return heroku_lines.workers_line(self.source, figures, master_pss, rate, p95)
 
     def requests_per_sec(self, now: float, workers: list[WorkerHandle]) -> float:
         """Requests served since the last lines (by every worker, gone ones too), per second."""

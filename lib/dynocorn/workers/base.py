@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from dynocorn import apploader, process
 from dynocorn.channel import WorkerChannel
 from dynocorn.metrics.memory import RssReader, read_process_memory
-from dynocorn.metrics.queue import Percentiles
+from dynocorn.metrics.queue_time import Percentiles
 from dynocorn.metrics.statsd import StatsD, parse_statsd_host
 from dynocorn.units import format_mb
 from dynocorn.workers.memory_guard import (

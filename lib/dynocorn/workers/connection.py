@@ -58,7 +58,7 @@ class Connection:
         self.aborted = False
         self.sent = 0  # bytes sent for the current request, counted only when locked
         self.io_timeout = 30.0  # the worker sets its own
-        self.fill_timed_out = False  # why the last fill() failed: a stall (408), else 400
+        self.fill_timed_out = False  # why the last read_more() failed: a stall (408), else 400
 
     # Bound methods handed to the WSGI layer: no closure to build per request.
 
@@ -83,12 +83,6 @@ class Connection:
         if sent < len(data):
             self._send_rest(data, sent)
 
-    def read_more(self) -> bool:
-        return self.fill(self.io_timeout)
-
-    def send_file(self, file: Any, offset: int, count: int) -> int:
-        return self.sendfile(file, offset, count, self.io_timeout)
-
     def _send_rest(self, data: bytes, sent: int) -> None:
         """The client is slower than us: block for it, up to io_timeout per send."""
         sock = self.sock
@@ -98,27 +92,30 @@ class Connection:
         finally:
             sock.setblocking(False)
 
-    def sendfile(self, file: Any, offset: int, count: int, io_timeout: float) -> int:
+    def send_file(self, file: Any, offset: int, count: int) -> int:
+        """sendfile(): up to `count` bytes of `file` from `offset`, waiting up to io_timeout
+        for a slow client; the bytes sent."""
         if self.lock is not None:
             with self.lock:
                 if self.aborted:
                     raise ConnectionAborted("the request timed out")
                 self.sent += count
-                return self._sendfile(file, offset, count, io_timeout)
-        return self._sendfile(file, offset, count, io_timeout)
+                return self._sendfile(file, offset, count)
+        return self._sendfile(file, offset, count)
 
-    def _sendfile(self, file: Any, offset: int, count: int, io_timeout: float) -> int:
+    def _sendfile(self, file: Any, offset: int, count: int) -> int:
         sock = self.sock
-        sock.settimeout(io_timeout)
+        sock.settimeout(self.io_timeout)
         try:
             return sock.sendfile(file, offset, count)
         finally:
             sock.setblocking(False)
 
-    def fill(self, io_timeout: float) -> bool:
-        """More body for wsgi.input: wait (up to io_timeout) for the client to send it."""
+    def read_more(self) -> bool:
+        """More body for wsgi.input: wait (up to io_timeout) for the client to send it;
+        False when none will come (fill_timed_out says whether it stalled)."""
         sock = self.sock
-        sock.settimeout(io_timeout)
+        sock.settimeout(self.io_timeout)
         try:
             data = sock.recv(65536)
         except TimeoutError:

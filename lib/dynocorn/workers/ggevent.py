@@ -120,7 +120,7 @@ class GeventConnection(Connection):
         super().__init__(*args)
         self.handed_off = False  # passed to another worker while it waited (offload thread)
 
-    def _sendfile(self, file: Any, offset: int, count: int, io_timeout: float) -> int:
+    def _sendfile(self, file: Any, offset: int, count: int) -> int:
         """The kernel's sendfile(), waiting cooperatively while the client's buffer is full.
 
         gevent's socket.sendfile() copies the file through user space in 8 KiB blocks; this
@@ -132,7 +132,7 @@ class GeventConnection(Connection):
             try:
                 sent = os.sendfile(self.fd, in_fd, offset + total, count - total)
             except (BlockingIOError, InterruptedError):
-                gsocket.wait_write(self.fd, timeout=io_timeout, timeout_exc=_SEND_TIMED_OUT)
+                gsocket.wait_write(self.fd, timeout=self.io_timeout, timeout_exc=_SEND_TIMED_OUT)
                 continue
             if sent == 0:  # the file is shorter than promised
                 break

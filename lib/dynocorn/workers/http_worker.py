@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from dynocorn.http import CONTINUE, Limits, Request, RequestParser
-from dynocorn.metrics.queue import queue_ms
+from dynocorn.metrics.queue_time import queue_ms
 from dynocorn.settings import no_hook
 from dynocorn.sockets import Listener
 from dynocorn.workers.base import Worker, WorkerAbort

@@ -12,10 +12,10 @@ from dynocorn.http import (
     LAST_CHUNK,
     InvalidResponse,
     ResponsePlan,
-    _common,
     encode_chunk,
     http_date,
     plan_response,
+    server_date,
 )
 
 NOW = 1_795_000_000.25  # a fixed wall clock for exact heads
@@ -24,7 +24,7 @@ DATE = email.utils.formatdate(NOW, usegmt=True).encode()
 
 @pytest.fixture(autouse=True)
 def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_common, "_clock", lambda: NOW)
+    monkeypatch.setattr(server_date, "_clock", lambda: NOW)
 
 
 def plan(

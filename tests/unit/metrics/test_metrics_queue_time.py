@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from dynocorn.metrics.queue import Percentiles, queue_ms
+from dynocorn.metrics.queue_time import Percentiles, queue_ms
 
 NOW = 1_700_000_000.5  # epoch seconds; half a second after the stamps below
 

@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from dynocorn.metrics.lines import (
+from dynocorn.metrics.heroku_lines import (
     WorkerFigures,
     load_line,
     memory_line,

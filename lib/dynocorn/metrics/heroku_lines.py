@@ -1,8 +1,8 @@
 """The runtime-metrics log lines, character for character as Heroku's log-runtime-metrics.
 
 Users already parse these lines (log drains, Librato, Papertrail alerts), so the layout is
-PLATFORM.md's: logfmt, ``sample#`` keys, MB = bytes / 2**20 with two decimals, pages as
-integers with the suffix ``pages``, loads with two decimals, ``memory_quota`` last.
+Heroku's: logfmt, ``sample#`` keys, MB = bytes / 2**20 with two decimals, pages as integers
+with the suffix ``pages``, loads with two decimals, ``memory_quota`` last.
 """
 
 from __future__ import annotations

@@ -23,17 +23,20 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dynocorn import __version__, apploader, process, sockets
 from dynocorn.channel import MasterChannel, Message
 from dynocorn.config import reload_lines
 from dynocorn.handoff import Balance
 from dynocorn.logs import LogFile
+from dynocorn.master_signals import SignalQueue
 from dynocorn.memory_policy import MemoryPolicy
 from dynocorn.metrics.monitor import MemoryMonitor
+from dynocorn.reloading import REEXEC_COMMAND_VARIABLE, exec_new_master, load_for_hup
+from dynocorn.worker_exits import judge_exit, next_spawn_delay, run_in_child
 from dynocorn.worker_handle import WorkerHandle
-from dynocorn.workers import WorkerClassError, worker_class_for
+from dynocorn.workers import worker_class_for
 from dynocorn.workers.base import FORK_SIGNALS
 
 if TYPE_CHECKING:
@@ -41,34 +44,15 @@ if TYPE_CHECKING:
     from dynocorn.logs import Logs
     from dynocorn.workers.base import Worker
 
-WORKER_BOOT_ERROR = 3
-APP_LOAD_ERROR = 4
 # After SIGABRT on timeout, how long the worker gets to answer its client before SIGKILL.
 ABORT_GRACE = 2.0
-# A worker that dies this soon after it was spawned counts towards the crash-loop backoff.
-CRASH_WINDOW = 5.0
-MAX_SPAWN_DELAY = 5.0
 LOOP_TICK = 1.0
 # INT/QUIT: how long workers get to run their worker_int and worker_exit hooks before
 # SIGKILL (never longer than graceful_timeout). gunicorn waits for them too.
 QUICK_STOP_GRACE = 1.0
-REEXEC_COMMAND_VARIABLE = "DYNOCORN_REEXEC"
 # Scoreboard slots at least (handoff.py); a worker beyond them (TTIN past 4x the start
 # count) serves without taking part in the balance of connections.
 BOARD_SLOTS = 64
-
-SIGNAL_NAMES: dict[int, str] = {
-    signal.SIGHUP: "hup",
-    signal.SIGQUIT: "quit",
-    signal.SIGINT: "int",
-    signal.SIGTERM: "term",
-    signal.SIGTTIN: "ttin",
-    signal.SIGTTOU: "ttou",
-    signal.SIGUSR1: "usr1",
-    signal.SIGUSR2: "usr2",
-    signal.SIGWINCH: "winch",
-    signal.SIGCHLD: "chld",
-}
 
 
 class HaltServer(Exception):
@@ -99,7 +83,7 @@ class Arbiter:
         self.spawned_count = 0
         self.app: apploader.WSGIApp | None = None
         self.worker_class: type[Worker] = worker_class_for(cfg)
-        self.signal_queue: deque[int] = deque()
+        self.signal_queue = SignalQueue()
         self.selector = selectors.DefaultSelector()
         self.next_housekeeping = 0.0  # reaping, timeouts, pool size: at least once a LOOP_TICK
         self.stopping = False
@@ -144,7 +128,7 @@ class Arbiter:
         cfg.nworkers_changed(self, self.num_workers, None)
         self.log.info(f"Starting dynocorn {__version__}")
         cfg.on_starting(self)
-        self.init_signals()
+        self.signal_queue.install(self.selector)
         if cfg.pidfile:
             self.pidfile = process.Pidfile(cfg.pidfile)
             self.pidfile.write(self.pid)
@@ -178,20 +162,6 @@ class Arbiter:
         gc.collect()
         gc.freeze()
 
-    def init_signals(self) -> None:
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(read_fd, False)
-        os.set_blocking(write_fd, False)
-        self.wakeup_read = read_fd
-        self.wakeup_write = write_fd
-        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        self.selector.register(read_fd, selectors.EVENT_READ, None)
-        for sig in SIGNAL_NAMES:
-            signal.signal(sig, self.queue_signal)
-
-    def queue_signal(self, signum: int, frame: Any) -> None:
-        self.signal_queue.append(signum)
-
     # -- the loop
 
     def loop_once(self) -> None:
@@ -208,8 +178,7 @@ class Arbiter:
                 return  # woken for that look alone, every few ms: keep it cheap
         self.next_housekeeping = now + LOOP_TICK
         while self.signal_queue:
-            signum = self.signal_queue.popleft()
-            name = SIGNAL_NAMES[signum]
+            name = self.signal_queue.next_name()
             if name != "chld":
                 self.log.info(f"Handling signal: {name}")
             getattr(self, f"handle_{name}")()
@@ -258,7 +227,7 @@ class Arbiter:
         events = self.selector.select(timeout)
         for key, _ in events:
             if key.data is None:
-                process.drain_pipe(self.wakeup_read)
+                self.signal_queue.woken()
             else:
                 self.read_channel(key.data)
         return len(events)
@@ -291,7 +260,7 @@ class Arbiter:
 
     def handle_hup(self) -> None:
         self.log.info("Hang up: Master")
-        reloaded = self.reload_for_hup()
+        reloaded = load_for_hup(self.reload_config, self.log)
         if reloaded is None:
             return
         new_cfg, new_worker_class = reloaded
@@ -313,23 +282,6 @@ class Arbiter:
         )
         self.replacement = None
         self.old_stopping = None
-
-    def reload_for_hup(self) -> tuple[Config, type[Worker]] | None:
-        """The new configuration and its worker class, or None (logged) to keep the old.
-
-        Both are resolved before anything changes, so a config file that no longer loads,
-        or names a worker class that cannot be imported, leaves the server as it was."""
-        keeping = "Reload failed, keeping the running configuration"
-        try:
-            new_cfg = self.reload_config()
-        except Exception as error:
-            self.log.error(f"{keeping}: {error}")
-            return None
-        try:
-            return new_cfg, worker_class_for(new_cfg)
-        except WorkerClassError as error:
-            self.log.error(f"{keeping}: worker_class = {new_cfg.worker_class!r}: {error}")
-            return None
 
     def handle_term(self) -> None:
         self.begin_stop(graceful=True)
@@ -524,50 +476,12 @@ class Arbiter:
             self.selector.register(read_fd, selectors.EVENT_READ, handle)
             return pid
         os.close(read_fd)
-        self.run_worker(worker)
-        raise AssertionError("unreachable")
-
-    def run_worker(self, worker: Worker) -> None:
-        """In the child: never returns."""
-        status = 0
-        try:
-            self.become_worker()
-            worker.pid = os.getpid()
-            self.log.info(f"Booting worker with pid: {worker.pid}")
-            self.cfg.post_fork(self, worker)
-            worker.init_process()
-        except SystemExit as exit_:
-            status = exit_.code if isinstance(exit_.code, int) else 1
-        except apploader.AppImportError:
-            self.log.exception("Exception in worker process")
-            status = WORKER_BOOT_ERROR
-        except apploader.AppLoadError as error:
-            self.log.error(str(error))
-            status = APP_LOAD_ERROR
-        except BaseException:
-            self.log.exception("Exception in worker process")
-            status = 1
-        finally:
-            self.log.info(f"Worker exiting (pid: {worker.pid})")
-            try:
-                self.cfg.worker_exit(self, worker)
-            except Exception:
-                self.log.exception("worker_exit hook failed")
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except (OSError, ValueError):
-                    pass
-            os._exit(status)
+        run_in_child(self, worker, self.cfg, self.log, self.become_worker)
 
     def become_worker(self) -> None:
         """Drop what only the master needs: its signal handlers and the other pipes."""
-        signal.set_wakeup_fd(-1)
-        for sig in SIGNAL_NAMES:
-            signal.signal(sig, signal.SIG_DFL)
+        self.signal_queue.uninstall()
         self.selector.close()
-        for fd in (self.wakeup_read, self.wakeup_write):
-            os.close(fd)
         for handle in self.workers.values():
             handle.channel.close()
         if self.balance is not None:
@@ -616,35 +530,19 @@ class Arbiter:
         handle.channel.close()
 
     def report_exit(self, handle: WorkerHandle, status: int) -> None:
-        pid = handle.pid
-        if os.WIFEXITED(status):
-            code = os.WEXITSTATUS(status)
-            if code == WORKER_BOOT_ERROR and not self.stopping:
-                raise HaltServer("Worker failed to boot.", WORKER_BOOT_ERROR)
-            if code == APP_LOAD_ERROR and not self.stopping:
-                raise HaltServer("App failed to load.", APP_LOAD_ERROR)
-            if code != 0:
-                self.log.error(f"Worker (pid:{pid}) exited with code {code}")
-        elif os.WIFSIGNALED(status):
-            sig = os.WTERMSIG(status)
-            if sig == signal.SIGKILL and not handle.killed:
-                self.log.error(f"Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?")
-                self.log.error(f"Worker (pid:{pid}) {self.monitor.last_seen(handle)}")
-            elif not (handle.killed or (handle.stopping and sig == signal.SIGTERM)):
-                self.log.error(f"Worker (pid:{pid}) was sent {signal.Signals(sig).name}!")
-        died_early = time.monotonic() - handle.spawned_at < CRASH_WINDOW
-        crashed = (
-            not handle.stopping
-            and not self.stopping
-            and (not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0)
-        )
-        if crashed and died_early:
-            self.spawn_delay = min(MAX_SPAWN_DELAY, max(0.1, self.spawn_delay * 2))
+        lived = time.monotonic() - handle.spawned_at
+        verdict = judge_exit(handle, status, self.stopping, lived)
+        if verdict.halt is not None:
+            raise HaltServer(*verdict.halt)
+        for line in verdict.errors:
+            self.log.error(line)
+        if verdict.killed_from_outside:
+            self.log.error(f"Worker (pid:{handle.pid}) {self.monitor.last_seen(handle)}")
+        self.spawn_delay = next_spawn_delay(verdict, self.spawn_delay)
+        if verdict.crashed_early:
             self.log.warning(
                 f"Worker crashed soon after start; next spawn in {self.spawn_delay:.1f}s"
             )
-        elif not crashed:
-            self.spawn_delay = 0.0
 
     def murder_workers(self, now: float) -> None:
         """Kill workers that stopped sending heartbeats (a hung request or a stuck loop)."""
@@ -695,20 +593,7 @@ class Arbiter:
             return
         try:
             self.cfg.pre_exec(self)
-            # The new master reads the env files itself: what they added must not pose as the
-            # real environment there, which would win over an edited file.
-            added = self.cfg.env_files.added
-            environ = {k: v for k, v in os.environ.items() if added.get(k) != v}
-            sockets.export_for_reexec(self.listeners, environ)
-            environ[REEXEC_COMMAND_VARIABLE] = str(self.pid)
-            package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-            environ["PYTHONPATH"] = os.pathsep.join(
-                filter(None, [package_root, environ.get("PYTHONPATH", "")])
-            )
-            os.chdir(self.cfg.cwd)
-            argv = [sys.executable, "-m", "dynocorn", *self.cfg.argv]
-            os.execve(sys.executable, argv, environ)
         except BaseException:
             self.log.exception("Re-exec failed")
-        finally:
             os._exit(1)
+        exec_new_master(self.cfg, self.listeners, self.pid, self.log)

@@ -49,6 +49,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "the master",
         (
             "dynocorn.worker_handle",
+            "dynocorn.worker_exits",
+            "dynocorn.reloading",
+            "dynocorn.master_signals",
             "dynocorn.memory_policy",
             "dynocorn.metrics.monitor",
             "dynocorn.arbiter",

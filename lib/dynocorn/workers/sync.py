@@ -164,13 +164,11 @@ class SyncWorker(HttpWorker):
                         # Connections passed on by siblings have waited longest: first.
                         self.take_handed_off_batch(handoff, HANDOFF_BATCH)
                 for target in targets:
-                    if type(target) is Connection:
+                    if type(target) is Connection:  # most of them: no call to take_turn()
                         if not target.queued:
                             self.on_readable(target)
-                    elif target is None:
-                        self.on_wakeup()
                     elif type(target) is not HandoffQueue:  # those were taken above
-                        self.accept(target)
+                        self.take_turn(target, one_request=False)
             if queue and self.alive:
                 connection = queue.popleft()
                 connection.queued = False
@@ -192,19 +190,25 @@ class SyncWorker(HttpWorker):
         targets.sort(key=lambda target: waiting_since(target, turns))
         served = self.nr
         for target in targets:
-            if type(target) is Connection:
-                if not target.queued:
-                    self.on_readable(target)
-            elif target is None:
-                self.on_wakeup()
-            else:
-                if type(target) is HandoffQueue:
-                    self.take_handed_off_batch(target, 1)
-                else:
-                    self.accept(target, one_request=True)
+            self.take_turn(target, one_request=True)
+            if type(target) is not Connection and target is not None:
                 turns[id(target)] = time.monotonic()
             if self.nr != served:
                 return  # the rest are still readable at the next poll
+
+    def take_turn(self, target: Any, one_request: bool) -> None:
+        """Serve what the poller found readable: a connection, the wake-up pipe, a listener
+        or a hand-off queue. `one_request`: from a listener or a queue, stop once one
+        request is served (long requests, serve_oldest())."""
+        if type(target) is Connection:
+            if not target.queued:
+                self.on_readable(target)
+        elif target is None:
+            self.on_wakeup()
+        elif type(target) is HandoffQueue:
+            self.take_handed_off_batch(target, 1 if one_request else HANDOFF_BATCH)
+        else:
+            self.accept(target, one_request=one_request)
 
     def watch_spare(self, watch: bool) -> None:
         if self.spare is None:

@@ -10,7 +10,8 @@ import pytest
 from dynocorn.access_log import AccessLog
 from dynocorn.http import Request
 from dynocorn.settings import DEFAULT_ACCESS_LOG_FORMAT as DEFAULT_FORMAT
-from dynocorn.wsgi import EnvironBuilder, Input, Response, WSGISettings, call_app
+from dynocorn.wsgi import EnvironBuilder, Response, WSGISettings, call_app
+from dynocorn.wsgi_input import Input
 
 # 2026-11-22 01:29:22 UTC
 NOW = 1795310962.25

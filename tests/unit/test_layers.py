@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "what master and workers share",
         (
             "dynocorn.wsgi",
+            "dynocorn.wsgi_input",
             "dynocorn.access_log",
             "dynocorn.logs",
             "dynocorn.sockets",

@@ -11,15 +11,8 @@ import pytest
 
 from dynocorn import __version__
 from dynocorn.http import InvalidResponse, Request, RequestParser
-from dynocorn.wsgi import (
-    EnvironBuilder,
-    FileWrapper,
-    IncompleteBody,
-    Input,
-    Response,
-    WSGISettings,
-    call_app,
-)
+from dynocorn.wsgi import EnvironBuilder, FileWrapper, Response, WSGISettings, call_app
+from dynocorn.wsgi_input import IncompleteBody, Input
 
 SECURE = {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"}
 

@@ -20,16 +20,8 @@ from dynocorn.sockets import Listener
 from dynocorn.workers.base import Worker, WorkerAbort
 from dynocorn.workers.connection import Connection
 from dynocorn.workers.policy import ConnectionPolicy, Phase
-from dynocorn.wsgi import (
-    EMPTY_INPUT,
-    EmptyInput,
-    EnvironBuilder,
-    IncompleteBody,
-    Input,
-    Response,
-    WSGISettings,
-    call_app,
-)
+from dynocorn.wsgi import EnvironBuilder, Response, WSGISettings, call_app
+from dynocorn.wsgi_input import EMPTY_INPUT, EmptyInput, IncompleteBody, Input
 
 DRAIN_LIMIT = 65536  # unread body we discard to keep a connection; beyond, we close it
 # Shared by the loop classes (sync, gthread, gevent):

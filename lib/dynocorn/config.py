@@ -140,8 +140,8 @@ def load(
     ipv6: bool | None = None,
 ) -> Config:
     """Build the configuration from every source; raise ConfigError or UsageError."""
-    parser = build_parser()
-    command_line = _parse(parser, argv, COMMAND_LINE)
+    parser = _Parser(build_parser())
+    command_line = parser.parse(argv, COMMAND_LINE)
     real_environ = dict(environ)
     asked = _env_files_asked(parser, command_line, real_environ)
     env_files = _read_env_files(asked, cwd, real_environ)
@@ -152,18 +152,8 @@ def load(
         env_files = _read_env_files(sourced.config_file_env_files, cwd, real_environ)
         sourced = _read_sources(parser, command_line, env_files.environment(real_environ), cwd)
     environ = env_files.environment(real_environ)
-    layers, warnings = sourced.layers, sourced.warnings
-
-    values: dict[str, Any] = {}
-    sources: dict[str, Source] = {}
-    for setting in SETTINGS.values():
-        values[setting.name] = setting.default
-        sources[setting.name] = DEFAULT
-    for source, layer in layers:
-        for name, raw in layer.items():
-            values[name] = _parse_value(SETTINGS[name], raw, source)
-            sources[name] = source
-
+    warnings = sourced.warnings
+    values, sources = _layered(sourced.layers)
     detected = _detect_platform(environ, root, ipv6, sources)
     workers_auto = _apply_platform_defaults(values, sources, detected, environ)
     if values["worker_class"] == "sync" and values["threads"] > 1:
@@ -194,25 +184,47 @@ def load(
     )
 
 
-def _parse(parser: argparse.ArgumentParser, args: list[str], source: Source) -> dict[str, Any]:
-    try:
-        namespace = parser.parse_args(args)
-    except UsageError as error:
-        if source.kind is Kind.COMMAND_LINE:
-            raise
-        raise UsageError(f"{source}: {error}") from None
-    return vars(namespace)
+def _layered(
+    layers: list[tuple[Source, dict[str, Any]]],
+) -> tuple[dict[str, Any], dict[str, Source]]:
+    """Every setting's value and source: its default, overridden by each layer in turn."""
+    values = {setting.name: setting.default for setting in SETTINGS.values()}
+    sources = dict.fromkeys(SETTINGS, DEFAULT)
+    for source, layer in layers:
+        for name, raw in layer.items():
+            values[name] = _parse_value(SETTINGS[name], raw, source)
+            sources[name] = source
+    return values, sources
 
 
-def _parse_variable(
-    parser: argparse.ArgumentParser, environ: Mapping[str, str], variable: str
-) -> dict[str, Any]:
-    """A *_CMD_ARGS variable, shell-split as gunicorn does."""
-    try:
-        args = shlex.split(environ[variable])
-    except ValueError as error:  # an unbalanced quote
-        raise UsageError(f"{variable}: {error}: {environ[variable]!r}") from None
-    return _parse(parser, args, cmd_args_variable(variable))
+class _Parser:
+    """The command-line parser, for the command line and the *_CMD_ARGS variables; a
+    variable's text is parsed once per load, though the env files are looked for with it
+    before the layers are read."""
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self.parser = parser
+        self.variables: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def parse(self, args: list[str], source: Source) -> dict[str, Any]:
+        try:
+            namespace = self.parser.parse_args(args)
+        except UsageError as error:
+            if source.kind is Kind.COMMAND_LINE:
+                raise
+            raise UsageError(f"{source}: {error}") from None
+        return vars(namespace)
+
+    def variable(self, environ: Mapping[str, str], variable: str) -> dict[str, Any]:
+        """A *_CMD_ARGS variable, shell-split as gunicorn does."""
+        text = environ[variable]
+        if (variable, text) not in self.variables:
+            try:
+                args = shlex.split(text)
+            except ValueError as error:  # an unbalanced quote
+                raise UsageError(f"{variable}: {error}: {text!r}") from None
+            self.variables[variable, text] = self.parse(args, cmd_args_variable(variable))
+        return dict(self.variables[variable, text])
 
 
 def _parse_value(setting: Setting, raw: Any, source: Source) -> Any:
@@ -224,14 +236,14 @@ def _parse_value(setting: Setting, raw: Any, source: Source) -> Any:
 
 
 def _env_files_asked(
-    parser: argparse.ArgumentParser, command_line: dict[str, Any], real_environ: Mapping[str, str]
+    parser: _Parser, command_line: dict[str, Any], real_environ: Mapping[str, str]
 ) -> tuple[list[str], Source]:
     """The env files named before any is read, and by which source: the command line, or
     a *_CMD_ARGS variable of the real environment (one in an env file cannot name more)."""
     asked: tuple[list[str], Source] = ([], DEFAULT)
     for variable in CMD_ARGS_VARIABLES:
         if real_environ.get(variable, "").strip():
-            layer = _parse_variable(parser, real_environ, variable)
+            layer = parser.variable(real_environ, variable)
             if "env_file" in layer:
                 asked = (layer["env_file"], cmd_args_variable(variable))
     if "env_file" in command_line:
@@ -262,7 +274,7 @@ class _Sources:
 
 
 def _read_sources(
-    parser: argparse.ArgumentParser,
+    parser: _Parser,
     command_line: dict[str, Any],
     environ: Mapping[str, str],
     cwd: Path,
@@ -271,7 +283,7 @@ def _read_sources(
     layers: list[tuple[Source, dict[str, Any]]] = []
     for variable in CMD_ARGS_VARIABLES:
         if environ.get(variable, "").strip():
-            layers.append((cmd_args_variable(variable), _parse_variable(parser, environ, variable)))
+            layers.append((cmd_args_variable(variable), parser.variable(environ, variable)))
     layers.append((COMMAND_LINE, command_line))
     warnings: list[str] = []
     config_file = _find_config_file(layers, cwd)

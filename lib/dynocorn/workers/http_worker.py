@@ -80,27 +80,18 @@ class HttpWorker(Worker):
         # another on this connection, which is about to close.
         last = self.nr + 1 >= self.max_requests
         keep_alive = request.keep_alive and self.alive and self.keepalive > 0 and not last
-        body: Input | EmptyInput
-        if request.complete and not request.body:
-            body = EMPTY_INPUT
-        else:
-            body = Input(request, connection.read_more)
-            if request.expect_continue:
-                body.on_first_read = lambda: connection.send(CONTINUE)
+        body = _wsgi_input(connection, request)
         environ = connection.builder.build(request, body, connection.peer)
         request_start = environ.get("HTTP_X_REQUEST_START")
         if request_start is not None:
-            queued = queue_ms(request_start, time.time())
-            if queued is not None:
-                self.queue_times.add(queued)
+            self.note_queue_time(request_start)
         response = Response(
             request,
             connection.send,
             keep_alive=keep_alive,
             sendfile=connection.send_file if self.use_sendfile else None,
         )
-        timed = self.timed
-        started = time.perf_counter() if timed else 0.0
+        started = time.perf_counter() if self.timed else 0.0
         keep = True
         try:
             if self.has_pre_request:
@@ -114,10 +105,7 @@ class HttpWorker(Worker):
         except IncompleteBody as error:
             status = 408 if connection.fill_timed_out else 400
             self.log.debug(f"Incomplete request body from {connection.peer}: {error}")
-            try:
-                response.send_error(status)
-            except OSError:
-                pass
+            _send_error(response, status)
             keep = False
         except OSError as error:
             self.log.debug(f"Client went away: {error}")
@@ -127,25 +115,37 @@ class HttpWorker(Worker):
             _send_error(response)
             keep = False
         finally:
-            # request_done() counts and checks; skipped when it could only count.
-            if self.nr + 1 >= self.checks_due:
-                self.request_done()
-            else:
-                self.nr += 1
-            if timed:
-                duration = time.perf_counter() - started
-                if self.access_log is not None:
-                    self.access_log.log(environ, request, response, duration)
-                if self.statsd is not None:
-                    self.statsd.request(response.status_code, duration * 1000)
-            if self.has_post_request:
-                try:
-                    self.cfg.post_request(self, request, environ, response)
-                except Exception:
-                    self.log.exception("post_request hook failed")
+            self.after_app(request, environ, response, started)
         if body is EMPTY_INPUT:
             return keep and response.keep_alive
         return keep and response.keep_alive and body.drain(DRAIN_LIMIT)
+
+    def note_queue_time(self, request_start: str) -> None:
+        """How long the router held the request (X-Request-Start), for the metrics lines."""
+        queued = queue_ms(request_start, time.time())
+        if queued is not None:
+            self.queue_times.add(queued)
+
+    def after_app(
+        self, request: Request, environ: dict[str, Any], response: Response, started: float
+    ) -> None:
+        """Count the request, and log it (access log, StatsD, post_request) when asked to."""
+        # request_done() counts and checks; skipped when it could only count.
+        if self.nr + 1 >= self.checks_due:
+            self.request_done()
+        else:
+            self.nr += 1
+        if self.timed:
+            duration = time.perf_counter() - started
+            if self.access_log is not None:
+                self.access_log.log(environ, request, response, duration)
+            if self.statsd is not None:
+                self.statsd.request(response.status_code, duration * 1000)
+        if self.has_post_request:
+            try:
+                self.cfg.post_request(self, request, environ, response)
+            except Exception:
+                self.log.exception("post_request hook failed")
 
     def new_connection(self, sock: Any, peer: Any, listener_fd: int) -> Connection:
         connection = self.connection_class(
@@ -156,9 +156,20 @@ class HttpWorker(Worker):
         return connection
 
 
-def _send_error(response: Response) -> None:
+def _wsgi_input(connection: Connection, request: Request) -> Input | EmptyInput:
+    """The request's wsgi.input: one shared empty one for the usual request without a body."""
+    if request.complete and not request.body:
+        return EMPTY_INPUT
+    body = Input(request, connection.read_more)
+    if request.expect_continue:
+        body.on_first_read = lambda: connection.send(CONTINUE)
+    return body
+
+
+def _send_error(response: Response, status: int = 500) -> None:
+    """The error page, unless the response has begun (or the client is gone)."""
     try:
-        response.send_error(500)
+        response.send_error(status)
     except OSError:
         pass
 

@@ -43,7 +43,7 @@ Not supported by design: ``CONNECT`` (400) and protocol upgrades (a request carr
 
 import re
 from collections import deque
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 import httptools
 
@@ -95,9 +95,6 @@ _NOT_REQUEST_LINE = re.compile(rb"[^\x21-\x7e \r]")
 # Methods llhttp knows; any other valid token is shown to llhttp as GET (llhttp only
 # uses the method to recognise CONNECT, which is refused before this point).
 _LLHTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
-
-
-_new_request = object.__new__
 
 
 class _HeadProtocol:
@@ -186,11 +183,18 @@ def _refuse_request_line(text: str, line_cap: int) -> NoReturn:
     raise BadRequest(f"invalid request line {text[: min(line_end, 100)]!r}")
 
 
-_Derived = tuple[int, int, int, int, bool, "re.Pattern[str]", int]
-# What a parser needs from its Limits, worked out once per worker rather than once per
-# connection (a parser is made for every connection: measured, this halves its cost). A
-# worker has one Limits, so the last one is remembered, by identity: hashing a dataclass
-# would run Python code.
+class _Derived(NamedTuple):
+    """What a parser needs of its Limits, worked out once per Limits (a worker has one)."""
+
+    line_cap: int  # bytes of the request line
+    fields_cap: int  # header fields
+    field_cap: int  # bytes of a field line before its CRLF
+    max_head: int
+    drop_underscore: bool
+    header_lines: re.Pattern[str]  # the pattern that lists the head's fields
+    # A field line takes at least 4 bytes ("a:\r\n"), so a head no longer than this
+    # cannot break any limit and skips those checks.
+    check_from: int
 
 
 def _work_out(limits: Limits) -> _Derived:
@@ -200,19 +204,20 @@ def _work_out(limits: Limits) -> _Derived:
     # limit_request_field_size, so at 8190 a line of 8189 bytes and its CRLF is refused.
     field_cap = limits.field_size - 2 if limits.field_size else limits.max_head
     drop = limits.drop_underscore_headers
-    return (
-        line_cap,
-        fields_cap,
-        field_cap,
-        limits.max_head,
-        drop,
-        _HEADER_LINES_NO_UNDERSCORE if drop else _HEADER_LINES,
-        # A field line takes at least 4 bytes ("a:\r\n"), so a head no longer than
-        # this cannot break any limit and skips those checks.
-        min(line_cap, field_cap, 4 * fields_cap + 2),
+    return _Derived(
+        line_cap=line_cap,
+        fields_cap=fields_cap,
+        field_cap=field_cap,
+        max_head=limits.max_head,
+        drop_underscore=drop,
+        header_lines=_HEADER_LINES_NO_UNDERSCORE if drop else _HEADER_LINES,
+        check_from=min(line_cap, field_cap, 4 * fields_cap + 2),
     )
 
 
+# Worked out once per worker rather than once per connection (a parser is made for every
+# connection: measured, this halves its cost). A worker has one Limits, so the last one is
+# remembered, by identity: hashing a dataclass would run Python code.
 _last_derived: tuple[Limits, _Derived] = (DEFAULT_LIMITS, _work_out(DEFAULT_LIMITS))
 
 
@@ -290,87 +295,77 @@ class RequestParser:
         size = len(data)
         try:
             while pos < size:
-                if self._state != _HEAD:
-                    if self._state == _LENGTH:
-                        pos = self._feed_length(data, pos)
-                    elif self._state == _CHUNKED:
-                        pos = self._feed_chunked(data, pos)
-                    else:
-                        return
-                    continue
-                end = data.find(b"\r\n\r\n", pos)
-                if end < 0:
-                    self._buf += data[pos:]
-                    self._check_partial_head()
-                    return
-                # The head is complete. This is the hot path of the whole server, so it
-                # is written out here rather than split into smaller methods.
-                stop = end + 4
-                head = data if stop == size and not pos else data[pos:stop]
-                text = head.decode("latin-1")
-                match = _REQUEST_LINE.match(text)
-                if match is None:
-                    if text.startswith("\r\n"):  # empty lines before a request line
-                        pos += _empty_lines(data, pos)
-                        continue
-                    _refuse_request_line(text, self._line_cap)
-                if len(text) > self._check_from:  # short heads cannot break a limit
-                    self._check_head_limits(text)
-                method, target, version = match.groups()
-
-                proto = self._proto
-                proto.done = False
-                upgraded = False
-                try:
-                    if method in _LLHTTP_METHODS:
-                        self._llhttp.feed_data(head)
-                    else:
-                        self._llhttp.feed_data(_head_for_llhttp(method, head))
-                except httptools.HttpParserUpgrade:
-                    upgraded = True  # llhttp skipped any body; we read it ourselves
-                except httptools.HttpParserError as exc:
-                    raise BadRequest(str(exc)) from None
-
-                # llhttp accepted the head: every line is now "token:" OWS value CRLF.
-                headers: list[tuple[str, str]] = self._header_lines.findall(text)
-                noted = _NOTED_FIELDS.findall(text)
-                if len(noted) == 1 and noted[0][0] and version == "HTTP/1.1":
-                    content_length = None  # the usual head: one Host, none of the others
+                state = self._state
+                if state == _HEAD:
+                    pos = self._feed_head(data, pos, size)
+                elif state == _LENGTH:
+                    pos = self._feed_length(data, pos)
+                elif state == _CHUNKED:
+                    pos = self._feed_chunked(data, pos)
                 else:
-                    content_length = _check_noted_fields(noted, version)
-                if target[0] == "/" and "#" not in target:
-                    path, _, query = target.partition("?")
-                else:
-                    path, query = split_target(method, target)
-
-                if upgraded or not proto.done:
-                    request = Request(method, target, path, query, version, headers)
-                    pos = self._start_body(request, upgraded, stop)
-                    continue
-                # No body, the common case. Attributes are set one by one: cheaper than
-                # passing thirteen arguments to __init__.
-                request = _new_request(Request)
-                request.method = method
-                request.raw_target = target
-                request.path = path
-                request.query = query
-                request.version = version
-                request.headers = headers
-                request.keep_alive = keep_alive = proto.keep_alive
-                request.content_length = content_length  # llhttp saw no body: 0 if any
-                request.chunked = False
-                request.expect_continue = False
-                request.body = bytearray()
-                request.complete = True
-                request.trailers = []
-                self.requests.append(request)
-                if not keep_alive:
-                    self._state = _CLOSED
                     return
-                pos = stop
         except HTTPError as exc:
             self._die(exc)
             raise
+
+    def _feed_head(self, data: bytes, pos: int, size: int) -> int:
+        """The request head at ``pos``: its request is queued (or its body begins); returns
+        where the next bytes start, ``size`` when the head is not all here yet (it waits in
+        the buffer). The hot path of the whole server: one call per request."""
+        end = data.find(b"\r\n\r\n", pos)
+        if end < 0:
+            self._buf += data[pos:]
+            self._check_partial_head()
+            return size
+        stop = end + 4
+        head = data if stop == size and not pos else data[pos:stop]
+        text = head.decode("latin-1")
+        match = _REQUEST_LINE.match(text)
+        if match is None:
+            if text.startswith("\r\n"):  # empty lines before a request line
+                return pos + _empty_lines(data, pos)
+            _refuse_request_line(text, self._line_cap)
+        if len(text) > self._check_from:  # short heads cannot break a limit
+            self._check_head_limits(text)
+        method, target, version = match.groups()
+
+        proto = self._proto
+        proto.done = False
+        upgraded = False
+        try:
+            if method in _LLHTTP_METHODS:
+                self._llhttp.feed_data(head)
+            else:
+                self._llhttp.feed_data(_head_for_llhttp(method, head))
+        except httptools.HttpParserUpgrade:
+            upgraded = True  # llhttp skipped any body; we read it ourselves
+        except httptools.HttpParserError as exc:
+            raise BadRequest(str(exc)) from None
+
+        # llhttp accepted the head: every line is now "token:" OWS value CRLF.
+        headers: list[tuple[str, str]] = self._header_lines.findall(text)
+        noted = _NOTED_FIELDS.findall(text)
+        if len(noted) == 1 and noted[0][0] and version == "HTTP/1.1":
+            content_length = None  # the usual head: one Host, none of the others
+        else:
+            content_length = _check_noted_fields(noted, version)
+        if target[0] == "/" and "#" not in target:
+            path, _, query = target.partition("?")
+        else:
+            path, query = split_target(method, target)
+
+        if upgraded or not proto.done:
+            request = Request(method, target, path, query, version, headers)
+            return self._start_body(request, upgraded, stop)
+        # No body, the common case: complete (llhttp saw no body: Content-Length 0 if any).
+        keep_alive = proto.keep_alive
+        self.requests.append(
+            Request(method, target, path, query, version, headers, keep_alive, content_length)
+        )
+        if not keep_alive:
+            self._state = _CLOSED
+            return size
+        return stop
 
     def feed_eof(self) -> None:
         """The peer closed its side: refuse a message it left unfinished."""

@@ -7,7 +7,7 @@ and three C-level scans of the joined header block.
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from dynocorn.http.errors import InvalidResponse
 from dynocorn.http.server_date import SERVER_NAME, http_date, server_date_lines
@@ -128,8 +128,8 @@ def plan_response(
             if len(_plans) >= _PLAN_CACHE_SIZE:
                 _plans.clear()
             _plans[key] = entry
-    parts = entry[0]
-    preamble_kind = parts[1]
+    parts: _Parts = entry[0]
+    preamble_kind = parts.preamble_kind
     if preamble_kind == _BOTH:
         preamble = server_date_lines()
     elif preamble_kind == _DATE_ONLY:
@@ -154,56 +154,93 @@ def plan_response(
     return plan
 
 
-# What plan_response remembers per distinct response: everything but the Date.
-_Parts = tuple[bytes, int, bytes, bytes, bool, int | None, bool, bool, bool]
 _BOTH, _DATE_ONLY, _SERVER_ONLY, _NEITHER = range(4)  # which of Server/Date we add
 _PLAN_CACHE_SIZE = 256
 # key -> [parts, (the preamble the last plan was made with, that plan) or None]
 _plans: dict[tuple[object, ...], list[Any]] = {}
 
 
+class _Parts(NamedTuple):
+    """What plan_response remembers per distinct response: everything but the Date."""
+
+    status_line: bytes
+    preamble_kind: int  # _BOTH, _DATE_ONLY, _SERVER_ONLY or _NEITHER
+    app_block: bytes  # the app's header lines, those we frame ourselves left out
+    tail: bytes  # our framing lines and the blank line
+    chunked: bool
+    content_length: int | None
+    keep_alive: bool
+    send_body: bool
+    framed: bool
+
+
+@dataclass(slots=True)
+class _AppHeaders:
+    """The app's headers, read: the lines passed on, and what the framing needs of them."""
+
+    block: bytes = b""
+    content_length: int | None = None
+    chunked: bool = False  # Transfer-Encoding: chunked (we chunk, once)
+    close: bool = False  # Connection: close
+    has_server: bool = False
+    has_date: bool = False
+
+
 def _plan_parts(
     status: str, headers: list[tuple[str, str]], version: str, method: str, keep_alive: bool
 ) -> _Parts:
+    """Everything of a response's plan but the Date (plan_response() caches it)."""
     entry = _status_lines.get(status) if isinstance(status, str) else None
     status_line, code = entry or _status_line(status)
     no_body = code < 200 or code == 204 or code == 304 or method == "HEAD"
+    app = _read_app_headers(headers, code)
+    content_length = app.content_length
+    chunked = False
+    keep = keep_alive and not app.close
+    if no_body:
+        if code < 200 or code == 204:
+            content_length = None
+    elif content_length is None:
+        if version == "HTTP/1.1":
+            chunked = True
+        else:
+            keep = False  # the end of the body is the end of the connection
+    if app.has_server:
+        preamble_kind = _NEITHER if app.has_date else _DATE_ONLY
+    else:
+        preamble_kind = _SERVER_ONLY if app.has_date else _BOTH
+    if keep:
+        tail = _KEEP_ALIVE_LINE + b"\r\n" if version == "HTTP/1.0" else b"\r\n"
+    else:
+        tail = _CLOSE_LINE + b"\r\n"
+    if chunked:
+        tail = _CHUNKED_LINE + tail
+    framed = app.chunked or app.content_length is not None
+    return _Parts(
+        status_line,
+        preamble_kind,
+        app.block,
+        tail,
+        chunked,
+        content_length,
+        keep,
+        not no_body,
+        framed,
+    )
 
+
+def _read_app_headers(headers: list[tuple[str, str]], code: int) -> _AppHeaders:
+    """Check the app's headers and keep the lines we pass on; raise InvalidResponse."""
+    app = _AppHeaders()
     parts: list[str] = []
     lines = 0
-    content_length: int | None = None
-    app_chunked = app_close = has_server = has_date = False
     try:
         for name, value in headers:
             kind = _name_kinds.get(name)
             if kind is None:
                 kind = _name_kind(name)
-            if kind:
-                if kind == _LENGTH:
-                    length = _content_length(value)
-                    if content_length is not None:
-                        if length != content_length:
-                            raise InvalidResponse("conflicting Content-Length headers")
-                        continue
-                    content_length = length
-                    if code < 200 or code == 204:  # RFC 9110: MUST NOT be sent
-                        continue
-                elif kind == _CODING:
-                    # The application may ask for chunking; we do it, once.
-                    if value.strip(" \t").lower() != "chunked":
-                        raise InvalidResponse(f"unsupported Transfer-Encoding {value!r}")
-                    app_chunked = True
-                    continue
-                elif kind == _CONNECTION:
-                    if "close" in _tokens(value):
-                        app_close = True
-                    continue
-                elif kind == _HOP:
-                    continue
-                elif kind == _SERVER:
-                    has_server = True
-                else:
-                    has_date = True
+            if kind and _framed_by_us(app, kind, value, code):
+                continue
             parts += (name, ": ", value, "\r\n")
             lines += 1
         block = "".join(parts)
@@ -213,42 +250,38 @@ def _plan_parts(
             block.count("\n") != lines or block.count("\r") != lines or _CONTROL.search(block)
         ):
             raise InvalidResponse("control character in a response header")
-        app_block = block.encode("latin-1")
+        app.block = block.encode("latin-1")
     except (TypeError, ValueError, AttributeError) as exc:  # not str, not pairs, not latin-1
         raise InvalidResponse(f"invalid response headers: {exc}") from None
-    if app_chunked and content_length is not None:
+    if app.chunked and app.content_length is not None:
         raise InvalidResponse("both Content-Length and Transfer-Encoding")
-    framed = app_chunked or content_length is not None
+    return app
 
-    chunked = False
-    keep = keep_alive and not app_close
-    if no_body:
-        if code < 200 or code == 204:
-            content_length = None
-    elif content_length is None:
-        if version == "HTTP/1.1":
-            chunked = True
-        else:
-            keep = False  # the end of the body is the end of the connection
 
-    if has_server:
-        preamble_kind = _NEITHER if has_date else _DATE_ONLY
+def _framed_by_us(app: _AppHeaders, kind: int, value: str, code: int) -> bool:
+    """Note a header that matters to the framing; True when its line is not passed on (we
+    write the framing ourselves, and hop-by-hop headers stop here)."""
+    if kind == _LENGTH:
+        length = _content_length(value)
+        if app.content_length is not None:
+            if length != app.content_length:
+                raise InvalidResponse("conflicting Content-Length headers")
+            return True  # a repeat of the same length: once is enough
+        app.content_length = length
+        return code < 200 or code == 204  # RFC 9110: MUST NOT be sent
+    if kind == _CODING:
+        if value.strip(" \t").lower() != "chunked":
+            raise InvalidResponse(f"unsupported Transfer-Encoding {value!r}")
+        app.chunked = True
+        return True
+    if kind == _CONNECTION:
+        if "close" in _tokens(value):
+            app.close = True
+        return True
+    if kind == _HOP:
+        return True
+    if kind == _SERVER:
+        app.has_server = True
     else:
-        preamble_kind = _SERVER_ONLY if has_date else _BOTH
-    if keep:
-        tail = _KEEP_ALIVE_LINE + b"\r\n" if version == "HTTP/1.0" else b"\r\n"
-    else:
-        tail = _CLOSE_LINE + b"\r\n"
-    if chunked:
-        tail = _CHUNKED_LINE + tail
-    return (
-        status_line,
-        preamble_kind,
-        app_block,
-        tail,
-        chunked,
-        content_length,
-        keep,
-        not no_body,
-        framed,
-    )
+        app.has_date = True
+    return False

@@ -1,9 +1,11 @@
 """Readiness for the worker loops: epoll used directly, each file with its own target.
 
-selectors.DefaultSelector builds a key object and a tuple for every ready file, on every
-wake-up; this keeps one dict from file descriptor to target and returns the targets. (On
-the hello benchmark the difference is within the noise of this machine: under 2 us.)
-Where epoll is missing (not Linux), selectors does the same job.
+It exists for EPOLLEXCLUSIVE (register(shared=True)), which selectors cannot ask for: the
+kernel then wakes one waiting worker per new connection, not all of them (the balance
+across workers, docs/balance.md). Returning each file's target from one dict also skips
+the key object and tuple selectors builds per ready file, but that gain is within the noise
+of the hello benchmark (under 2 us). Where epoll is missing (not Linux), selectors does
+the job, without exclusive wake-ups.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ class IncompleteBody(OSError):
 class Input:
     """wsgi.input: streams the request body and never reads past its end.
 
-    The parser appends body bytes to `request.body`; this consumes them from the front, so
-    bytes of a pipelined next request stay in the parser, out of reach.
+    The parser appends body bytes to `request.body` (http/body.py); this takes them from
+    the front, so bytes of a pipelined next request stay in the parser, out of reach.
     """
 
     __slots__ = ("_broken", "_fill", "_request", "on_first_read")
@@ -59,22 +59,17 @@ class Input:
             chunks = []
             while True:
                 if body:
-                    chunks.append(bytes(body))
-                    body.clear()
+                    chunks.append(body.take())
                 if not self._more():
                     return b"".join(chunks)
         if len(body) >= size:
-            data = bytes(body[:size])
-            del body[:size]
-            return data
+            return body.take(size)
         # Apps (multipart parsers especially) expect read(n) to return n bytes unless the
         # body ends, so wait for them rather than returning a short read.
         out = bytearray()
         while len(out) < size:
             if body:
-                take = size - len(out)
-                out += body[:take]
-                del body[:take]
+                out += body.take(size - len(out))
             elif not self._more():
                 break
         return bytes(out)
@@ -82,19 +77,15 @@ class Input:
     def readline(self, size: int | None = -1) -> bytes:
         body = self._request.body
         limit = size if size is not None and size >= 0 else sys.maxsize
-        end = body.find(b"\n", 0, limit)
-        if end >= 0:
-            line = bytes(body[: end + 1])
-            del body[: end + 1]
+        line, ended = body.take_line(limit)
+        if ended:
             return line
-        out = bytearray()
+        out = bytearray(line)
         while len(out) < limit:
             if body:
-                end = body.find(b"\n", 0, limit - len(out))
-                take = end + 1 if end >= 0 else min(len(body), limit - len(out))
-                out += body[:take]
-                del body[:take]
-                if end >= 0:
+                line, ended = body.take_line(limit - len(out))
+                out += line
+                if ended:
                     break
             elif not self._more():
                 break
@@ -123,12 +114,9 @@ class Input:
             return False
         left = limit
         while True:
-            if body:
-                if len(body) > left:
-                    body.clear()
-                    return False
-                left -= len(body)
-                body.clear()
+            left -= body.discard()
+            if left < 0:
+                return False
             if request.complete:
                 return True
             if not self._fill():

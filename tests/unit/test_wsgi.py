@@ -11,8 +11,17 @@ import pytest
 
 from dynocorn import __version__
 from dynocorn.http import InvalidResponse, Request, RequestParser
+from dynocorn.http.body import Body
 from dynocorn.wsgi import EnvironBuilder, FileWrapper, Response, WSGISettings, call_app
 from dynocorn.wsgi_input import IncompleteBody, Input
+
+
+def body_of(data: bytes = b"") -> Body:
+    """A request body holding `data`, as the parser leaves it."""
+    body = Body()
+    body.append(data)
+    return body
+
 
 SECURE = {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"}
 
@@ -30,7 +39,7 @@ def make_request(**fields: Any) -> Request:
         "content_length": None,
         "chunked": False,
         "expect_continue": False,
-        "body": bytearray(),
+        "body": body_of(),
         "complete": True,
         "trailers": [],
     }
@@ -284,14 +293,14 @@ class Feed:
         self.calls += 1
         if not self.pieces:
             return False
-        self.request.body += self.pieces.pop(0)
+        self.request.body.append(self.pieces.pop(0))
         if not self.pieces and not self.eof:
             self.request.complete = True
         return True
 
 
 def streaming(pieces: list[bytes], *, eof: bool = False) -> tuple[Input, Feed]:
-    request = make_request(method="POST", complete=False, body=bytearray())
+    request = make_request(method="POST", complete=False, body=body_of())
     feed = Feed(request, pieces, eof)
     return Input(request, feed), feed
 
@@ -366,7 +375,7 @@ def test_readlines_and_iteration() -> None:
 def test_input_never_reads_past_the_body() -> None:
     # The parser keeps bytes of a pipelined next request to itself; once `complete` is set
     # the input reports end of body without asking for more.
-    request = make_request(method="POST", body=bytearray(b"body"), complete=True)
+    request = make_request(method="POST", body=body_of(b"body"), complete=True)
     wsgi_input = Input(request, lambda: pytest.fail("fill() past the end of the body"))
     assert wsgi_input.read() == b"body"
     assert wsgi_input.read(5) == b""
@@ -460,7 +469,7 @@ def test_continue_is_sent_once_at_the_first_read_that_needs_bytes() -> None:
 
 
 def test_no_continue_when_the_body_is_already_here() -> None:
-    request = make_request(method="POST", body=bytearray(b"abc"), complete=True)
+    request = make_request(method="POST", body=body_of(b"abc"), complete=True)
     wsgi_input = Input(request, lambda: False)
     wsgi_input.on_first_read = lambda: pytest.fail("100 Continue after the body arrived")
     assert wsgi_input.read() == b"abc"
@@ -481,7 +490,7 @@ def test_drain_does_not_send_continue() -> None:
     wsgi_input.on_first_read = lambda: pytest.fail("100 Continue while draining")
     assert wsgi_input.drain(100) is False  # the client may or may not send the body now
     assert feed.calls == 0
-    request = make_request(method="POST", body=bytearray(b"abc"), complete=True)
+    request = make_request(method="POST", body=body_of(b"abc"), complete=True)
     wsgi_input = Input(request, lambda: False)
     wsgi_input.on_first_read = lambda: pytest.fail("100 Continue while draining")
     assert wsgi_input.drain(100) is True  # it sent the body without waiting
@@ -1056,7 +1065,7 @@ def failing_then_recovering(environ: dict[str, Any], start_response: Any) -> lis
                 "path": "/e%20cho",
                 "headers": [("Host", "h"), ("Content-Length", "5")],
                 "content_length": 5,
-                "body": bytearray(b"hello"),
+                "body": body_of(b"hello"),
             },
             b"legacy;/e cho;hello",
         ),

@@ -12,6 +12,7 @@ and what follows belongs to the next request.
 
 import re
 
+from dynocorn.http.body import Body
 from dynocorn.http.errors import BadRequest, HeaderFieldsTooLarge
 from dynocorn.http.grammar import QUOTED_STRING, TOKEN, line_too_long, new_line_ends
 
@@ -100,7 +101,7 @@ class ChunkedDecoder:
 
     def __init__(
         self,
-        body: bytearray,
+        body: Body,
         field_cap: int,
         fields_cap: int,
         max_section: int,
@@ -137,14 +138,14 @@ class ChunkedDecoder:
                 if not chunk:
                     self._state = _TRAILERS
                 elif data.startswith(b"\r\n", stop):  # the whole chunk is here: the fast way
-                    body += memoryview(data)[pos:stop]
+                    body.append(memoryview(data)[pos:stop])
                     pos = stop + 2
                 else:
                     self._remaining = chunk
                     self._state = _DATA
             elif state == _DATA:
                 stop = min(size, pos + self._remaining)
-                body += memoryview(data)[pos:stop]
+                body.append(memoryview(data)[pos:stop])
                 self._remaining -= stop - pos
                 pos = stop
                 if not self._remaining:

@@ -528,7 +528,7 @@ class RequestParser:
         stop = min(len(data), pos + self._remaining)
         chunk = data if pos == 0 and stop == len(data) else data[pos:stop]
         assert self._current is not None
-        self._current.body += chunk
+        self._current.body.append(chunk)
         if self._sync_llhttp:
             self._llhttp.feed_data(chunk)
         self._remaining -= stop - pos

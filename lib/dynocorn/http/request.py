@@ -1,5 +1,7 @@
 """What the parser hands over: one request head, and its body as it arrives."""
 
+from dynocorn.http.body import Body
+
 __all__ = ["Request"]
 
 
@@ -34,7 +36,7 @@ class Request:
         content_length: int | None = None,
         chunked: bool = False,
         expect_continue: bool = False,
-        body: bytearray | None = None,
+        body: Body | None = None,
         complete: bool = True,
         trailers: list[tuple[str, str]] | None = None,
     ) -> None:
@@ -48,9 +50,9 @@ class Request:
         self.content_length = content_length
         self.chunked = chunked
         self.expect_continue = expect_continue  # only when a body is expected
-        # Body bytes parsed and not yet taken; consumers take them in place
-        # (``del request.body[:n]``): the parser keeps appending to this object.
-        self.body = bytearray() if body is None else body
+        # Body bytes parsed and not yet taken (body.py: the parser appends, the consumer
+        # takes from the front).
+        self.body = Body() if body is None else body
         self.complete = complete  # the whole message, body and trailers included
         self.trailers = [] if trailers is None else trailers
 

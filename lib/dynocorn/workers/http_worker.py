@@ -157,8 +157,9 @@ class HttpWorker(Worker):
 
 
 def _wsgi_input(connection: Connection, request: Request) -> Input | EmptyInput:
-    """The request's wsgi.input: one shared empty one for the usual request without a body."""
-    if request.complete and not request.body:
+    """The request's wsgi.input: one shared empty one for the usual request without a body
+    (asked of its framing, which is attributes, not of its Body, which would be a call)."""
+    if request.complete and not request.chunked and not request.content_length:
         return EMPTY_INPUT
     body = Input(request, connection.read_more)
     if request.expect_continue:

@@ -243,8 +243,7 @@ def test_large_body_in_pieces() -> None:
     received = bytearray()
     for at in range(0, len(body), 65536):
         parser.feed(body[at : at + 65536])
-        received += request.body  # the consumer takes bytes in place
-        del request.body[:]
+        received += request.body.take()  # the consumer takes them from the front
         assert request.complete == (at + 65536 >= len(body))
     assert received == body and parser.idle
     parser.feed(NEXT)
@@ -270,7 +269,7 @@ def test_body_keeps_flowing_after_the_request_was_taken() -> None:
     parser.feed(CHUNKED + b"3\r\nabc\r\n")
     request = parser.requests.popleft()
     assert (bytes(request.body), request.complete) == (b"abc", False)
-    del request.body[:2]
+    assert request.body.take(2) == b"ab"
     parser.feed(b"2\r\nde\r\n0\r\n\r")
     assert (bytes(request.body), request.complete, parser.idle) == (b"cde", False, False)
     parser.feed(b"\n")
@@ -414,5 +413,5 @@ def test_early_refusal_of_garbage() -> None:
 
 def test_request_repr_and_defaults() -> None:
     request = Request("GET", "/", "/", "", "HTTP/1.1", [])
-    assert request.keep_alive and request.complete and request.body == bytearray()
+    assert request.keep_alive and request.complete and bytes(request.body) == b""
     assert repr(request) == "<Request GET / HTTP/1.1 headers=0 complete=True>"

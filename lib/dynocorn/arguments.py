@@ -121,7 +121,7 @@ def _default_text(setting: Setting) -> str:
         shown = ",".join(str(item) for item in default)
     else:
         shown = "" if default is None else str(default)
-    return "; ".join(part for part in (shown, setting.platform) if part)
+    return "; ".join(part for part in (shown, setting.platform_default) if part)
 
 
 def _not_implemented_paragraph(hidden: list[Setting]) -> str:

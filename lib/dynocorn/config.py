@@ -12,6 +12,7 @@ The environment is read here, from a mapping passed in, never at import time.
 from __future__ import annotations
 
 import argparse
+import copy
 import difflib
 import importlib
 import shlex
@@ -454,10 +455,9 @@ def _apply_platform_defaults(
 
     if detected.on_heroku:
         dyno = f"DYNO={environ.get('DYNO', '')}"
-        derive("graceful_timeout", 25, dyno)
-        derive("keepalive", 95, dyno)
-        derive("forwarded_allow_ips", ["*"], dyno)
-        derive("accesslog", "-", dyno)
+        for setting in SETTINGS.values():
+            if setting.heroku is not None:
+                derive(setting.name, copy.deepcopy(setting.heroku.value), dyno)
     return workers_auto
 
 

@@ -26,8 +26,8 @@ def _row(setting: Setting) -> str:
         flags = f"{flags} `{setting.metavar}`"
     default = f"`{format_value(setting.default)}`"
     description = setting.help
-    if setting.platform:
-        description += f" Platform default: {setting.platform}."
+    if setting.platform_default:
+        description += f" Platform default: {setting.platform_default}."
     if setting.env:
         description += " Environment: " + ", ".join(f"`{name}`" for name in setting.env) + "."
     if not setting.implemented:

@@ -27,6 +27,19 @@ DEFAULT_SECURE_SCHEME_HEADERS = {
 
 
 @dataclass(frozen=True)
+class HerokuDefault:
+    """The default on Heroku (`DYNO` set): config.py applies it, the docs show it."""
+
+    value: Any
+    why: str
+
+    @property
+    def shown(self) -> str:
+        value = self.value
+        return ", ".join(value) if isinstance(value, list) else str(value)
+
+
+@dataclass(frozen=True)
 class Setting:
     name: str
     section: str
@@ -39,6 +52,7 @@ class Setting:
     metavar: str | None = None
     # How the platform changes the default, for the docs; the logic is in config.py.
     platform: str | None = None
+    heroku: HerokuDefault | None = None
     # The environment variables that change the default (PLATFORM.md); empty for most.
     env: tuple[str, ...] = ()
     # The one among them that holds the value itself, parsed as the flag's value would be.
@@ -54,6 +68,14 @@ class Setting:
     @property
     def is_hook(self) -> bool:
         return self.section == "Server hooks"
+
+    @property
+    def platform_default(self) -> str | None:
+        """How the platform changes the default, in words for the docs."""
+        parts = [self.platform] if self.platform else []
+        if self.heroku is not None:
+            parts.append(f"`{self.heroku.shown}` when `DYNO` is set ({self.heroku.why})")
+        return "; ".join(parts) or None
 
 
 def no_hook(*args: Any) -> None:
@@ -156,14 +178,14 @@ _SETTINGS: list[Setting] = [
         "graceful_timeout", "Worker processes",
         "Seconds workers get to finish their requests on a graceful stop or restart.",
         default=30, flags=("--graceful-timeout",), parse=v.non_negative_int, metavar="INT",
-        platform="25 when `DYNO` is set, so everything is gone before Heroku's 30 s SIGKILL",
+        heroku=HerokuDefault(25, "everything is gone before Heroku's 30 s SIGKILL"),
         env=("DYNO",),
     ),
     Setting(
         "keepalive", "Worker processes",
         "Seconds an idle kept-alive connection is held open.",
         default=2, flags=("--keep-alive",), parse=v.non_negative_int, metavar="INT",
-        platform="95 when `DYNO` is set, above the router's 90 s idle close",
+        heroku=HerokuDefault(95, "above the router's 90 s idle close"),
         env=("DYNO",),
     ),
     # -- Memory (dynocorn)
@@ -289,7 +311,8 @@ _SETTINGS: list[Setting] = [
         "Proxies trusted to set `X-Forwarded-*` headers: IPs or CIDRs, comma-separated, or `*`.",
         default=["127.0.0.1", "::1"], flags=("--forwarded-allow-ips",), parse=v.ip_allow_list,
         metavar="STRING",
-        platform="`$FORWARDED_ALLOW_IPS`; `*` when `DYNO` is set (the router is the only peer)",
+        platform="`$FORWARDED_ALLOW_IPS`",
+        heroku=HerokuDefault(["*"], "the router is the only peer"),
         env=("FORWARDED_ALLOW_IPS", "DYNO"), env_value="FORWARDED_ALLOW_IPS",
     ),
     Setting(
@@ -317,7 +340,7 @@ _SETTINGS: list[Setting] = [
     Setting(
         "accesslog", "Logging", "Access log file; `-` is stdout.",
         flags=("--access-logfile",), parse=v.optional_str, metavar="FILE",
-        platform="`-` (stdout, Heroku-router logfmt) when `DYNO` is set",
+        heroku=HerokuDefault("-", "stdout, in the Heroku router's logfmt"),
         env=("DYNO",),
     ),
     Setting(

@@ -29,7 +29,9 @@ def add_to_sys_path(directories: list[str]) -> None:
             sys.path.insert(0, directory)
 
 
-def load_app(spec: str) -> WSGIApp:
+def load_app(spec: str | None) -> WSGIApp:
+    if spec is None:  # the command line says so first; a HUP's config file may not
+        raise AppLoadError("No application module specified")
     module_name, _, expression = spec.partition(":")
     expression = expression.strip() or "application"
     module_name = module_name.strip()

@@ -324,7 +324,7 @@ class Arbiter:
         if self.stopping and graceful:
             return  # Heroku may send TERM more than once; the first deadline stands
         now = time.monotonic()
-        grace = self.cfg.graceful_timeout
+        grace: float = self.cfg.graceful_timeout
         if not graceful:
             grace = min(grace, QUICK_STOP_GRACE)
         if self.stopping:

@@ -21,10 +21,11 @@ import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dynocorn import envfiles, platform
 from dynocorn.arguments import UsageError, build_parser
+from dynocorn.setting_values import SettingValues
 from dynocorn.settings import SETTINGS, Setting, no_hook
 from dynocorn.sources import (
     COMMAND_LINE,
@@ -50,8 +51,9 @@ class ConfigError(Exception):
 
 
 @dataclass
-class Config:
-    """Resolved settings: `config.workers`, plus where each value came from."""
+class Config(SettingValues):
+    """Resolved settings: `config.workers` (typed by SettingValues, generated from the
+    table), plus where each value came from."""
 
     values: dict[str, Any]
     sources: dict[str, Source]
@@ -69,11 +71,13 @@ class Config:
     real_environ: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.__dict__["values"][name]
-        except KeyError:
-            raise AttributeError(name) from None
+    if not TYPE_CHECKING:  # type checkers read SettingValues' annotations instead
+
+        def __getattr__(self, name: str) -> Any:
+            try:
+                return self.__dict__["values"][name]
+            except KeyError:
+                raise AttributeError(name) from None
 
     def source(self, name: str) -> Source:
         return self.sources[name]

@@ -1,7 +1,8 @@
-"""The README's settings section, generated from the settings table.
+"""What is generated from the settings table: the README's settings section, and the type
+of every setting's value (setting_values.py), so strict type checking sees `cfg.<name>`.
 
-`python -m dynocorn.docs` rewrites README.md between the markers; `--check` exits 1 when the
-README is out of date (the test suite runs the same comparison).
+`python -m dynocorn.docs` (`make docs`) rewrites both; `--check` exits 1 when either is out
+of date (the test suite runs the same comparisons).
 """
 
 from __future__ import annotations
@@ -84,18 +85,48 @@ def render_readme(readme: str) -> str:
     return f"{head}{BEGIN}\n{settings_markdown()}\n{END}{tail}"
 
 
+VALUES_MODULE = Path(__file__).with_name("setting_values.py")
+
+
+def setting_values_source() -> str:
+    """setting_values.py: one annotation per setting, its parser's return type."""
+    lines = [
+        '"""The type of every setting\'s value: `Config` inherits these annotations, so strict',
+        "type checking sees a misspelt setting or a value used as the wrong type.",
+        "",
+        "Generated from the settings table by `make docs` (dynocorn/docs.py); a test fails when",
+        'it is out of date. Do not edit."""',
+        "",
+        "from __future__ import annotations",
+        "",
+        "from collections.abc import Callable",
+        "from typing import Any",
+        "",
+        "",
+        "class SettingValues:",
+    ]
+    for setting in SETTINGS.values():
+        lines.append(f"    {setting.name}: {setting.parse.__annotations__['return']}")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str]) -> int:
     readme_path = (
         Path(argv[argv.index("--readme") + 1]) if "--readme" in argv else Path("README.md")
     )
     current = readme_path.read_text(encoding="utf-8")
     wanted = render_readme(current)
+    values = setting_values_source()
     if "--check" in argv:
         if current != wanted:
             print(f"{readme_path} settings section is out of date: run `make docs`")
             return 1
+        if VALUES_MODULE.read_text(encoding="utf-8") != values:
+            print(f"{VALUES_MODULE} is out of date: run `make docs`")
+            return 1
         return 0
     readme_path.write_text(wanted, encoding="utf-8")
+    VALUES_MODULE.write_text(values, encoding="utf-8")
     return 0
 
 

@@ -15,6 +15,16 @@ def test_readme_settings_section_matches_the_code() -> None:
     assert docs.render_readme(current) == current, "run `make docs` to regenerate README.md"
 
 
+def test_the_type_of_every_setting_is_generated_from_the_table() -> None:
+    """setting_values.py: what strict type checking reads for `cfg.<name>`."""
+    assert docs.VALUES_MODULE.read_text(encoding="utf-8") == docs.setting_values_source(), (
+        "run `make docs` to regenerate lib/dynocorn/setting_values.py"
+    )
+    from dynocorn.setting_values import SettingValues
+
+    assert list(SettingValues.__annotations__) == list(SETTINGS)
+
+
 def test_every_setting_and_flag_is_documented() -> None:
     text = docs.settings_markdown()
     for setting in SETTINGS.values():

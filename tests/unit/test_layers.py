@@ -30,7 +30,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("the platform and what is measured", ("dynocorn.platform", "dynocorn.metrics")),
     (
         "settings",
-        ("dynocorn.validators", "dynocorn.settings", "dynocorn.arguments", "dynocorn.config"),
+        (
+            "dynocorn.validators",
+            "dynocorn.settings",
+            "dynocorn.setting_values",
+            "dynocorn.arguments",
+            "dynocorn.config",
+        ),
     ),
     (
         "what master and workers share",

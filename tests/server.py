@@ -145,11 +145,13 @@ class Server:
         if self.url.startswith("http://"):
             self.port = int(self.url.rsplit(":", 1)[1])
         self.wait_for(r"Booting worker with pid", timeout, count=workers)
-        self.wait_ready(workers, timeout)
+        self.wait_for_workers(workers, timeout)
         return self
 
-    def wait_ready(self, workers: int, timeout: float = 20.0) -> None:
-        """Each booted worker has loaded the app once it can answer; poll until they all can."""
+    def wait_for_workers(self, workers: int, timeout: float = 20.0) -> None:
+        """Until `workers` worker processes are alive. Alive is not ready: a worker may still
+        be loading the app (a test that needs an answer sends a request, or waits for a
+        post_worker_init line)."""
         deadline = time.monotonic() + timeout
         while len(self.worker_pids()) < workers:
             if time.monotonic() > deadline:

@@ -19,9 +19,9 @@ from typing import BinaryIO
 
 import pytest
 
+from clients import poll
 from rawhttp import connect, read_response
 from server import Server, running
-from test_master import poll
 from worker_classes import HAVE_GEVENT
 
 # The slow request holds its worker this long; the test is done well before (it closes
@@ -123,7 +123,7 @@ def test_a_worker_added_with_ttin_takes_part(worker_args: list[str], route: str)
         assert connections[1].ask_pid() == first_pid
         os.kill(srv.pid, signal.SIGTTIN)
         srv.wait_for(r"Booting worker with pid", count=2)
-        srv.wait_ready(2)
+        srv.wait_for_workers(2)
         assert_the_idle_sibling_answers(srv, route, connections, first_pid)
 
 

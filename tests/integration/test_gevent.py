@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import select
 import signal
@@ -16,17 +15,13 @@ from pathlib import Path
 import pytest
 import requests
 
+from clients import SteadyLoad, get, poll
 from rawhttp import connect, exchange, got_eof, read_response
 from server import REPO, Server, running
-from test_master import SteadyLoad, poll
 from worker_classes import HAVE_GEVENT
 
 needs_gevent = pytest.mark.skipif(not HAVE_GEVENT, reason="gevent is not installed")
 GEVENT = ["-k", "gevent"]
-
-
-def get(server: Server, path: str = "/", timeout: float = 10.0) -> requests.Response:
-    return requests.get(f"http://127.0.0.1:{server.port}{path}", timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -97,26 +92,9 @@ def test_multiprocess_with_more_than_one_worker() -> None:
     assert state["multithread"] is True
 
 
-# -- HTTP over the same layers as the sync worker
-
-
-def test_keep_alive_serves_many_requests_on_one_connection(server: Server) -> None:
-    with connect(server.port) as sock:
-        stream = sock.makefile("rb")
-        pids = set()
-        for _ in range(5):
-            sock.sendall(b"GET /echo HTTP/1.1\r\nHost: h\r\n\r\n")
-            response = read_response(stream)
-            assert response is not None and response.status == 200
-            assert response.header("Connection") != "close"
-            pids.add(json.loads(response.body)["pid"])
-        assert len(pids) == 1
-
-
-def test_pipelined_requests_are_answered_in_order(server: Server) -> None:
-    data = b"".join(b"GET /echo?n=%d HTTP/1.1\r\nHost: h\r\n\r\n" % n for n in range(5))
-    responses, _ = exchange(server.port, data, responses=5)
-    assert [json.loads(r.body)["query"] for r in responses] == [f"n={n}" for n in range(5)]
+# -- HTTP over the same layers as the sync worker (keep-alive, pipelining, the 500 of a
+# crashing app, HUP, INT, graceful_timeout and max-requests run for every class in
+# test_serving.py and test_master.py)
 
 
 def test_chunked_upload(server: Server) -> None:
@@ -132,11 +110,6 @@ def test_a_bad_request_is_refused_with_its_status_and_closed(server: Server) -> 
     responses, closed = exchange(server.port, b"GET / HTTP/1.1\r\nHost : h\r\n\r\n")
     assert responses[0].status == 400
     assert closed
-    assert get(server).status_code == 200
-
-
-def test_an_app_error_is_a_500_and_the_worker_goes_on(server: Server) -> None:
-    assert get(server, "/crash").status_code == 500
     assert get(server).status_code == 200
 
 
@@ -271,54 +244,6 @@ def test_a_retiring_worker_keeps_idle_connections_only_briefly() -> None:
         assert 4 < time.monotonic() - started < 8
         # The successor must have its own signal handlers before the master's TERM comes.
         srv.wait_for(r"Booting worker with pid", count=2)
-
-
-@needs_gevent
-def test_graceful_timeout_bounds_the_stop() -> None:
-    args = [*GEVENT, "--graceful-timeout", "2", "gevent_apps:app"]
-    with running(args) as srv, ThreadPoolExecutor(1) as pool:
-        pool.submit(get, srv, "/gsleep?seconds=30", 40)
-        srv.wait_for(r"gevent_apps: /gsleep started")
-        started = time.monotonic()
-        srv.signal(signal.SIGTERM)
-        assert srv.wait_exit(15) == 0
-        assert time.monotonic() - started < 6
-
-
-@needs_gevent
-def test_int_stops_quickly() -> None:
-    with running([*GEVENT, "-w", "1", "gevent_apps:app"]) as srv, ThreadPoolExecutor(1) as pool:
-        pool.submit(get, srv, "/gsleep?seconds=30", 40)
-        srv.wait_for(r"gevent_apps: /gsleep started")
-        started = time.monotonic()
-        srv.signal(signal.SIGINT)
-        assert srv.wait_exit(10) == 0
-        assert time.monotonic() - started < 3
-
-
-@needs_gevent
-def test_hup_replaces_every_worker_without_failing_a_request() -> None:
-    with running([*GEVENT, "-w", "2", "gevent_apps:app"], workers=2) as srv:
-        old = set(srv.worker_pids())
-        with SteadyLoad(srv, "/gsleep?seconds=0.01") as load:
-            poll(lambda: load.ok > 5, what="traffic")
-            srv.signal(signal.SIGHUP)
-            poll(lambda: not (set(srv.worker_pids()) & old), 30, "old workers to go")
-            poll(lambda: len(srv.worker_pids()) == 2, 30, "two new workers")
-            seen = load.ok
-            poll(lambda: load.ok > seen + 5, what="traffic after the reload")
-        assert load.failed == []
-
-
-@needs_gevent
-def test_max_requests_recycles_without_losing_requests() -> None:
-    args = [*GEVENT, "-w", "2", "--max-requests", "20", "gevent_apps:app"]
-    with running(args, workers=2) as srv:
-        with SteadyLoad(srv, "/") as load:
-            poll(lambda: load.ok >= 120, 60, "120 requests")
-        assert load.failed == []
-        assert len(load.pids) >= 4  # workers were replaced along the way
-        srv.wait_for(r"Autorestarting worker after current request")
 
 
 @needs_gevent

@@ -12,13 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from clients import get, poll
 from rawhttp import connect
 from server import APPS, REPO, running
-from test_master import poll
-
-
-def get(port: int, path: str, timeout: float = 20.0) -> requests.Response:
-    return requests.get(f"http://127.0.0.1:{port}{path}", timeout=timeout)
 
 
 def test_eight_threads_run_eight_requests_at_once() -> None:

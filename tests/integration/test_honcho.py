@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from clients import poll
 from honcho_runs import (
     HONCHO,
     VENV_BIN,
@@ -22,7 +23,6 @@ from honcho_runs import (
     port_is_free,
 )
 from server import APPS, REPO, Server, running
-from test_master import poll
 
 
 def honcho(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Server:

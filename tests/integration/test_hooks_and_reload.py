@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from clients import get, poll
 from rawhttp import connect, read_response
 from server import Server, running
-from test_master import get, poll
 from worker_classes import HAVE_GEVENT, WORKER_CLASSES
 
 HOOKS = """

@@ -23,9 +23,9 @@ import psutil
 import pytest
 import requests
 
+from clients import poll
 from rawhttp import read_response
 from server import LISTENING, Server, running
-from test_master import poll
 from worker_classes import WORKER_CLASSES
 
 HAVE_SETPROCTITLE = importlib.util.find_spec("setproctitle") is not None

@@ -4,66 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
 
+from clients import SteadyLoad, get, poll
 from server import Server, running
 from worker_classes import WORKER_CLASSES, worker_class_name
-
-
-def get(server: Server, path: str = "/", timeout: float = 10.0) -> requests.Response:
-    return requests.get(f"http://127.0.0.1:{server.port}{path}", timeout=timeout)
-
-
-def poll(condition: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-class SteadyLoad:
-    """A client thread sending requests back to back, counting every outcome."""
-
-    def __init__(self, server: Server, path: str = "/") -> None:
-        self.server = server
-        self.path = path
-        self.ok = 0
-        self.failed: list[str] = []
-        self.pids: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        session = requests.Session()
-        deadline = time.monotonic() + 60  # bounded, whatever happens
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                response = session.get(
-                    f"http://127.0.0.1:{self.server.port}{self.path}", timeout=10
-                )
-                if response.status_code == 200:
-                    self.ok += 1
-                    self.pids.add(response.text)
-                else:
-                    self.failed.append(str(response.status_code))
-            except requests.RequestException as error:
-                self.failed.append(repr(error))
-
-    def __enter__(self) -> SteadyLoad:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(15)
 
 
 @pytest.mark.parametrize("worker_args", WORKER_CLASSES)

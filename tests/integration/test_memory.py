@@ -13,8 +13,8 @@ import pytest
 import requests
 
 import cgroups
+from clients import SteadyLoad, poll
 from server import REPO, Server, running
-from test_master import SteadyLoad, poll
 from worker_classes import WORKER_CLASSES
 
 EXAMPLES = REPO / "examples"  # leaky.py: each request keeps 1 MB
@@ -209,7 +209,7 @@ def test_over_the_hard_limit_term_then_kill_after_graceful_timeout() -> None:
         srv.wait_for(hard_limit_line(obeying))
         assert gone(srv, obeying, grace + 5) < grace - 1
         srv.wait_for(r"Booting worker with pid", count=2)
-        srv.wait_ready(1)
+        srv.wait_for_workers(1)
         # This one ignores TERM: only the SIGKILL after graceful_timeout ends it.
         stubborn = int(requests.get(url, params={"mb": "128", "ignore_term": "1"}, timeout=10).text)
         srv.wait_for(hard_limit_line(stubborn))

@@ -13,8 +13,8 @@ import psutil
 import pytest
 import requests
 
+from clients import SteadyLoad, poll
 from server import APPS, REPO, Server, running
-from test_master import SteadyLoad, poll
 from worker_classes import WORKER_CLASSES
 
 

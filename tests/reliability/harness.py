@@ -18,10 +18,11 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import requests
+
+from clients import poll
 
 REPORT_VARIABLE = "RELIABILITY_REPORT"
 
@@ -34,17 +35,6 @@ def report(case: str, sent: int | str, failed: int | str, expected: str, notes: 
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
     return line
-
-
-def poll(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> float:
-    """Wait until `condition()` holds; return how long that took. Bounded."""
-    started = time.monotonic()
-    deadline = started + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
-    return time.monotonic() - started
 
 
 def failure_kind(error: BaseException) -> str:

@@ -23,8 +23,9 @@ import psutil
 import pytest
 import requests
 
+from clients import poll
 from rawhttp import read_response
-from reliability.harness import Load, connection_refused, poll, report
+from reliability.harness import Load, connection_refused, report
 from server import REPO, Server, running
 from worker_classes import WORKER_CLASSES
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from clients import poll
 from rawhttp import RawResponse, read_response
-from reliability.harness import poll, report
+from reliability.harness import report
 from server import Server, running
 
 BOUND = 8.0  # seconds any of these may take to be answered or closed

@@ -140,20 +140,20 @@ def test_a_bad_cpu_count_is_irrelevant_to_an_explicit_worker_count(cwd: Path, ro
 
 def test_auto_follows_worker_memory_and_memory_quota(cwd: Path, root: Path) -> None:
     cfg = load(
-        ["--worker-memory", "128", "--memory-quota", "1GB", "app:app"],
+        ["--worker-memory", "512", "--memory-quota", "1GB", "app:app"],
         cwd,
         root,
         WEB_CONCURRENCY="auto",
         DYNO_RAM="512",
+        RENDER_CPU_COUNT="1",  # at most 1 whatever this machine has: a cap of 3 workers
     )
-    # 1024 MB / 128 MB = 8, capped by 2 * cpus + 1 on this fake root's CPUs.
-    assert cfg.workers == min(8, 2 * cfg.platform.cpus.amount + 1)
+    assert cfg.workers == 2  # 1024 MB (the quota, not DYNO_RAM's 512) / 512 MB per worker
     assert cfg.memory_quota == 2**30
 
 
 def test_unset_with_a_memory_limit_is_computed(cwd: Path, root: Path) -> None:
-    cfg = load(["app:app"], cwd, root, DYNO_RAM="1024")
-    assert cfg.workers == min(4, 2 * cfg.platform.cpus.amount + 1)
+    cfg = load(["app:app"], cwd, root, DYNO_RAM="1024", RENDER_CPU_COUNT="1")
+    assert cfg.workers == 3  # 1024 MB / 256 MB = 4, capped at 2 x 1 CPU + 1
     assert str(cfg.source("workers")).startswith("platform (")
 
 

@@ -4,7 +4,9 @@ One message per line: `r` (app loaded, serving), `x` (retiring after its current
 max-requests or lifetime), `s <json>` (stats, sent at least once a second: the heartbeat). A
 pipe, not a file's mtime, so a slow disk cannot make a healthy worker look dead. The worker
 never blocks on it: if the master is not reading, a message is dropped, and the next stats
-will do.
+will do. A message is dropped whole, never cut: a write to a full pipe may take only part of
+a long one (stats can carry thousands of queue samples), and its tail goes first at the
+next message, or the master would read the next message glued to half of this one.
 """
 
 from __future__ import annotations
@@ -32,12 +34,26 @@ class WorkerChannel:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         os.set_blocking(fd, False)
+        self._unsent = b""  # the tail of a message the pipe took only part of
 
     def _send(self, message: bytes) -> None:
+        if self._unsent:
+            self._unsent = self._write(self._unsent, begun=True)
+            if self._unsent:
+                return  # still full: this message is dropped whole
+        self._unsent = self._write(message, begun=False)
+
+    def _write(self, data: bytes, begun: bool) -> bytes:
+        """What is left to send of `data`: b"" once it is all sent, or when the pipe takes
+        none of a message not `begun` (dropped whole); the rest of a message the pipe took
+        only part of."""
         try:
-            os.write(self.fd, message)
-        except (BlockingIOError, BrokenPipeError, InterruptedError):
-            pass
+            written = os.write(self.fd, data)
+        except (BlockingIOError, InterruptedError):
+            return data if begun else b""
+        except BrokenPipeError:
+            return b""  # the master is gone
+        return data[written:]
 
     def ready(self) -> None:
         self._send(READY)

@@ -28,20 +28,16 @@ def _refresh(second: int) -> None:
     _second = second
 
 
-def _at(now: float | None) -> None:
-    """Make the cached lines those of ``now`` (default: the wall clock)."""
+def server_date_lines(now: float | None = None) -> bytes:
+    """``Server`` and ``Date`` header lines for ``now`` (default: the wall clock),
+    recomputed once a second. Almost every response calls it: the check is inline."""
     second = int(_clock() if now is None else now)
     if second != _second:
         _refresh(second)
+    return _server_date
 
 
 def http_date(now: float | None = None) -> bytes:
-    """The IMF-fixdate for ``now`` (default: the wall clock), recomputed once a second."""
-    _at(now)
+    """The IMF-fixdate for ``now`` (default: the wall clock), cached with the lines."""
+    server_date_lines(now)
     return _date
-
-
-def server_date_lines(now: float | None = None) -> bytes:
-    """``Server`` and ``Date`` header lines, cached like :func:`http_date`."""
-    _at(now)
-    return _server_date

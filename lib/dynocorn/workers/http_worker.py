@@ -80,7 +80,11 @@ class HttpWorker(Worker):
         # another on this connection, which is about to close.
         last = self.nr + 1 >= self.max_requests
         keep_alive = request.keep_alive and self.alive and self.keepalive > 0 and not last
-        body = _wsgi_input(connection, request)
+        # The usual request has no body: its shared empty wsgi.input, without a call.
+        if request.complete and not request.chunked and not request.content_length:
+            body: Input | EmptyInput = EMPTY_INPUT
+        else:
+            body = _wsgi_input(connection, request)
         environ = connection.builder.build(request, body, connection.peer)
         request_start = environ.get("HTTP_X_REQUEST_START")
         if request_start is not None:
@@ -156,11 +160,9 @@ class HttpWorker(Worker):
         return connection
 
 
-def _wsgi_input(connection: Connection, request: Request) -> Input | EmptyInput:
-    """The request's wsgi.input: one shared empty one for the usual request without a body
-    (asked of its framing, which is attributes, not of its Body, which would be a call)."""
-    if request.complete and not request.chunked and not request.content_length:
-        return EMPTY_INPUT
+def _wsgi_input(connection: Connection, request: Request) -> Input:
+    """The wsgi.input of a request with a body (asked of its framing, attributes, not of its
+    Body, which would be a call)."""
     body = Input(request, connection.read_more)
     if request.expect_continue:
         body.on_first_read = lambda: connection.send(CONTINUE)

@@ -20,6 +20,7 @@ from dynocorn.addresses import Address
 INHERITED_FDS = "DYNOCORN_FDS"
 SYSTEMD_FIRST_FD = 3
 BIND_ATTEMPTS = 5  # gunicorn retries a busy address five times, a second apart
+UNIX_PROBE_TIMEOUT = 1.0  # seconds to learn whether a unix socket's server is alive
 
 
 class BindError(Exception):
@@ -174,8 +175,13 @@ def _remove_stale_unix_socket(path: str) -> None:
     if not stat.S_ISSOCK(mode):
         raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # A live server whose backlog is full makes a connect wait (or, with a timeout set, fail
+    # with EAGAIN): that is someone too, never a reason to remove its socket.
+    probe.settimeout(UNIX_PROBE_TIMEOUT)
     try:
         probe.connect(path)
+    except (TimeoutError, BlockingIOError):
+        raise OSError(errno.EADDRINUSE, "another server listens there") from None
     except OSError:
         os.unlink(path)  # nobody listens: stale
     else:

@@ -59,6 +59,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "dynocorn.worker_exits",
             "dynocorn.reloading",
             "dynocorn.master_signals",
+            "dynocorn.reloader",
             "dynocorn.memory_policy",
             "dynocorn.metrics.monitor",
             "dynocorn.arbiter",

@@ -31,9 +31,10 @@ from dynocorn.config import reload_lines
 from dynocorn.handoff import Balance
 from dynocorn.logs import LogFile
 from dynocorn.master_signals import SignalQueue
-from dynocorn.memory_policy import MemoryPolicy
+from dynocorn.memory_policy import NOT_AFFORDABLE, MemoryPolicy
 from dynocorn.metrics.monitor import MemoryMonitor
-from dynocorn.reloading import REEXEC_COMMAND_VARIABLE, exec_new_master, load_for_hup
+from dynocorn.reloader import ReloadWatch, start_reloader
+from dynocorn.reloading import exec_new_master, is_reexec_child, load_for_hup
 from dynocorn.worker_exits import judge_exit, next_spawn_delay, run_in_child
 from dynocorn.worker_handle import WorkerHandle
 from dynocorn.workers import worker_class_for
@@ -102,6 +103,7 @@ class Arbiter:
         self.monitor = MemoryMonitor(cfg, self.log, self.metrics_out.write, os.environ)
         self.memory_policy = MemoryPolicy(cfg)
         self.unaffordable_logged = False
+        self.reload_watch: ReloadWatch | None = None  # --reload (reloader.py)
 
     # -- start-up
 
@@ -146,6 +148,8 @@ class Arbiter:
         process.set_title(f"dynocorn: master [{self.master_name}]")
         if cfg.preload_app:
             self.preload()
+        if cfg.reload:
+            self.reload_watch = start_reloader(cfg, self.log, self.signal_queue.wake)
         cfg.when_ready(self)
         self.monitor.begin(time.monotonic())
         self.manage_workers(time.monotonic())  # now, not after the loop's first wait
@@ -182,6 +186,8 @@ class Arbiter:
             if name != "chld":
                 self.log.info(f"Handling signal: {name}")
             getattr(self, f"handle_{name}")()
+        if self.reload_watch is not None and self.reload_watch.code_changed():
+            self.handle_hup()  # the new code, one worker at a time
         self.reap_workers()
         now = time.monotonic()
         self.murder_workers(now)
@@ -209,10 +215,7 @@ class Arbiter:
         workers = list(self.workers.values())
         sample = self.monitor.sample(now, workers)
         decisions = self.memory_policy.decide(now, sample.total, sample.master, workers)
-        for warning in decisions.warnings:
-            self.log.warning(warning)
-        for note in decisions.notes:
-            self.log.info(note)
+        decisions.say(self.log)
         if self.stopping:
             return
         for handle, reason in decisions.stop:
@@ -251,6 +254,8 @@ class Arbiter:
                 queue = payload.pop("queue", None)
                 if isinstance(queue, list):
                     self.monitor.add_queue_samples(queue)
+                if self.reload_watch is not None:
+                    self.reload_watch.watch(payload.pop("files", []))
                 handle.stats = payload
 
     # -- signals
@@ -341,19 +346,18 @@ class Arbiter:
 
     def close_listeners(self) -> None:
         # Unix socket files stay when a re-executed master is serving on them.
-        unlink = self.reexec_pid == 0 and not self.is_reexec_child()
+        unlink = self.reexec_pid == 0 and not is_reexec_child()
         for listener in self.listeners:
             listener.close(unlink=unlink)
         self.listeners = []
-
-    def is_reexec_child(self) -> bool:
-        return os.environ.get(REEXEC_COMMAND_VARIABLE) == str(os.getppid())
 
     def shutdown(self, reason: str | None) -> None:
         if self.workers:
             self.kill_workers(signal.SIGKILL)
             self.reap_workers(wait=True)
         self.close_listeners()
+        if self.reload_watch is not None:
+            self.reload_watch.close()
         if self.balance is not None:
             self.balance.close()  # connections still queued (none, normally) close with it
         self.log.info("Shutting down: Master")
@@ -431,10 +435,7 @@ class Arbiter:
             return True
         if not self.unaffordable_logged:
             self.unaffordable_logged = True
-            self.log.warning(
-                "Not starting a worker: it would take the dyno over its memory quota "
-                f"({self.monitor.quota_text()})"
-            )
+            self.log.warning(f"{NOT_AFFORDABLE} ({self.monitor.quota_text()})")
         return False
 
     def stop_worker(self, handle: WorkerHandle) -> None:
@@ -531,7 +532,7 @@ class Arbiter:
 
     def report_exit(self, handle: WorkerHandle, status: int) -> None:
         lived = time.monotonic() - handle.spawned_at
-        verdict = judge_exit(handle, status, self.stopping, lived)
+        verdict = judge_exit(handle, status, self.stopping, lived, reloading=self.cfg.reload)
         if verdict.halt is not None:
             raise HaltServer(*verdict.halt)
         for line in verdict.errors:
@@ -582,7 +583,7 @@ class Arbiter:
         if self.reexec_pid:
             self.log.warning("USR2 signal ignored. Child exists.")
             return
-        if self.is_reexec_child():
+        if is_reexec_child():
             self.log.warning("USR2 signal ignored. Parent exists.")
             return
         if self.pidfile is not None and self.cfg.pidfile:

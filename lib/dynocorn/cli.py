@@ -51,6 +51,14 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
             f"{build_parser().format_usage()}dynocorn: error: No application module specified.\n"
         )
         return EXIT_USAGE
+    if config.reload and config.preload_app:
+        # The master holds the preloaded app: new workers would fork the old code.
+        sys.stderr.write(
+            f"Error: reload = True from {config.source('reload')}: it cannot reload an app "
+            f"preloaded in the master (preload_app from {config.source('preload_app')}); "
+            "use one or the other\n"
+        )
+        return EXIT_CONFIG
     prepare_process(config)  # first: a worker class of the user's may live in the app's dir
     try:
         worker_class_for(config)

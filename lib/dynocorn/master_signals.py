@@ -55,6 +55,13 @@ class SignalQueue:
         """The oldest queued signal's name ("hup"); call only while the queue is not empty."""
         return SIGNAL_NAMES[self.queued.popleft()]
 
+    def wake(self) -> None:
+        """Wake the loop from another thread (the reloader's), as a signal would."""
+        try:
+            os.write(self.wakeup_write, b"w")
+        except OSError:
+            pass  # full: the loop wakes anyway
+
     def woken(self) -> None:
         """The pipe was readable: empty it (the signals are in the queue already)."""
         process.drain_pipe(self.wakeup_read)

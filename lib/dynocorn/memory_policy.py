@@ -31,10 +31,12 @@ from dynocorn.workers.memory_guard import old_enough_to_recycle
 
 if TYPE_CHECKING:
     from dynocorn.config import Config
+    from dynocorn.logs import ErrorLog
     from dynocorn.metrics.memory import DynoMemory, ProcessMemory
     from dynocorn.worker_handle import WorkerHandle
 
 REFINE_AFTER = 100  # requests the first worker serves before `auto` refines the count
+NOT_AFFORDABLE = "Not starting a worker: it would take the dyno over its memory quota"
 
 
 @dataclass
@@ -43,6 +45,12 @@ class Decisions:
     workers: int | None = None  # a new target worker count (auto refinement)
     warnings: list[str] = field(default_factory=list)  # for the error log
     notes: list[str] = field(default_factory=list)  # for the error log, at info
+
+    def say(self, log: ErrorLog) -> None:
+        for warning in self.warnings:
+            log.warning(warning)
+        for note in self.notes:
+            log.info(note)
 
 
 class MemoryPolicy:

@@ -14,13 +14,19 @@ a batch ends once no change has come for QUIET seconds.
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from dynocorn.config import Config
+    from dynocorn.logs import ErrorLog
 
 IGNORED_DIRECTORIES = frozenset(
     {"__pycache__", ".git", ".hg", ".venv", "venv", "site-packages", "dist-packages", ".tox"}
@@ -71,12 +77,19 @@ def _ignored(relative: Path) -> bool:
     return any(part in IGNORED_DIRECTORIES for part in relative.parts)
 
 
+def _nothing() -> None:
+    pass
+
+
 class Engine(Protocol):
     """Tells of changes to a set of files, one batch per burst of saves."""
 
-    def batches(self, paths: set[Path], stop: threading.Event) -> Iterator[set[Path]]:
+    def batches(
+        self, paths: set[Path], stop: threading.Event, ready: Callable[[], None] = _nothing
+    ) -> Iterator[set[Path]]:
         """Each batch: the files of `paths` changed (or removed) since the last one. Ends
-        once `stop` is set (within about QUIET seconds)."""
+        once `stop` is set (within about QUIET seconds). `ready` is called once changes
+        from then on will be seen."""
         ...
 
 
@@ -86,8 +99,11 @@ class PollingEngine:
     def __init__(self, wait: Callable[[threading.Event, float], bool] | None = None) -> None:
         self.wait = wait or (lambda event, seconds: event.wait(seconds))
 
-    def batches(self, paths: set[Path], stop: threading.Event) -> Iterator[set[Path]]:
+    def batches(
+        self, paths: set[Path], stop: threading.Event, ready: Callable[[], None] = _nothing
+    ) -> Iterator[set[Path]]:
         seen = {path: _stat(path) for path in paths}
+        ready()
         pending: set[Path] = set()
         while not self.wait(stop, QUIET if pending else POLL_EVERY):
             changed = {path for path in paths if _stat(path) != seen[path]}
@@ -114,11 +130,14 @@ class WatchfilesEngine:
     """The kernel tells (inotify through watchfiles); each watched file's directory is
     watched, not recursively, and only the files asked for count."""
 
-    def batches(self, paths: set[Path], stop: threading.Event) -> Iterator[set[Path]]:
+    def batches(
+        self, paths: set[Path], stop: threading.Event, ready: Callable[[], None] = _nothing
+    ) -> Iterator[set[Path]]:
         import watchfiles
 
         directories = sorted({str(path.parent) for path in paths})
         wanted = {str(path) for path in paths}
+        # An empty yield after each quiet rust_timeout: the first says the kernel watches.
         for changes in watchfiles.watch(
             *directories,
             watch_filter=lambda _change, name: name in wanted,
@@ -126,8 +145,11 @@ class WatchfilesEngine:
             stop_event=stop,
             recursive=False,
             rust_timeout=int(QUIET * 1000),
-            yield_on_timeout=False,
+            yield_on_timeout=True,
         ):
+            if ready is not _nothing:
+                ready()
+                ready = _nothing
             changed = {Path(name) for _change, name in changes}
             if changed:
                 yield changed
@@ -144,3 +166,122 @@ def engine_for(name: str, warn: Callable[[str], None]) -> Engine:
         warn(MISSING_WATCHFILES)
         return PollingEngine()
     return WatchfilesEngine()
+
+
+class ReloadWatch:
+    """The master's side of --reload: watches the files the workers report (their imported
+    project modules) and `reload_extra_files`, in a thread; on a change, checks in a fresh
+    process that the app still loads before the arbiter replaces its workers. A mistake
+    (a syntax error, a missing name) leaves the old workers serving, its traceback logged
+    once; the next save that fixes it reloads."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        log: ErrorLog,
+        wake: Callable[[], None],
+        check: Callable[[Config], str | None] | None = None,
+    ) -> None:
+        self.cfg, self.log, self.wake = cfg, log, wake
+        self.check = check or app_load_error
+        self.engine = engine_for(cfg.reload_engine, log.warning)
+        self.files = extra_files(cfg.reload_extra_files, cfg.cwd)
+        self.changed = threading.Event()
+        self.stop = threading.Event()
+        self.last_error: str | None = None
+        self.thread: threading.Thread | None = None
+        self.restart()
+
+    def watch(self, files: object) -> None:
+        """More files to watch (a worker's report, a list of paths); the watch restarts
+        when there are."""
+        if not isinstance(files, list):
+            return
+        new = {Path(name) for name in files if isinstance(name, str)} - self.files
+        if new:
+            self.files |= new
+            self.restart()
+
+    def restart(self) -> None:
+        self.close()
+        if not self.files:
+            return
+        self.stop = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, args=(set(self.files), self.stop), name="dynocorn-reload", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, files: set[Path], stop: threading.Event) -> None:
+        def ready() -> None:
+            self.log.info(f"Reloader: watching {len(files)} files")
+
+        for batch in self.engine.batches(files, stop, ready):
+            self.log.info(f"Reloader: {', '.join(sorted(str(path) for path in batch))} changed")
+            forget_bytecode(batch)
+            self.changed.set()
+            self.wake()
+
+    def code_changed(self) -> bool:
+        """In the master's loop: True once after a change, when the app still loads."""
+        if not self.changed.is_set():
+            return False
+        self.changed.clear()
+        error = self.check(self.cfg)
+        if error is None:
+            self.last_error = None
+            return True
+        if error != self.last_error:  # one traceback per mistake, not one per save
+            self.last_error = error
+            self.log.error(f"Reloader: the app does not load; the old workers go on:\n{error}")
+        return False
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(5)
+            self.thread = None
+
+
+def forget_bytecode(paths: Iterable[Path]) -> None:
+    """Remove the cached bytecode of changed modules. Python trusts a .pyc whose recorded
+    source mtime (in whole seconds) and size still match: a save within the second of the
+    last one, same size (v1 -> v2), would have the new workers import the old code."""
+    for path in paths:
+        if path.suffix == ".py":
+            try:
+                os.unlink(importlib.util.cache_from_source(str(path)))
+            except (OSError, ValueError, NotImplementedError):
+                pass  # none was written (PYTHONDONTWRITEBYTECODE), or it is gone
+
+
+CHECK_TIMEOUT = 60.0  # seconds an import of the app may take in the check
+
+
+def app_load_error(cfg: Config) -> str | None:
+    """Whether the app loads, checked in a fresh process (`dynocorn --check-config` with the
+    same arguments): None, or what it printed (the traceback)."""
+    command = [sys.executable, "-m", "dynocorn", *cfg.argv, "--check-config"]
+    try:
+        done = subprocess.run(
+            command, cwd=cfg.cwd, capture_output=True, text=True, timeout=CHECK_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        return f"importing the app took more than {CHECK_TIMEOUT:.0f} s"
+    if done.returncode == 0:
+        return None
+    return (done.stderr or done.stdout).strip() or f"exit status {done.returncode}"
+
+
+RELOADER_ON = "Reloader is on. Use in development only!"  # gunicorn's line
+
+
+def start_reloader(cfg: Config, log: ErrorLog, wake: Callable[[], None]) -> ReloadWatch:
+    """--reload at start: say so (and warn on Heroku, where it costs CPU and memory)."""
+    log.info(RELOADER_ON)
+    if cfg.platform.on_heroku:
+        log.warning(
+            "reload is on in a dyno (DYNO is set): watching files costs CPU and memory in "
+            "production; set it only for development"
+        )
+    return ReloadWatch(cfg, log, wake)

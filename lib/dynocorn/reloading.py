@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 REEXEC_COMMAND_VARIABLE = "DYNOCORN_REEXEC"  # the old master's pid, in the new one
 
 
+def is_reexec_child() -> bool:
+    """Whether this master was started by USR2, its old master still running."""
+    return os.environ.get(REEXEC_COMMAND_VARIABLE) == str(os.getppid())
+
+
 def exec_new_master(
     cfg: Config, listeners: list[sockets.Listener], old_master_pid: int, log: ErrorLog
 ) -> NoReturn:

@@ -453,17 +453,17 @@ _SETTINGS: list[Setting] = [
     # -- Debugging
     Setting(
         "reload", "Debugging", "Restart workers when code changes.",
-        default=False, flags=("--reload",), parse=v.as_bool, action="true", implemented=False,
+        default=False, flags=("--reload",), parse=v.as_bool, action="true",
     ),
     Setting(
         "reload_engine", "Debugging", "How to watch for changes: auto, poll, inotify.",
         default="auto", flags=("--reload-engine",), parse=v.choice("auto", "poll", "inotify"),
-        metavar="STRING", implemented=False,
+        metavar="STRING",
     ),
     Setting(
         "reload_extra_files", "Debugging", "More files to watch with `--reload`.",
         default=[], flags=("--reload-extra-file",), parse=v.as_str_list, action="append",
-        metavar="FILES", implemented=False,
+        metavar="FILES",
     ),
     Setting(
         "spew", "Debugging", "Trace every line executed.",

@@ -80,17 +80,22 @@ class ExitVerdict:
     killed_from_outside: bool = False
 
 
-def judge_exit(handle: WorkerHandle, status: int, stopping: bool, lived: float) -> ExitVerdict:
+def judge_exit(
+    handle: WorkerHandle, status: int, stopping: bool, lived: float, reloading: bool = False
+) -> ExitVerdict:
     """From a worker's wait status: whether the server must stop, what to log, whether the
     worker crashed. `stopping`: the whole server is stopping (nothing is a crash then);
-    `lived`: seconds since it was spawned."""
+    `lived`: seconds since it was spawned; `reloading`: --reload is on, where code that
+    does not load is a mistake being fixed, not a reason to stop (the worker crashed: the
+    old ones serve on, and the next save reloads)."""
     verdict = ExitVerdict()
     pid = handle.pid
     if os.WIFEXITED(status):
         code = os.WEXITSTATUS(status)
-        if code == WORKER_BOOT_ERROR and not stopping:
+        halts = not stopping and not reloading
+        if code == WORKER_BOOT_ERROR and halts:
             verdict.halt = ("Worker failed to boot.", WORKER_BOOT_ERROR)
-        elif code == APP_LOAD_ERROR and not stopping:
+        elif code == APP_LOAD_ERROR and halts:
             verdict.halt = ("App failed to load.", APP_LOAD_ERROR)
         elif code != 0:
             verdict.errors.append(f"Worker (pid:{pid}) exited with code {code}")

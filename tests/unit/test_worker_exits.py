@@ -55,9 +55,12 @@ def test_a_boot_or_app_error_stops_the_server_unless_it_is_stopping(
 ) -> None:
     status = status_of(code)
     assert judge_exit(handle, status, stopping=False, lived=1.0).halt == (reason, code)
-    stopping = judge_exit(handle, status, stopping=True, lived=1.0)
-    assert stopping.halt is None
-    assert stopping.errors == [f"Worker (pid:4242) exited with code {code}"]
+    for verdict in (
+        judge_exit(handle, status, stopping=True, lived=1.0),
+        judge_exit(handle, status, stopping=False, lived=1.0, reloading=True),  # a mistake
+    ):
+        assert verdict.halt is None
+        assert verdict.errors == [f"Worker (pid:4242) exited with code {code}"]
 
 
 def test_a_clean_exit_is_no_crash_and_resets_the_backoff(handle: WorkerHandle) -> None:

@@ -22,6 +22,7 @@ import random
 import signal
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ from dynocorn.channel import WorkerChannel
 from dynocorn.metrics.memory import RssReader, read_process_memory
 from dynocorn.metrics.queue_time import Percentiles
 from dynocorn.metrics.statsd import StatsD, parse_statsd_host
+from dynocorn.reloader import imported_project_files
 from dynocorn.units import format_mb
 from dynocorn.workers.memory_guard import (
     MIN_REQUESTS_FOR_RECYCLING,
@@ -83,6 +85,7 @@ class Worker:
         balance: Balance | None = None,
     ) -> None:
         self.age = age
+        self.modules_reported = 0  # len(sys.modules) at the last report (--reload)
         self.ppid = ppid
         self.listeners = listeners
         self.wsgi = app
@@ -216,6 +219,10 @@ class Worker:
         if len(self.queue_times):
             figures["queue"] = [round(ms, 2) for ms in self.queue_times.samples()]
             self.queue_times.reset()
+        if self.cfg.reload and len(sys.modules) != self.modules_reported:
+            # --reload watches what the app imported, modules imported since too.
+            self.modules_reported = len(sys.modules)
+            figures["files"] = sorted(map(str, imported_project_files(Path.cwd())))
         self.channel.stats(figures)
 
     def count_connections(self, held: int) -> None:

@@ -89,8 +89,7 @@ class Dyno:
         """A sample and what the policy decides from it (its messages go to the log)."""
         sample = self.monitor.sample(now, workers)
         decisions = self.policy.decide(now, sample.total, sample.master, workers)
-        for message in decisions.warnings + decisions.notes:
-            self.monitor.log.warning(message)
+        decisions.say(self.monitor.log)
         return decisions
 
     def can_afford(self, workers: list[WorkerHandle]) -> bool:

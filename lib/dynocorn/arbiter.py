@@ -148,8 +148,7 @@ class Arbiter:
         process.set_title(f"dynocorn: master [{self.master_name}]")
         if cfg.preload_app:
             self.preload()
-        if cfg.reload:
-            self.reload_watch = start_reloader(cfg, self.log, self.signal_queue.wake)
+        self.reload_watch = start_reloader(cfg, self.log, self.signal_queue.wake)
         cfg.when_ready(self)
         self.monitor.begin(time.monotonic())
         self.manage_workers(time.monotonic())  # now, not after the loop's first wait
@@ -532,7 +531,8 @@ class Arbiter:
 
     def report_exit(self, handle: WorkerHandle, status: int) -> None:
         lived = time.monotonic() - handle.spawned_at
-        verdict = judge_exit(handle, status, self.stopping, lived, reloading=self.cfg.reload)
+        reloaded = bool(self.reload_watch and self.reload_watch.reloaded)  # mistakes allowed
+        verdict = judge_exit(handle, status, self.stopping, lived, reloaded)
         if verdict.halt is not None:
             raise HaltServer(*verdict.halt)
         for line in verdict.errors:

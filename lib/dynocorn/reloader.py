@@ -189,6 +189,9 @@ class ReloadWatch:
         self.changed = threading.Event()
         self.stop = threading.Event()
         self.last_error: str | None = None
+        # A reload has happened: from then on a worker that cannot load the app is a
+        # mistake being fixed; before it, as without --reload, the server stops.
+        self.reloaded = False
         self.thread: threading.Thread | None = None
         self.restart()
 
@@ -230,6 +233,7 @@ class ReloadWatch:
         error = self.check(self.cfg)
         if error is None:
             self.last_error = None
+            self.reloaded = True
             return True
         if error != self.last_error:  # one traceback per mistake, not one per save
             self.last_error = error
@@ -276,8 +280,11 @@ def app_load_error(cfg: Config) -> str | None:
 RELOADER_ON = "Reloader is on. Use in development only!"  # gunicorn's line
 
 
-def start_reloader(cfg: Config, log: ErrorLog, wake: Callable[[], None]) -> ReloadWatch:
-    """--reload at start: say so (and warn on Heroku, where it costs CPU and memory)."""
+def start_reloader(cfg: Config, log: ErrorLog, wake: Callable[[], None]) -> ReloadWatch | None:
+    """--reload at start (None without it): say so, and warn on Heroku, where it costs CPU
+    and memory."""
+    if not cfg.reload:
+        return None
     log.info(RELOADER_ON)
     if cfg.platform.on_heroku:
         log.warning(

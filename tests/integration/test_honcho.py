@@ -167,3 +167,32 @@ def test_hup_reads_the_env_files_again_for_the_config_file_and_the_app(tmp_path:
             what="every worker serving the new value",
         )
         assert value_of(srv, "GONE_LATER") is None
+
+
+GETTING_STARTED_CONF = """\
+# The shape of Heroku's getting-started gunicorn.conf.py: reload in development only.
+import os
+
+reload = os.environ.get("ENVIRONMENT") == "development"
+"""
+
+
+def test_the_getting_started_conf_reloads_on_edit_under_honcho(tmp_path: Path) -> None:
+    """`honcho start` reads .env (ENVIRONMENT=development); the config file turns reload on;
+    an edit is served without a restart by hand."""
+    (tmp_path / "gunicorn.conf.py").write_text(GETTING_STARTED_CONF)
+    (tmp_path / ".env").write_text("ENVIRONMENT=development\n")
+    (tmp_path / "Procfile").write_text("web: exec dynocorn webapp:app\n")
+    site = tmp_path / "webapp.py"
+    body = "def app(environ, start_response):\n    start_response('200 OK', [])\n    return [%r]\n"
+    site.write_text(body % b"before")
+    port = free_port_pair()
+    srv = honcho(["-p", str(port)], tmp_path)
+    try:
+        assert answers(port).text == "before"
+        srv.wait_for(r"Reloader is on\. Use in development only!", stdout=True)
+        srv.wait_for(r"Reloader: watching \d+ files", stdout=True)
+        site.write_text(body % b"after")
+        poll(lambda: answers(port).text == "after", 20, "the edit to be served")
+    finally:
+        stop_honcho(srv)

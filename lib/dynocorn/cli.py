@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -121,6 +122,9 @@ def check_app(config: config_module.Config) -> int:
     except (apploader.AppImportError, apploader.AppLoadError) as error:
         source = config.source("wsgi_app")
         sys.stderr.write(f"Error: wsgi_app = {config.wsgi_app!r} from {source}: {error}\n")
+        if config.reload and error.__cause__ is not None:
+            # The reloader shows this to a developer mid-edit: where, not only what.
+            sys.stderr.write("".join(traceback.format_exception(error.__cause__)))
         return EXIT_CONFIG
     return EXIT_OK
 

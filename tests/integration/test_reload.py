@@ -3,6 +3,7 @@ old code serving, the fix is served, an extra file restarts, a burst restarts on
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -59,7 +60,8 @@ def test_an_edit_is_served_a_mistake_keeps_the_old_code_and_the_fix_is_served(
         print(f"\nthe edit was served {took:.2f} s after the save")
         (tmp_path / "editable.py").write_text(BROKEN)
         srv.wait_for(r"\[ERROR\] Reloader: the app does not load; the old workers go on")
-        srv.wait_for(r"SyntaxError")
+        srv.wait_for(r"Traceback \(most recent call last\):")  # where, not only what
+        srv.wait_for(r'File ".*editable\.py", line 1')
         assert serves(srv, b"v2")
         write_app(tmp_path, b"v3")
         until_served(srv, b"v3", "the fix to be served")
@@ -104,3 +106,38 @@ def test_on_heroku_reload_is_warned_about(tmp_path: Path) -> None:
     write_app(tmp_path, b"v1")
     with running(["--reload", "editable:app"], cwd=tmp_path, env={"DYNO": "web.1"}) as srv:
         srv.wait_for(r"\[WARNING\] reload is on in a dyno \(DYNO is set\)")
+
+
+LAZY_APP = """\
+import sys
+import time
+
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        print("slow request started", file=sys.stderr, flush=True)
+        time.sleep(1.5)
+        body = b"slow done"
+    else:
+        import lazy  # imported only once a request asks: after the first report
+
+        body = lazy.BODY
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+def test_a_module_imported_after_start_is_watched_and_a_request_in_flight_is_answered(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "lazy.py").write_text('BODY = b"lazy v1"\n')
+    (tmp_path / "editable.py").write_text(LAZY_APP)
+    args = ["--reload", "--chdir", str(tmp_path), "-k", "gthread", "editable:app"]
+    with running(args, cwd=tmp_path) as srv, ThreadPoolExecutor(1) as pool:
+        until_served(srv, b"lazy v1", "the lazy module's answer")
+        srv.wait_for(r"Reloader: watching 2 files")  # the worker reported lazy.py too
+        slow = pool.submit(requests.get, f"http://127.0.0.1:{srv.port}/slow", timeout=20)
+        srv.wait_for(r"slow request started")  # in flight when the save lands
+        (tmp_path / "lazy.py").write_text('BODY = b"lazy v2"\n')
+        until_served(srv, b"lazy v2", "the edited lazy module")
+        assert slow.result(20).content == b"slow done"  # answered across the reload

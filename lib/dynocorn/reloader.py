@@ -33,7 +33,6 @@ IGNORED_DIRECTORIES = frozenset(
 )
 QUIET = 0.1  # seconds without a change that end a batch
 POLL_EVERY = 0.25  # seconds between two looks of the polling engine
-ENGINES = ("auto", "poll", "inotify")  # gunicorn's reload_engine values
 MISSING_WATCHFILES = (
     "watchfiles is not installed: --reload polls the files instead "
     "(install dynocorn[reload] to be told of changes by the kernel)"
@@ -96,19 +95,16 @@ class Engine(Protocol):
 class PollingEngine:
     """Looks at every file's stat every POLL_EVERY seconds."""
 
-    def __init__(self, wait: Callable[[threading.Event, float], bool] | None = None) -> None:
-        self.wait = wait or (lambda event, seconds: event.wait(seconds))
-
     def batches(
         self, paths: set[Path], stop: threading.Event, ready: Callable[[], None] = _nothing
     ) -> Iterator[set[Path]]:
         seen = {path: _stat(path) for path in paths}
         ready()
         pending: set[Path] = set()
-        while not self.wait(stop, QUIET if pending else POLL_EVERY):
-            changed = {path for path in paths if _stat(path) != seen[path]}
-            for path in changed:
-                seen[path] = _stat(path)
+        while not stop.wait(QUIET if pending else POLL_EVERY):
+            now = {path: _stat(path) for path in paths}
+            changed = {path for path in paths if now[path] != seen[path]}
+            seen = now
             if changed:
                 pending |= changed  # more may follow: wait for a quiet look
             elif pending:

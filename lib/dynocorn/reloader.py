@@ -181,7 +181,8 @@ class ReloadWatch:
         self.cfg, self.log, self.wake = cfg, log, wake
         self.check = check or app_load_error
         self.engine = engine_for(cfg.reload_engine, log.warning)
-        self.files = extra_files(cfg.reload_extra_files, cfg.cwd)
+        # Relative to where the workers run (after --chdir), as their own modules are.
+        self.files = extra_files(cfg.reload_extra_files, Path.cwd())
         self.changed = threading.Event()
         self.stop = threading.Event()
         self.last_error: str | None = None

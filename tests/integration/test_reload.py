@@ -42,9 +42,13 @@ def until_served(server: Server, body: bytes, what: str) -> float:
         raise AssertionError(f"{error}; the server's log:\n{server.log}") from None
 
 
-def reloading(directory: Path, *args: str) -> AbstractContextManager[Server]:
+def reloading(
+    directory: Path, *args: str, launched_in: Path | None = None
+) -> AbstractContextManager[Server]:
+    """A server of `directory`'s app (--chdir there), started in `launched_in`."""
     write_app(directory, b"v1")
-    return running([*args, "--reload", "--chdir", str(directory), "editable:app"], cwd=directory)
+    args = (*args, "--reload", "--chdir", str(directory), "editable:app")
+    return running(list(args), cwd=launched_in or directory)
 
 
 @pytest.mark.parametrize("worker_args", WORKER_CLASSES)
@@ -72,7 +76,12 @@ def test_an_extra_file_restarts_the_workers_and_a_burst_restarts_once(tmp_path: 
     template = tmp_path / "templates" / "page.html"
     template.parent.mkdir()
     template.write_text("<p>1</p>")
-    with reloading(tmp_path, "--reload-extra-file", "templates/*.html") as srv:
+    # Started elsewhere: the pattern is relative to the app's directory (--chdir), where the
+    # workers run, as in gunicorn.
+    elsewhere = tmp_path.parent
+    with reloading(
+        tmp_path, "--reload-extra-file", "templates/*.html", launched_in=elsewhere
+    ) as srv:
         until_served(srv, b"v1", "the first answer")
         srv.wait_for(r"Reloader: watching 2 files")  # the template, and the app's module
         template.write_text("<p>2</p>")

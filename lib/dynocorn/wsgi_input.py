@@ -28,11 +28,11 @@ class Input:
     the front, so bytes of a pipelined next request stay in the parser, out of reach.
     """
 
-    __slots__ = ("_broken", "_fill", "_request", "on_first_read")
+    __slots__ = ("_broken", "_read_more", "_request", "on_first_read")
 
-    def __init__(self, request: Request, fill: Callable[[], bool]) -> None:
+    def __init__(self, request: Request, read_more: Callable[[], bool]) -> None:
         self._request = request
-        self._fill = fill
+        self._read_more = read_more
         self._broken = False
         self.on_first_read: Callable[[], None] | None = None
 
@@ -48,7 +48,7 @@ class Input:
             # The client of an "Expect: 100-continue" request sends the body only when told.
             self.on_first_read = None
             callback()
-        if self._fill() or self._request.complete:
+        if self._read_more() or self._request.complete:
             return True
         self._broken = True  # a second read must not wait for the client all over again
         raise IncompleteBody("the client stopped sending before the end of the body")
@@ -119,7 +119,7 @@ class Input:
                 return False
             if request.complete:
                 return True
-            if not self._fill():
+            if not self._read_more():
                 return False
 
 

@@ -279,7 +279,7 @@ def test_environ_is_fresh_for_each_request() -> None:
 
 
 class Feed:
-    """Plays the worker: each fill() hands the parser the next piece of the body."""
+    """Plays the worker: each read_more() hands the parser the next piece of the body."""
 
     def __init__(self, request: Request, pieces: list[bytes], eof: bool = False) -> None:
         self.request = request
@@ -288,8 +288,8 @@ class Feed:
         self.calls = 0
 
     def __call__(self) -> bool:
-        assert not self.request.body, "fill() called with bytes still buffered"
-        assert not self.request.complete, "fill() called after the body was complete"
+        assert not self.request.body, "read_more() called with bytes still buffered"
+        assert not self.request.complete, "read_more() called after the body was complete"
         self.calls += 1
         if not self.pieces:
             return False

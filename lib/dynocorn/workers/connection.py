@@ -25,7 +25,6 @@ class Connection:
         "aborted",
         "builder",
         "fd",
-        "fill_timed_out",
         "io_timeout",
         "last_active",
         "listener_fd",
@@ -34,6 +33,7 @@ class Connection:
         "parser",
         "peer",
         "queued",
+        "read_timed_out",
         "sent",
         "sock",
         "started",
@@ -58,7 +58,7 @@ class Connection:
         self.aborted = False
         self.sent = 0  # bytes sent for the current request, counted only when locked
         self.io_timeout = 30.0  # the worker sets its own
-        self.fill_timed_out = False  # why the last read_more() failed: a stall (408), else 400
+        self.read_timed_out = False  # why the last read_more() failed: a stall (408), else 400
 
     # Bound methods handed to the WSGI layer: no closure to build per request.
 
@@ -113,13 +113,13 @@ class Connection:
 
     def read_more(self) -> bool:
         """More body for wsgi.input: wait (up to io_timeout) for the client to send it;
-        False when none will come (fill_timed_out says whether it stalled)."""
+        False when none will come (read_timed_out says whether it stalled)."""
         sock = self.sock
         sock.settimeout(self.io_timeout)
         try:
             data = sock.recv(65536)
         except TimeoutError:
-            self.fill_timed_out = True
+            self.read_timed_out = True
             return False
         except OSError:
             return False

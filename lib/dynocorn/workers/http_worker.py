@@ -107,7 +107,7 @@ class HttpWorker(Worker):
             _send_error(response)
             raise
         except IncompleteBody as error:
-            status = 408 if connection.fill_timed_out else 400
+            status = 408 if connection.read_timed_out else 400
             self.log.debug(f"Incomplete request body from {connection.peer}: {error}")
             _send_error(response, status)
             keep = False

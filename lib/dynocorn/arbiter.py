@@ -31,11 +31,13 @@ from dynocorn.config import reload_lines
 from dynocorn.handoff import Balance
 from dynocorn.logs import LogFile
 from dynocorn.master_signals import SignalQueue
+from dynocorn.master_views import MasterViews
 from dynocorn.memory_policy import NOT_AFFORDABLE, MemoryPolicy
 from dynocorn.metrics.monitor import MemoryMonitor
+from dynocorn.metrics.tally import ServerTally
 from dynocorn.reloader import ReloadWatch, start_reloader
-from dynocorn.reloading import exec_new_master, is_reexec_child, load_for_hup
-from dynocorn.worker_exits import judge_exit, next_spawn_delay, run_in_child
+from dynocorn.reloading import fork_new_master, is_reexec_child, load_for_hup
+from dynocorn.worker_exits import HaltServer, judge_exit, next_spawn_delay, run_in_child
 from dynocorn.worker_handle import WorkerHandle
 from dynocorn.workers import worker_class_for
 from dynocorn.workers.base import FORK_SIGNALS
@@ -54,13 +56,6 @@ QUICK_STOP_GRACE = 1.0
 # Scoreboard slots at least (handoff.py); a worker beyond them (TTIN past 4x the start
 # count) serves without taking part in the balance of connections.
 BOARD_SLOTS = 64
-
-
-class HaltServer(Exception):
-    def __init__(self, reason: str, exit_status: int) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.exit_status = exit_status
 
 
 class Arbiter:
@@ -104,6 +99,9 @@ class Arbiter:
         self.memory_policy = MemoryPolicy(cfg)
         self.unaffordable_logged = False
         self.reload_watch: ReloadWatch | None = None  # --reload (reloader.py)
+        self.tally = ServerTally()  # requests since start, summed from every heartbeat
+        self.started_at = time.monotonic()
+        self.views = MasterViews(self)  # the control socket and /metrics (master_views.py)
 
     # -- start-up
 
@@ -143,6 +141,7 @@ class Arbiter:
             raise HaltServer("Could not bind the listening sockets.", 1) from None
         for listener in self.listeners:
             self.log.info(f"Listening at: {listener.url} ({self.pid})")
+        self.views.start(self.selector)
         self.balance = Balance(slots=max(BOARD_SLOTS, 4 * cfg.workers))
         self.log.info(f"Using worker: {self.cfg.worker_class}")
         process.set_title(f"dynocorn: master [{self.master_name}]")
@@ -180,6 +179,7 @@ class Arbiter:
             ):
                 return  # woken for that look alone, every few ms: keep it cheap
         self.next_housekeeping = now + LOOP_TICK
+        self.views.expire(now)
         while self.signal_queue:
             name = self.signal_queue.next_name()
             if name != "chld":
@@ -230,8 +230,10 @@ class Arbiter:
         for key, _ in events:
             if key.data is None:
                 self.signal_queue.woken()
-            else:
+            elif isinstance(key.data, WorkerHandle):
                 self.read_channel(key.data)
+            else:
+                key.data()  # a client or a listener of the views (loop_servers.py)
         return len(events)
 
     def read_channel(self, handle: WorkerHandle) -> None:
@@ -250,6 +252,7 @@ class Arbiter:
                 handle.stopping = True
                 handle.stop_requested_at = now
             elif kind is Message.STATS and isinstance(payload, dict):
+                self.tally.add(payload.pop("tally", None))
                 queue = payload.pop("queue", None)
                 if isinstance(queue, list):
                     self.monitor.add_queue_samples(queue)
@@ -355,6 +358,7 @@ class Arbiter:
             self.kill_workers(signal.SIGKILL)
             self.reap_workers(wait=True)
         self.close_listeners()
+        self.views.close()
         if self.reload_watch is not None:
             self.reload_watch.close()
         if self.balance is not None:
@@ -484,6 +488,7 @@ class Arbiter:
         self.selector.close()
         for handle in self.workers.values():
             handle.channel.close()
+        self.views.close_in_worker()
         if self.balance is not None:
             self.balance.watch.in_worker()
 
@@ -588,13 +593,4 @@ class Arbiter:
             return
         if self.pidfile is not None and self.cfg.pidfile:
             self.pidfile.rename(f"{self.cfg.pidfile}.oldbin")
-        pid = os.fork()
-        if pid:
-            self.reexec_pid = pid
-            return
-        try:
-            self.cfg.pre_exec(self)
-        except BaseException:
-            self.log.exception("Re-exec failed")
-            os._exit(1)
-        exec_new_master(self.cfg, self.listeners, self.pid, self.log)
+        self.reexec_pid = fork_new_master(self, self.cfg, self.listeners, self.log)

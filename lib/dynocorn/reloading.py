@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from dynocorn import sockets
 from dynocorn.workers import WorkerClassError, worker_class_for
@@ -33,6 +33,23 @@ REEXEC_COMMAND_VARIABLE = "DYNOCORN_REEXEC"  # the old master's pid, in the new 
 def is_reexec_child() -> bool:
     """Whether this master was started by USR2, its old master still running."""
     return os.environ.get(REEXEC_COMMAND_VARIABLE) == str(os.getppid())
+
+
+def fork_new_master(
+    server: Any, cfg: Config, listeners: list[sockets.Listener], log: ErrorLog
+) -> int:
+    """Fork the new master: in the parent, its pid; the child runs the `pre_exec` hook
+    (given `server`, the arbiter) and execs, or exits 1."""
+    old_master_pid = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        cfg.pre_exec(server)
+    except BaseException:
+        log.exception("Re-exec failed")
+        os._exit(1)
+    exec_new_master(cfg, listeners, old_master_pid, log)
 
 
 def exec_new_master(

@@ -7,9 +7,58 @@ slow_watch.py finds the slow requests in it.
 from __future__ import annotations
 
 import mmap
+import struct
+import time
+from typing import NamedTuple
 
 FREE = 2**31 - 1  # a scoreboard slot no worker holds
 BOOTING = FREE - 1  # a slot whose worker is not serving yet: it counts as no worker
+
+# Per slot, what its worker serves now (for `dynocorn ctl status`), 128 bytes: when its
+# latest request began (time.perf_counter(), CLOCK_MONOTONIC on Linux: one clock for every
+# process), how many requests it has begun, the first bytes of that request's head (its
+# request line, then headers: a reader stops at the line's end), and how many it has ended.
+# Begun minus ended is how many it runs now (several under gthread or gevent).
+RECORD_SIZE = 128
+LINE_SIZE = 112
+BEGIN = struct.Struct(f"=dI{LINE_SIZE}s")  # written as a request begins: one call
+ENDED_AT = BEGIN.size  # the uint32 written as a request ends
+RECORD = struct.Struct(f"=dI{LINE_SIZE}sI")
+
+
+class NowServing(NamedTuple):
+    """A worker's record, as read by the master."""
+
+    running: int  # requests it runs now
+    ended: int  # requests it has finished since it started (its record is new at each fork)
+    method: str  # of its latest request ("" before the first)
+    target: str
+    age: float  # seconds since its latest request began
+
+
+class RequestRecords:
+    """Each worker slot's record (RECORD), in memory shared before the fork.
+
+    Under gthread, two threads may write a slot's counts in an order other than they took
+    them: the record then counts one request more or fewer, until the next request writes
+    it again. It is a view for people, and a lock on every request would cost more."""
+
+    def __init__(self, slots: int) -> None:
+        self.memory = mmap.mmap(-1, RECORD_SIZE * slots)
+        self.ends = memoryview(self.memory).cast("I")  # index slot * 32 + 31: ended
+
+    def clear(self, slot: int) -> None:
+        start = slot * RECORD_SIZE
+        self.memory[start : start + RECORD_SIZE] = bytes(RECORD_SIZE)
+
+    def read(self, slot: int) -> NowServing:
+        started, begun, head, ended = RECORD.unpack_from(self.memory, slot * RECORD_SIZE)
+        line = head.partition(b"\r\n")[0].decode("latin-1")
+        method, _, rest = line.partition(" ")
+        target = rest.rpartition(" ")[0] if " " in rest else rest
+        running = max(0, begun - ended)
+        age = time.perf_counter() - started if started else 0.0
+        return NowServing(running, ended, method, target, age)
 
 
 class Scoreboard:
@@ -34,6 +83,7 @@ class Scoreboard:
         self._used_at = 3 * slots + 1
         for slot in range(slots):
             self._counts[slot] = FREE
+        self.records = RequestRecords(slots)
 
     @property
     def stopping(self) -> bool:
@@ -50,6 +100,7 @@ class Scoreboard:
             if count == FREE:
                 self._counts[slot] = BOOTING
                 self.marks[slot] = 0
+                self.records.clear(slot)
                 self._all[self._used_at] = max(self._all[self._used_at], slot + 1)
                 return slot
         return None

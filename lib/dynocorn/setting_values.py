@@ -73,6 +73,10 @@ class SettingValues:
     statsd_host: str | None
     statsd_prefix: str
     dogstatsd_tags: str
+    control_socket: str | None
+    control_socket_mode: int
+    control_socket_disable: bool
+    metrics_bind: str | None
     proc_name: str | None
     default_proc_name: str
     keyfile: str | None
@@ -137,6 +141,3 @@ class SettingValues:
     dirty_post_fork: Callable[..., Any]
     dirty_worker_init: Callable[..., Any]
     dirty_worker_exit: Callable[..., Any]
-    control_socket: str
-    control_socket_mode: int
-    control_socket_disable: bool

@@ -420,6 +420,26 @@ _SETTINGS: list[Setting] = [
         "dogstatsd_tags", "Logging", "Comma-separated DogStatsD tags, `key:value`.",
         default="", flags=("--dogstatsd-tags",), parse=v.as_str, metavar="DOGSTATSD_TAGS",
     ),
+    # -- Control and metrics
+    Setting(
+        "control_socket", "Control and metrics",
+        "Unix socket of `dynocorn ctl` and `dynocorn top`.",
+        flags=("--control-socket",), parse=v.optional_str, metavar="PATH",
+        platform="`$XDG_RUNTIME_DIR/dynocorn/<pid>.ctl`, else `/tmp/dynocorn-<uid>/<pid>.ctl`",
+    ),
+    Setting(
+        "control_socket_mode", "Control and metrics", "Permissions of the control socket.",
+        default=0o600, flags=("--control-socket-mode",), parse=v.file_mode, metavar="MODE",
+    ),
+    Setting(
+        "control_socket_disable", "Control and metrics", "No control socket.",
+        default=False, flags=("--no-control-socket",), parse=v.as_bool, action="true",
+    ),
+    Setting(
+        "metrics_bind", "Control and metrics",
+        "Serve Prometheus/OpenMetrics `/metrics` from the master at `HOST:PORT`.",
+        flags=("--metrics-bind",), parse=v.tcp_address, metavar="HOST:PORT",
+    ),
     # -- Process naming
     Setting(
         "proc_name", "Process naming", "Process title (with setproctitle installed).",
@@ -557,9 +577,6 @@ _GUNICORN_EXTRAS: list[tuple[str, str | None, Any, str]] = [
     ("dirty_post_fork", None, no_hook, "hook"),
     ("dirty_worker_init", None, no_hook, "hook"),
     ("dirty_worker_exit", None, no_hook, "hook"),
-    ("control_socket", "--control-socket", "~/.gunicorn/gunicorn.ctl", "str"),
-    ("control_socket_mode", "--control-socket-mode", 0o600, "int"),
-    ("control_socket_disable", "--no-control-socket", False, "bool"),
 ]
 
 

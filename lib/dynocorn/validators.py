@@ -257,6 +257,29 @@ def statsd_host(value: Any) -> str | None:
     return text
 
 
+def tcp_address(value: Any) -> str | None:
+    """`HOST:PORT` (or `[V6]:PORT`, or `:PORT` for every interface) to listen on over TCP."""
+    text = optional_str(value)
+    if text is not None and addresses.parse(text).kind != "tcp":
+        raise ValueError("not HOST:PORT (a TCP address)")
+    return text
+
+
+def file_mode(value: Any) -> int:
+    """A permission mode such as 600 or 0o600, read as octal as chmod reads it."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        mode = value
+    else:
+        text = as_str(value).strip().lower().removeprefix("0o")
+        try:
+            mode = int(text, 8)
+        except ValueError:
+            raise ValueError("not a file mode like 600 or 0o600") from None
+    if not 0 <= mode <= 0o777:
+        raise ValueError("not a file mode like 600 or 0o600")
+    return mode
+
+
 def proxy_protocol(value: Any) -> str:
     """gunicorn 27's modes; True/False from older configs mean auto/off."""
     if value is True:

@@ -67,6 +67,15 @@ def run_in_child(
         os._exit(status)
 
 
+class HaltServer(Exception):
+    """The server must stop: the arbiter's loop ends, and the process exits `exit_status`."""
+
+    def __init__(self, reason: str, exit_status: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.exit_status = exit_status
+
+
 @dataclass
 class ExitVerdict:
     """What a worker's end means for the server."""

@@ -355,12 +355,14 @@ class RequestParser:
             path, query = split_target(method, target)
 
         if upgraded or not proto.done:
-            request = Request(method, target, path, query, version, headers)
+            request = Request(method, target, path, query, version, headers, head=head)
             return self._start_body(request, upgraded, stop)
         # No body, the common case: complete (llhttp saw no body: Content-Length 0 if any).
         keep_alive = proto.keep_alive
         self.requests.append(
-            Request(method, target, path, query, version, headers, keep_alive, content_length)
+            Request(
+                method, target, path, query, version, headers, keep_alive, content_length, head=head
+            )
         )
         if not keep_alive:
             self._state = _CLOSED

@@ -14,6 +14,7 @@ class Request:
         "complete",
         "content_length",
         "expect_continue",
+        "head",
         "headers",
         "keep_alive",
         "method",
@@ -39,6 +40,7 @@ class Request:
         body: Body | None = None,
         complete: bool = True,
         trailers: list[tuple[str, str]] | None = None,
+        head: bytes = b"",
     ) -> None:
         self.method = method
         self.raw_target = raw_target  # as sent, latin-1
@@ -55,6 +57,9 @@ class Request:
         self.body = Body() if body is None else body
         self.complete = complete  # the whole message, body and trailers included
         self.trailers = [] if trailers is None else trailers
+        # The head's bytes as they came (no copy: the parser had them), for the worker's
+        # record of what it serves now (scoreboard.py), which keeps their start.
+        self.head = head
 
     def __repr__(self) -> str:
         return (

@@ -31,6 +31,7 @@ from dynocorn.channel import WorkerChannel
 from dynocorn.metrics.memory import RssReader, read_process_memory
 from dynocorn.metrics.queue_time import Percentiles
 from dynocorn.metrics.statsd import StatsD, parse_statsd_host
+from dynocorn.metrics.tally import RequestTally
 from dynocorn.reloader import imported_project_files
 from dynocorn.units import format_mb
 from dynocorn.workers.memory_guard import (
@@ -116,6 +117,7 @@ class Worker:
         self.spawned_at = time.monotonic()  # made in the master just before the fork
         self.boot_uss: int | None = None
         self.queue_times = Percentiles(256)  # since the last report to the master
+        self.tally = RequestTally()  # requests since the last report (HttpWorker counts)
         self.statsd: StatsD | None = None
 
     def __repr__(self) -> str:
@@ -157,7 +159,10 @@ class Worker:
         self.booted = True
         self.channel.ready()
         self.notify()
-        self.run()
+        try:
+            self.run()
+        finally:
+            self.notify()  # the last counts: a recycled worker takes none with it
 
     def check_footprint(self) -> None:
         """Measure the fresh worker and guard max_worker_memory from there, unless it is
@@ -219,6 +224,9 @@ class Worker:
         if len(self.queue_times):
             figures["queue"] = [round(ms, 2) for ms in self.queue_times.samples()]
             self.queue_times.reset()
+        tally = self.tally.take()
+        if tally is not None:
+            figures["tally"] = tally
         if self.cfg.reload and len(sys.modules) != self.modules_reported:
             # --reload watches what the app imported, modules imported since too.
             self.modules_reported = len(sys.modules)

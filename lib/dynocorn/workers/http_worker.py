@@ -8,6 +8,7 @@ connection's place in its loop, acts on that.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
@@ -15,6 +16,7 @@ from typing import Any
 
 from dynocorn.http import CONTINUE, Limits, Request, RequestParser
 from dynocorn.metrics.queue_time import queue_ms
+from dynocorn.scoreboard import BEGIN, ENDED_AT, RECORD_SIZE
 from dynocorn.settings import no_hook
 from dynocorn.sockets import Listener
 from dynocorn.workers.base import Worker, WorkerAbort
@@ -64,10 +66,24 @@ class HttpWorker(Worker):
             for listener in self.listeners
         }
         self.use_sendfile = bool(cfg.sendfile)
-        # Time requests only when something reads the figure.
-        self.timed = self.access_log is not None or bool(cfg.statsd_host)
+        self.setup_record()
         self.has_pre_request = cfg.pre_request is not no_hook
         self.has_post_request = cfg.post_request is not no_hook
+
+    def setup_record(self) -> None:
+        """Where this worker writes what it serves now (scoreboard.py's records), read by
+        `dynocorn ctl status`; a worker without a slot writes to memory no one reads."""
+        slot = self.board_slot
+        if self.balance is not None and slot is not None:
+            self.record_memory: Any = self.balance.board.records.memory
+            self.record_at = slot * RECORD_SIZE
+        else:
+            self.record_memory, self.record_at = bytearray(RECORD_SIZE), 0
+        self.record_ends = memoryview(self.record_memory).cast("I")
+        self.record_ended_at = (self.record_at + ENDED_AT) // 4
+        # next() on a count is one step under the GIL: threads never take the same number.
+        self.begun_count = itertools.count(1)
+        self.ended_count = itertools.count(1)
 
     def phase(self) -> Phase:
         if self.terminating:
@@ -80,6 +96,10 @@ class HttpWorker(Worker):
         # another on this connection, which is about to close.
         last = self.nr + 1 >= self.max_requests
         keep_alive = request.keep_alive and self.alive and self.keepalive > 0 and not last
+        started = time.perf_counter()
+        BEGIN.pack_into(
+            self.record_memory, self.record_at, started, next(self.begun_count), request.head
+        )
         # The usual request has no body: its shared empty wsgi.input, without a call.
         if request.complete and not request.chunked and not request.content_length:
             body: Input | EmptyInput = EMPTY_INPUT
@@ -95,7 +115,6 @@ class HttpWorker(Worker):
             keep_alive=keep_alive,
             sendfile=connection.send_file if self.use_sendfile else None,
         )
-        started = time.perf_counter() if self.timed else 0.0
         keep = True
         try:
             if self.has_pre_request:
@@ -129,22 +148,31 @@ class HttpWorker(Worker):
         queued = queue_ms(request_start, time.time())
         if queued is not None:
             self.queue_times.add(queued)
+            self.tally.queued.append(queued / 1000)
 
     def after_app(
         self, request: Request, environ: dict[str, Any], response: Response, started: float
     ) -> None:
         """Count the request, and log it (access log, StatsD, post_request) when asked to."""
+        duration = time.perf_counter() - started
+        self.record_ends[self.record_ended_at] = next(self.ended_count)
+        # RequestTally's append, inlined: the path of every request.
+        durations = self.tally.durations.get((request.method, response.status_code))
+        if durations is None:
+            self.tally.durations.setdefault((request.method, response.status_code), []).append(
+                duration
+            )
+        else:
+            durations.append(duration)
         # request_done() counts and checks; skipped when it could only count.
         if self.nr + 1 >= self.checks_due:
             self.request_done()
         else:
             self.nr += 1
-        if self.timed:
-            duration = time.perf_counter() - started
-            if self.access_log is not None:
-                self.access_log.log(environ, request, response, duration)
-            if self.statsd is not None:
-                self.statsd.request(response.status_code, duration * 1000)
+        if self.access_log is not None:
+            self.access_log.log(environ, request, response, duration)
+        if self.statsd is not None:
+            self.statsd.request(response.status_code, duration * 1000)
         if self.has_post_request:
             try:
                 self.cfg.post_request(self, request, environ, response)

@@ -1,0 +1,117 @@
+"""The master's windows on itself: the control socket (`dynocorn ctl`, `dynocorn top`) and
+the opt-in /metrics endpoint, both answered from the loop (loop_servers.py), and the
+commands the control socket runs.
+
+The commands act through the paths signals take: `reload` queues a HUP, `add N` and
+`remove N` queue N TTINs or TTOUs (the queue keeps each one, where the kernel would merge
+signals sent together), so they log and behave exactly as `kill -HUP` would. `kill SLOT`
+stops that slot's worker gracefully, as a TERM to it would, and the master starts its
+successor.
+"""
+
+from __future__ import annotations
+
+import selectors
+import signal
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from dynocorn import status
+from dynocorn.control import ControlError, ControlServer, default_socket_path, private_directory
+from dynocorn.metrics_endpoint import MetricsServer
+from dynocorn.worker_exits import HaltServer
+
+if TYPE_CHECKING:
+    from dynocorn.logs import ErrorLog
+    from dynocorn.master_signals import SignalQueue
+    from dynocorn.worker_handle import WorkerHandle
+
+
+class Master(status.Master, Protocol):
+    """What the views need of the arbiter, beyond what a snapshot reads."""
+
+    signal_queue: SignalQueue
+    log: ErrorLog
+    cfg: Any
+
+    def stop_worker(self, handle: WorkerHandle) -> None: ...
+
+
+class MasterViews:
+    def __init__(self, master: Master) -> None:
+        self.master = master
+        self.control: ControlServer | None = None
+        self.metrics: MetricsServer | None = None
+
+    def start(self, selector: selectors.BaseSelector) -> None:
+        cfg, log = self.master.cfg, self.master.log
+        if not cfg.control_socket_disable:
+            path = Path(cfg.control_socket or default_socket_path(self.master.pid))
+            try:
+                if not cfg.control_socket:
+                    private_directory(path.parent)
+                self.control = ControlServer(path, cfg.control_socket_mode, self)
+            except OSError as error:
+                log.warning(f"No control socket at {path}: {error} (control_socket)")
+            else:
+                self.control.loop_server.register(selector)
+                log.info(f"Control socket: {path} (dynocorn ctl, dynocorn top)")
+        if cfg.metrics_bind:
+            try:
+                self.metrics = MetricsServer(cfg.metrics_bind, self.stats)
+            except OSError as error:
+                # Asked for and impossible: the server stops, as for its own bind.
+                log.error(f"metrics_bind {cfg.metrics_bind!r}: cannot listen: {error}")
+                raise HaltServer("Could not bind the metrics endpoint.", 1) from None
+            self.metrics.loop_server.register(selector)
+            log.info(f"Metrics at: {self.metrics.url}")
+
+    def servers(self) -> list[Any]:
+        return [view.loop_server for view in (self.control, self.metrics) if view is not None]
+
+    def expire(self, now: float) -> None:
+        for server in self.servers():
+            server.expire(now)
+
+    def close(self) -> None:
+        if self.control is not None:
+            self.control.close()
+        if self.metrics is not None:
+            self.metrics.loop_server.close()
+        self.control = self.metrics = None
+
+    def close_in_worker(self) -> None:
+        for server in self.servers():
+            server.close_in_worker()
+
+    # -- the commands (control.Controls)
+
+    def status(self) -> dict[str, Any]:
+        return status.status(self.master)
+
+    def stats(self) -> dict[str, Any]:
+        return status.stats(self.master)
+
+    def reload(self) -> dict[str, Any]:
+        self.master.signal_queue.queue(signal.SIGHUP, None)
+        return {"reloading": True}
+
+    def scale(self, change: int) -> dict[str, Any]:
+        before = self.master.num_workers
+        if change < 0 and before + change < 1:
+            raise ControlError(f"remove {-change}: {before} workers, and at least 1 must stay")
+        sig = signal.SIGTTIN if change > 0 else signal.SIGTTOU
+        for _ in range(abs(change)):
+            self.master.signal_queue.queue(sig, None)
+        return {"previous": before, "target": before + change}
+
+    def stop_slot(self, slot: int) -> dict[str, Any]:
+        slots = self.master.monitor.slots
+        slots.assign(list(self.master.workers.values()))
+        for held, handle in slots.holders(list(self.master.workers.values())):
+            if held == slot and not handle.stopping:
+                self.master.log.info(f"Stopping worker (pid:{handle.pid}) in slot {slot}: ctl kill")
+                self.master.stop_worker(handle)
+                return {"slot": slot, "pid": handle.pid, "stopped_at": time.time()}
+        raise ControlError(f"kill: no serving worker in slot {slot}")

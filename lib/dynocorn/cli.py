@@ -27,6 +27,8 @@ EXIT_USAGE = 2
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     env = os.environ if environ is None else environ
+    if args and args[0] in ("ctl", "top"):
+        return run_client(args[0], args[1:])
     try:
         config = config_module.load(args, env, Path.cwd())
     except UsageError as error:
@@ -127,6 +129,18 @@ def check_app(config: config_module.Config) -> int:
             sys.stderr.write("".join(traceback.format_exception(error.__cause__)))
         return EXIT_CONFIG
     return EXIT_OK
+
+
+def run_client(name: str, args: list[str]) -> int:
+    """`dynocorn ctl` and `dynocorn top`: clients of a running server's control socket
+    (an app module cannot be named either: it would be the word alone, without `:app`)."""
+    if name == "ctl":
+        from dynocorn import ctl
+
+        return ctl.main(args)
+    from dynocorn import top
+
+    return top.main(args)
 
 
 def run() -> None:

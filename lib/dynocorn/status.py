@@ -65,7 +65,9 @@ def _memory(memory: ProcessMemory | None) -> dict[str, int] | None:
     return {"rss": memory.rss, "pss": memory.pss, "uss": memory.uss, "swap": memory.swap}
 
 
-def worker_rows(master: Master, now: float) -> list[dict[str, Any]]:
+def worker_rows(
+    master: Master, now: float, memories: dict[int, ProcessMemory]
+) -> list[dict[str, Any]]:
     """One row per worker, by slot (a worker on its way out shows after its successor)."""
     workers = list(master.workers.values())
     slots = master.monitor.slots
@@ -91,8 +93,7 @@ def worker_rows(master: Master, now: float) -> list[dict[str, Any]]:
                 row.update(method=serving.method, path=serving.target)
                 row["request_age"] = round(serving.age, 3)
         row["state"] = _state(handle, row["running"])
-        memory = read_process_memory(handle.pid) or handle.memory
-        row["memory"] = _memory(memory)
+        row["memory"] = _memory(memories.get(handle.pid) or handle.memory)
         rows.append(row)
     return rows
 
@@ -109,23 +110,28 @@ def status(master: Master) -> dict[str, Any]:
     """Workers, then the master and the dyno: `dynocorn ctl status`."""
     now = time.monotonic()
     monitor = master.monitor
-    latest = monitor.latest
+    workers = list(master.workers.values())
+    memories = {h.pid: m for h in workers if (m := read_process_memory(h.pid)) is not None}
+    own = read_process_memory(master.pid)
+    # Measured now, the way the memory lines and the budget measure it (the cgroup's figures,
+    # or the sum of PSS).
+    dyno = monitor.dyno_memory(own, list(memories.values()), workers)
     policy = master.memory_policy
     quota = monitor.quota
     return {
-        "workers": worker_rows(master, now),
+        "workers": worker_rows(master, now, memories),
         "master": {
             "pid": master.pid,
             "uptime": round(now - master.started_at, 3),
-            "memory": _memory(read_process_memory(master.pid)),
+            "memory": _memory(own),
         },
         "target_workers": master.num_workers,
         "memory": {
-            "total": latest.total if latest else None,
-            "held": latest.held if latest else None,
+            "total": dyno.total,
+            "held": dyno.held,
             "quota": quota,
             "budget": int(policy.budget * quota) if quota else None,
-            "source": latest.source if latest else None,
+            "source": dyno.source,
         },
         "backlog": listen_backlog(master.listeners),
         "time": time.time(),

@@ -1,4 +1,6 @@
-"""The access log: gunicorn's `access_log_format` atoms, or one Heroku-router-like logfmt line.
+"""The access log, in one of three styles (`access_log_style`): gunicorn's
+`access_log_format` atoms, one Heroku-router-like logfmt line, or the same fields as one JSON
+object a line.
 
 The format is read once: only the atoms it names are computed for each request, instead of
 gunicorn's dict of every atom, header and environ variable.
@@ -8,11 +10,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from dynocorn import logfmt
 from dynocorn.http import Request
@@ -150,21 +153,51 @@ def _sanitize(fmt: str) -> str:
     return _DIRECTIVE.sub(replace, fmt)
 
 
+class RouterFields(NamedTuple):
+    """The fields of the logfmt and json lines, unquoted: their names are the lines' keys.
+
+    Text is as the server decoded it, latin-1 (as in the WSGI environ), so that any byte a
+    client sent is one character: `text.encode("latin-1")` gives the bytes back, whether or
+    not they were UTF-8. None is a value the request did not carry.
+    """
+
+    method: str
+    path: str  # the request target as sent, query included
+    status: int
+    bytes: int  # of the response body
+    duration_ms: float  # to 0.1 ms
+    request_id: str | None  # X-Request-Id
+    fwd: str | None  # X-Forwarded-For, else the peer's address
+    queue_ms: int | None  # what X-Request-Start implies; omitted from the lines when None
+
+
 class AccessLog:
-    """Formats one line per request and hands it, newline included, to `write`."""
+    """Formats one line per request and hands it, newline included, to `write`.
+
+    `style` is one of settings.ACCESS_LOG_STYLES: "gunicorn" formats `fmt`; "logfmt" and
+    "json" write RouterFields and ignore `fmt`.
+    """
 
     def __init__(
         self,
         write: Callable[[str], None],
         fmt: str = DEFAULT_ACCESS_LOG_FORMAT,
         *,
-        logfmt: bool = False,
+        style: str = "gunicorn",
         clock: Callable[[], float] = time.time,
     ) -> None:
+        lines = {
+            "gunicorn": self._gunicorn_line,
+            "logfmt": self._logfmt_line,
+            "json": self._json_line,
+        }
+        if style not in lines:
+            raise ValueError(f"unknown access log style {style!r}")
         self._write = write
-        self._logfmt = logfmt
+        self._line = lines[style]
         self._clock = clock
         self._stamp: tuple[int, str] = (-1, "")
+        self._utc_stamp: tuple[int, str] = (-1, "")
         getters: dict[str, Getter] = {}
         for atom in dict.fromkeys(_ATOM.findall(fmt)):
             getter = self._time if atom == "t" else ATOMS.get(atom) or _braced(atom)
@@ -182,14 +215,13 @@ class AccessLog:
     def log(
         self, environ: Mapping[str, Any], request: Request, response: Response, duration: float
     ) -> None:
-        if self._logfmt:
-            line = self._logfmt_line(environ, request, response, duration)
-        else:
-            values = {
-                atom: get(environ, request, response, duration) for atom, get in self._getters
-            }
-            line = self._fmt % values
-        self._write(line + "\n")
+        self._write(self._line(environ, request, response, duration) + "\n")
+
+    def _gunicorn_line(
+        self, environ: Mapping[str, Any], request: Request, response: Response, duration: float
+    ) -> str:
+        values = {atom: get(environ, request, response, duration) for atom, get in self._getters}
+        return self._fmt % values
 
     def _time(self, e: Mapping[str, Any], q: Request, r: Response, d: float) -> str:
         second = int(self._clock())
@@ -207,21 +239,67 @@ class AccessLog:
             stamp = self._stamp = (second, text)
         return stamp[1]
 
+    def _router_fields(
+        self,
+        environ: Mapping[str, Any],
+        request: Request,
+        response: Response,
+        duration: float,
+        now: float,
+    ) -> RouterFields:
+        # Queue time ends when the app started on the request, not when it finished.
+        queued = queue_ms(environ.get("HTTP_X_REQUEST_START"), now - duration)
+        return RouterFields(
+            method=request.method,
+            path=request.raw_target,
+            status=response.status_code,
+            bytes=response.body_bytes,
+            duration_ms=round(duration * 1000, 1),
+            request_id=environ.get("HTTP_X_REQUEST_ID") or None,
+            fwd=environ.get("HTTP_X_FORWARDED_FOR") or environ.get("REMOTE_ADDR") or None,
+            queue_ms=None if queued is None else round(queued),
+        )
+
     def _logfmt_line(
         self, environ: Mapping[str, Any], request: Request, response: Response, duration: float
     ) -> str:
-        forwarded = environ.get("HTTP_X_FORWARDED_FOR") or environ.get("REMOTE_ADDR") or "-"
+        fields = self._router_fields(environ, request, response, duration, self._clock())
         parts = [
-            f"method={logfmt.value(request.method)}",
-            f"path={logfmt.quoted(request.raw_target)}",
-            f"status={response.status_code}",
-            f"bytes={response.body_bytes}",
-            f"duration_ms={duration * 1000:.1f}",
-            f"request_id={logfmt.value(environ.get('HTTP_X_REQUEST_ID') or '-')}",
-            f"fwd={logfmt.quoted(forwarded)}",
+            f"method={logfmt.value(fields.method)}",
+            f"path={logfmt.quoted(fields.path)}",
+            f"status={fields.status}",
+            f"bytes={fields.bytes}",
+            f"duration_ms={fields.duration_ms:.1f}",
+            f"request_id={logfmt.value(fields.request_id or '-')}",
+            f"fwd={logfmt.quoted(fields.fwd or '-')}",
         ]
-        # Queue time ends when the app started on the request, not when it finished.
-        queued = queue_ms(environ.get("HTTP_X_REQUEST_START"), self._clock() - duration)
-        if queued is not None:
-            parts.append(f"queue_ms={round(queued)}")
+        if fields.queue_ms is not None:
+            parts.append(f"queue_ms={fields.queue_ms}")
         return " ".join(parts)
+
+    def _json_line(
+        self, environ: Mapping[str, Any], request: Request, response: Response, duration: float
+    ) -> str:
+        """The logfmt line's fields as one JSON object, after a `time` (when the line was
+        written: ISO 8601, UTC, milliseconds) as structured loggers expect; no other field.
+
+        Numbers are JSON numbers; a value the request did not carry is null, except queue_ms,
+        left out as from the logfmt line. json.dumps does all the quoting and escapes every
+        control character; ensure_ascii escapes everything beyond ASCII too (U+2028, NEL,
+        latin-1 decoded bytes), so a hostile header cannot end the line or forge a field.
+        """
+        now = self._clock()
+        fields: dict[str, object] = {"time": self._utc_time(now)}
+        fields.update(self._router_fields(environ, request, response, duration, now)._asdict())
+        if fields["queue_ms"] is None:
+            del fields["queue_ms"]
+        return json.dumps(fields, ensure_ascii=True, separators=(",", ":"))
+
+    def _utc_time(self, now: float) -> str:
+        """`2026-11-22T01:29:22.250Z`; the seconds are formatted once a second."""
+        second, millis = divmod(int(now * 1000), 1000)
+        stamp = self._utc_stamp
+        if stamp[0] != second:
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            stamp = self._utc_stamp = (second, text)  # one tuple: see _time
+        return f"{stamp[1]}.{millis:03d}Z"

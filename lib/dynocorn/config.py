@@ -169,12 +169,7 @@ def load(
         # Named by nobody, but read all the same (gunicorn's ./gunicorn.conf.py): say which.
         values["config"] = f"./{sourced.config_file_found}"
         sources["config"] = FOUND_IN_WORKING_DIRECTORY
-    warnings.extend(_unimplemented_warnings(values, sources))
-    if values["no_env_file"]:
-        warnings.append(
-            f"no_env_file (from {sources['no_env_file']}) is deprecated and has no effect: "
-            "dynocorn reads an env file only when --env-file names one"
-        )
+    warnings.extend(_setting_warnings(values, sources))
     return Config(
         values=values,
         sources=sources,
@@ -463,6 +458,23 @@ def _apply_platform_defaults(
             if setting.heroku is not None:
                 derive(setting.name, copy.deepcopy(setting.heroku.value), dyno)
     return workers_auto
+
+
+def _setting_warnings(values: Mapping[str, Any], sources: Mapping[str, Source]) -> Iterable[str]:
+    """Settings that were set but have no effect."""
+    yield from _unimplemented_warnings(values, sources)
+    if values["no_env_file"]:
+        yield (
+            f"no_env_file (from {sources['no_env_file']}) is deprecated and has no effect: "
+            "dynocorn reads an env file only when --env-file names one"
+        )
+    style = values["access_log_style"]
+    # Only the gunicorn style has a format; logfmt and json lines have fixed fields.
+    if style not in (None, "gunicorn") and sources["access_log_format"].kind is not Kind.DEFAULT:
+        yield (
+            f"access_log_format (from {sources['access_log_format']}) has no effect: "
+            f"access_log_style is {style} (from {sources['access_log_style']})"
+        )
 
 
 def _unimplemented_warnings(

@@ -194,13 +194,21 @@ class Logs:
         if cfg.accesslog:
             access_file = LogFile(cfg.accesslog, sys.stdout)
             files.append(access_file)
-            # On Heroku with nothing configured, a line in the router's logfmt style.
-            logfmt = cfg.source("accesslog").kind is Kind.PLATFORM and cfg.is_default(
-                "access_log_format"
-            )
-            access = AccessLog(access_file.write, cfg.access_log_format, logfmt=logfmt)
+            style = access_log_style(cfg)
+            access = AccessLog(access_file.write, cfg.access_log_format, style=style)
         return cls(ErrorLog(error_file, cfg.loglevel), access, files)
 
     def reopen(self) -> None:
         for log_file in self.files:
             log_file.reopen()
+
+
+def access_log_style(cfg: Config) -> str:
+    """The style `access_log_style` names; unset, the router's logfmt on Heroku when nothing
+    about the access log is configured (it is on because `DYNO` is set), else gunicorn's."""
+    if cfg.access_log_style is not None:
+        return cfg.access_log_style
+    on_heroku_unconfigured = cfg.source("accesslog").kind is Kind.PLATFORM and cfg.is_default(
+        "access_log_format"
+    )
+    return "logfmt" if on_heroku_unconfigured else "gunicorn"

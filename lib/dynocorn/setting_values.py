@@ -57,6 +57,7 @@ class SettingValues:
     paste: str | None
     accesslog: str | None
     access_log_format: str
+    access_log_style: str | None
     errorlog: str
     loglevel: str
     capture_output: bool

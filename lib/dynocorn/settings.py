@@ -19,6 +19,7 @@ Action = Literal["store", "append", "true", "false", "const", "optional"]
 NOT_IMPLEMENTED_NOTE = "Accepted, not implemented yet: a warning says so."
 
 DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+ACCESS_LOG_STYLES = ("gunicorn", "logfmt", "json")
 DEFAULT_SECURE_SCHEME_HEADERS = {
     "X-FORWARDED-PROTOCOL": "ssl",
     "X-FORWARDED-PROTO": "https",
@@ -347,6 +348,15 @@ _SETTINGS: list[Setting] = [
         "access_log_format", "Logging", "Access log format, with gunicorn's `%(x)s` atoms.",
         default=DEFAULT_ACCESS_LOG_FORMAT, flags=("--access-logformat",), parse=v.as_str,
         metavar="STRING",
+    ),
+    Setting(
+        "access_log_style", "Logging",
+        "Access log line: `gunicorn` (`access_log_format`), `logfmt` (the Heroku router's "
+        "style) or `json` (the logfmt fields and `time`, one JSON object a line).",
+        flags=("--access-log-style",), parse=v.optional_choice(*ACCESS_LOG_STYLES),
+        metavar="STYLE",
+        platform="when unset, `logfmt` if `DYNO` is set and neither `accesslog` nor "
+        "`access_log_format` is, else `gunicorn`",
     ),
     Setting(
         "errorlog", "Logging", "Error log file; `-` is stderr.",

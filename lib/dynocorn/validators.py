@@ -102,6 +102,16 @@ def choice(*allowed: str) -> Parser:
     return parse
 
 
+def optional_choice(*allowed: str) -> Parser:
+    """One of `allowed`, or None: unset, so that the server chooses."""
+    pick = choice(*allowed)
+
+    def parse(value: Any) -> str | None:
+        return None if value is None else pick(value)
+
+    return parse
+
+
 def as_str_list(value: Any) -> list[str]:
     """A list of strings; a single string from a config file counts as a one-item list."""
     if isinstance(value, str):

@@ -1,5 +1,7 @@
 import base64
+import json
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -9,6 +11,7 @@ import pytest
 
 from dynocorn.access_log import AccessLog
 from dynocorn.http import Request
+from dynocorn.settings import ACCESS_LOG_STYLES
 from dynocorn.settings import DEFAULT_ACCESS_LOG_FORMAT as DEFAULT_FORMAT
 from dynocorn.wsgi import EnvironBuilder, Response, WSGISettings, call_app
 from dynocorn.wsgi_input import Input
@@ -230,7 +233,7 @@ def logfmt_line(
 ) -> str:
     lines: list[str] = []
     environ, request, response = served(target=target, headers=[("Host", "h"), *headers])
-    log = AccessLog(lines.append, DEFAULT_FORMAT, logfmt=True, clock=lambda: NOW)
+    log = AccessLog(lines.append, DEFAULT_FORMAT, style="logfmt", clock=lambda: NOW)
     log.log(environ, request, response, duration)
     assert len(lines) == 1 and lines[0].endswith("\n")
     return lines[0][:-1]
@@ -295,3 +298,134 @@ def test_logfmt_quotes_what_needs_quoting() -> None:
     assert 'request_id="a b\\"c"' in text
     assert 'fwd="1.1.1.1, 2.2.2.2"' in text
     assert logfmt_line([("X-Request-Id", "k=v")]).count('request_id="k=v"') == 1
+
+
+# -- json ---------------------------------------------------------------------------------
+
+
+def json_text(requests: list[tuple[str, list[tuple[str, str]]]], duration: float = 0.0031) -> str:
+    """What the json style writes for each (target, headers) request, all in one text."""
+    lines: list[str] = []
+    log = AccessLog(lines.append, style="json", clock=lambda: NOW)
+    for target, headers in requests:
+        environ, request, response = served(target=target, headers=[("Host", "h"), *headers])
+        log.log(environ, request, response, duration)
+    assert len(lines) == len(requests)
+    return "".join(lines)
+
+
+def json_line(headers: list[tuple[str, str]], target: str = "/x", **kwargs: Any) -> Any:
+    text = json_text([(target, headers)], **kwargs)
+    # One line, even to readers that also split on U+2028, NEL and the like.
+    assert text.isascii() and text.endswith("\n") and len(text.splitlines()) == 1
+    return json.loads(text)
+
+
+def test_json_line() -> None:
+    start_ms = round((NOW - 0.0031) * 1000) - 12
+    headers = [
+        ("X-Request-Id", "9f2c-41"),
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("X-Request-Start", str(start_ms)),
+    ]
+    assert json_line(headers) == {
+        "time": "2026-11-22T01:29:22.250Z",
+        "method": "GET",
+        "path": "/x",
+        "status": 200,
+        "bytes": 13,
+        "duration_ms": 3.1,
+        "request_id": "9f2c-41",
+        "fwd": "203.0.113.7",
+        "queue_ms": 12,
+    }
+    text = json_text([("/x", headers)])
+    assert text == (
+        '{"time":"2026-11-22T01:29:22.250Z","method":"GET","path":"/x","status":200,'
+        '"bytes":13,"duration_ms":3.1,"request_id":"9f2c-41","fwd":"203.0.113.7",'
+        '"queue_ms":12}\n'
+    )
+
+
+def test_json_has_the_logfmt_fields_and_time() -> None:
+    headers = [("X-Request-Id", "r"), ("X-Request-Start", str(int(NOW * 1000)))]
+    logfmt_keys = re.findall(r"(?:^| )([a-z_]+)=", logfmt_line(headers))
+    assert list(json_line(headers)) == ["time", *logfmt_keys]
+
+
+def test_json_without_router_headers() -> None:
+    fields = json_line([])
+    assert (fields["request_id"], fields["fwd"]) == (None, "10.0.0.1")
+    assert "queue_ms" not in fields
+
+
+def test_json_from_a_unix_socket_has_no_fwd() -> None:
+    lines: list[str] = []
+    environ, request, response = served()
+    environ["REMOTE_ADDR"] = ""
+    AccessLog(lines.append, style="json", clock=lambda: NOW).log(environ, request, response, 0)
+    assert json.loads(lines[0])["fwd"] is None
+
+
+def test_json_time_is_utc_whatever_the_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "IST-5:30")
+    time.tzset()
+    assert json_line([])["time"] == "2026-11-22T01:29:22.250Z"
+
+
+HOSTILE = {
+    "quote": 'a"b',
+    "forged field": '","status":500,"x":"',
+    "backslash": "a\\b\\",
+    "newline": "a\nb",
+    "carriage return": "a\rb",
+    "nul": "a\x00b",
+    "escape": "\x1b[31m",
+    "line separator": "a\u2028b\u2029",
+    "next line": "a\x85b",
+    "not utf-8": b"\xff\xfe".decode("latin-1"),  # the server decodes header bytes as latin-1
+    "utf-8 as latin-1": "zoë".encode().decode("latin-1"),
+}
+
+
+@pytest.mark.parametrize("value", HOSTILE.values(), ids=HOSTILE.keys())
+def test_json_survives_hostile_values(value: str) -> None:
+    target = f"/p{value}?q={value}"
+    fields = json_line([("X-Request-Id", value), ("X-Forwarded-For", value)], target=target)
+    assert fields["request_id"] == value
+    assert fields["fwd"] == value
+    assert fields["path"] == target
+    assert fields["status"] == 200 and set(fields) == {
+        "time",
+        "method",
+        "path",
+        "status",
+        "bytes",
+        "duration_ms",
+        "request_id",
+        "fwd",
+    }
+
+
+def test_json_bytes_come_back_through_latin_1() -> None:
+    sent = b"\xff\xfe\xe2\x80\xa8"
+    fields = json_line([("X-Request-Id", sent.decode("latin-1"))])
+    assert fields["request_id"].encode("latin-1") == sent
+
+
+def test_json_one_line_per_request() -> None:
+    requests = [(f"/{i}{v}", [("X-Request-Id", v)]) for i, v in enumerate(HOSTILE.values())]
+    text = json_text(requests)
+    assert text.isascii()
+    lines = text.splitlines()
+    assert len(lines) == len(requests)
+    for line, (target, headers) in zip(lines, requests, strict=True):
+        fields = json.loads(line)
+        assert (fields["path"], fields["request_id"]) == (target, headers[0][1])
+
+
+def test_every_style_is_known_and_no_other() -> None:
+    for style in ACCESS_LOG_STYLES:
+        AccessLog(print, style=style)
+    with pytest.raises(ValueError, match="xml"):
+        AccessLog(print, style="xml")

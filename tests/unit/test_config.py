@@ -282,6 +282,7 @@ def test_config_file_hook_that_is_not_callable(cwd: Path, root: Path) -> None:
         (["--limit-request-line", "9000"], "limit_request_line = '9000' from command line"),
         (["--forwarded-allow-ips", "1.2.3.x"], "forwarded_allow_ips = '1.2.3.x'"),
         (["--log-level", "loud"], "loglevel = 'loud' from command line: must be one of"),
+        (["--access-log-style", "xml"], "access_log_style = 'xml' from command line: must"),
         (["--memory-quota", "lots"], "memory_quota = 'lots' from command line"),
         (["-e", "NOEQUALS"], "raw_env = 'NOEQUALS' from command line"),
     ],
@@ -431,6 +432,18 @@ def test_no_env_file_is_a_deprecated_no_op(cwd: Path, root: Path) -> None:
     cfg = load(["--no-env-file", "app:app"], cwd, root)
     assert cfg.workers == 1
     assert any("no_env_file" in w and "deprecated" in w for w in cfg.warnings)
+
+
+def test_a_format_the_access_log_style_ignores_is_warned_about(cwd: Path, root: Path) -> None:
+    style = ["--access-log-style", "json"]
+    assert load([*style, "app:app"], cwd, root).warnings == []
+    cfg = load([*style, "--access-logformat", "%(s)s", "app:app"], cwd, root)
+    assert cfg.warnings == [
+        "access_log_format (from command line) has no effect: "
+        "access_log_style is json (from command line)"
+    ]
+    (cwd / "gunicorn.conf.py").write_text("access_log_style = None\n")
+    assert load(["--access-logformat", "%(s)s", "app:app"], cwd, root).access_log_style is None
 
 
 def test_a_missing_env_file_is_an_error(cwd: Path, root: Path) -> None:

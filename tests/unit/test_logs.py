@@ -1,4 +1,5 @@
-"""The error log: gunicorn's line format, logging's call conventions, StatsD counters."""
+"""The error log: gunicorn's line format, logging's call conventions, StatsD counters; the
+access log's style chosen from the configuration."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import logging
 import re
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 
-from dynocorn.logs import ErrorLog, LogFile, level_name, render
+from dynocorn import config
+from dynocorn.logs import ErrorLog, LogFile, access_log_style, level_name, render
 from dynocorn.metrics.statsd import StatsD
 
 LINE = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[\d+\] \[([A-Z]+)\] (.*)$", re.S)
@@ -140,3 +143,26 @@ def test_statsd_counts_warnings_errors_and_exceptions(statsd_server: socket.sock
         "app.gunicorn.log.exception:1|c",
         "app.gunicorn.log.error:1|c",
     ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "style"),
+    [
+        ([], {}, "gunicorn"),
+        (["--access-logfile", "-"], {}, "gunicorn"),
+        ([], {"DYNO": "web.1"}, "logfmt"),  # on only because of DYNO: the router's style
+        (["--access-logfile", "-"], {"DYNO": "web.1"}, "gunicorn"),
+        (["--access-logformat", "%(s)s"], {"DYNO": "web.1"}, "gunicorn"),
+        (["--access-log-style", "json"], {"DYNO": "web.1"}, "json"),
+        (["--access-log-style", "json", "--access-logfile", "-"], {}, "json"),
+        (["--access-log-style", "LOGFMT"], {}, "logfmt"),
+        (["--access-log-style", "gunicorn"], {"DYNO": "web.1"}, "gunicorn"),
+    ],
+)
+def test_access_log_style(
+    tmp_path: Path, argv: list[str], environ: dict[str, str], style: str
+) -> None:
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "meminfo").write_text("MemTotal:       1048576 kB\n")
+    cfg = config.load([*argv, "app:app"], environ, tmp_path, root=tmp_path, ipv6=True)
+    assert access_log_style(cfg) == style

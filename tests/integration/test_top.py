@@ -1,0 +1,99 @@
+"""`dynocorn top` in a real terminal: tmux runs it, the test reads the screen (capture-pane)
+and presses q (send-keys)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clients import get, poll
+from server import REPO, running
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+
+class Terminal:
+    """A tmux server of this test's own (its own socket name): nothing else's is touched."""
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.name = f"dynocorn-top-{uuid.uuid4().hex[:8]}"
+        exports = [f"{key}={value}" for key, value in env.items()]
+        self.tmux(
+            "new-session", "-d", "-s", "top", "-x", "120", "-y", "30",
+            "env", *exports, *command,
+        )  # fmt: skip
+
+    def tmux(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["tmux", "-L", self.name, *args], capture_output=True, text=True, timeout=10
+        )
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-t", "top").stdout
+
+    def running(self) -> bool:
+        return self.tmux("has-session", "-t", "top").returncode == 0
+
+    def close(self) -> None:
+        self.tmux("kill-server")
+
+
+@pytest.fixture
+def terminal_for() -> Iterator[list[Terminal]]:
+    made: list[Terminal] = []
+    yield made
+    for terminal in made:
+        terminal.close()
+
+
+def test_top_shows_the_workers_live_and_q_quits(terminal_for: list[Terminal]) -> None:
+    with running(["-w", "2", "testapps:routes"], workers=2) as srv:
+        path = Path(srv.wait_for(r"Control socket: (\S+) ")[0].group(1))
+        env = {"PYTHONPATH": str(REPO / "lib"), "TERM": "xterm-256color"}
+        command = [sys.executable, "-m", "dynocorn", "top", "--socket", str(path)]
+        terminal = Terminal(command, env)
+        terminal_for.append(terminal)
+        pids = [str(pid) for pid in srv.worker_pids()]
+
+        def shows_workers() -> bool:
+            screen = terminal.screen()
+            return all(pid in screen for pid in pids) and "req/s" in screen
+
+        poll(shows_workers, 20, "top showing both workers")
+        for _ in range(40):
+            assert get(srv, "/").status_code == 200
+
+        def counted(screen: str) -> int:
+            rows = re.findall(r"^\s*\d+\s+(\d+)\s+\w+\s+(\d+)\s", screen, re.MULTILINE)
+            return sum(int(requests) for pid, requests in rows if pid in pids)
+
+        # A refresh a second: the 40 requests show without the test asking top for anything.
+        poll(lambda: counted(terminal.screen()) == 40, 20, "the 40 requests on screen")
+        screen = terminal.screen()
+        assert re.search(r"memory\s.*\d+(\.\d)? MB of \d+(\.\d)? MB \(\d+%\)", screen), screen
+        assert re.search(r"p50 \d+\.\d ms\s+p99 \d+\.\d ms", screen) or "p50 -" in screen
+        terminal.tmux("send-keys", "-t", "top", "q")
+        poll(lambda: not terminal.running(), 10, "top gone after q")
+
+
+def test_top_without_a_server_says_so_and_exits_1(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "dynocorn", "top", "--socket", str(tmp_path / "no.ctl")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO / "lib")},
+    )
+    assert done.returncode == 1
+    assert (
+        done.stderr
+        == f"dynocorn top: no control socket at {tmp_path / 'no.ctl'} (is the server running?)\n"
+    )

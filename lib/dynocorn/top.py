@@ -60,22 +60,27 @@ def interval_figures(current: dict[str, Any], previous: dict[str, Any] | None) -
 
 
 def summary(current: dict[str, Any], figures: dict[str, Any]) -> Text:
+    """Two lines: the server, then its requests over the last interval."""
     master = current["master"]
     backlog = current["backlog"]
     return Text.assemble(
-        ("dynocorn ", "bold"),
-        f"master {master['pid']}  up {master['uptime']:.0f}s  ",
-        f"workers {len(current['workers'])}/{current['target_workers']}  ",
+        ("master ", "bold"),
+        f"{master['pid']}  up {master['uptime']:.0f}s  ",
+        ("workers ", "bold"),
+        f"{len(current['workers'])}/{current['target_workers']}  ",
+        ("backlog ", "bold"),
+        "-" if backlog is None else str(backlog),
+        "\n",
         ("req/s ", "bold"),
         f"{figures['rate']:.1f}  ",
         ("p50 ", "bold"),
         f"{_ms(figures['p50'])}  ",
         ("p99 ", "bold"),
         f"{_ms(figures['p99'])}  ",
-        ("queue p50/p99 ", "bold"),
-        f"{_ms(figures['queue_p50'])} / {_ms(figures['queue_p99'])}  ",
-        ("backlog ", "bold"),
-        "-" if backlog is None else str(backlog),
+        ("queue p50 ", "bold"),
+        f"{_ms(figures['queue_p50'])}  ",
+        ("queue p99 ", "bold"),
+        _ms(figures["queue_p99"]),
     )
 
 

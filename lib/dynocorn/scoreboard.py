@@ -53,7 +53,7 @@ class RequestRecords:
 
     def read(self, slot: int) -> NowServing:
         started, begun, head, ended = RECORD.unpack_from(self.memory, slot * RECORD_SIZE)
-        line = head.partition(b"\r\n")[0].decode("latin-1")
+        line = head.partition(b"\r\n")[0].partition(b"\0")[0].decode("latin-1")
         method, _, rest = line.partition(" ")
         target = rest.rpartition(" ")[0] if " " in rest else rest
         running = max(0, begun - ended)

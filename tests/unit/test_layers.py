@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "dynocorn.addresses",
             "dynocorn.process",
             "dynocorn.channel",
+            "dynocorn.exit_cause",
             "dynocorn.envfiles",
             "dynocorn.apploader",
             "dynocorn.sources",

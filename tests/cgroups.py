@@ -46,6 +46,15 @@ def create(limit: int | None = None) -> Path | None:
     if limit is not None:
         try:
             (child / limit_file).write_text(str(limit))
+            # No swap beyond the limit, or a machine with swap would swap where the dyno
+            # is meant to run out: v1's memory plus swap gets the same limit (set after the
+            # memory one, which it may not be below); v2 counts swap apart.
+            memsw = child / "memory.memsw.limit_in_bytes"
+            swap_max = child / "memory.swap.max"
+            if source == "cgroup v1" and memsw.exists():
+                memsw.write_text(str(limit))
+            elif source == "cgroup v2" and swap_max.exists():
+                swap_max.write_text("0")
         except OSError:
             remove(child)
             return None

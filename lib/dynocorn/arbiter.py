@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from dynocorn import __version__, apploader, process, sockets
 from dynocorn.channel import MasterChannel, Message
 from dynocorn.config import reload_lines
+from dynocorn.exit_cause import ExitCause
 from dynocorn.handoff import Balance
 from dynocorn.logs import LogFile
 from dynocorn.master_signals import SignalQueue
@@ -37,7 +38,13 @@ from dynocorn.metrics.monitor import MemoryMonitor
 from dynocorn.metrics.tally import ServerTally
 from dynocorn.reloader import ReloadWatch, start_reloader
 from dynocorn.reloading import fork_new_master, is_reexec_child, load_for_hup
-from dynocorn.worker_exits import HaltServer, judge_exit, next_spawn_delay, run_in_child
+from dynocorn.worker_exits import (
+    ABORT_GRACE,
+    DeathReporter,
+    HaltServer,
+    next_spawn_delay,
+    run_in_child,
+)
 from dynocorn.worker_handle import WorkerHandle
 from dynocorn.workers import worker_class_for
 from dynocorn.workers.base import FORK_SIGNALS
@@ -47,8 +54,6 @@ if TYPE_CHECKING:
     from dynocorn.logs import Logs
     from dynocorn.workers.base import Worker
 
-# After SIGABRT on timeout, how long the worker gets to answer its client before SIGKILL.
-ABORT_GRACE = 2.0
 LOOP_TICK = 1.0
 # INT/QUIT: how long workers get to run their worker_int and worker_exit hooks before
 # SIGKILL (never longer than graceful_timeout). gunicorn waits for them too.
@@ -97,9 +102,11 @@ class Arbiter:
         self.metrics_out = LogFile("-", sys.stdout)
         self.monitor = MemoryMonitor(cfg, self.log, self.metrics_out.write, os.environ)
         self.memory_policy = MemoryPolicy(cfg)
+        self.tally = ServerTally()  # requests since start, summed from every heartbeat
+        self.deaths = DeathReporter(self.log, self.monitor.cgroup, self.monitor.last_seen)
+        self.deaths.counts = self.tally.recycles  # exits by cause, for /metrics and stats
         self.unaffordable_logged = False
         self.reload_watch: ReloadWatch | None = None  # --reload (reloader.py)
-        self.tally = ServerTally()  # requests since start, summed from every heartbeat
         self.started_at = time.monotonic()
         self.views = MasterViews(self)  # the control socket and /metrics (master_views.py)
 
@@ -220,7 +227,7 @@ class Arbiter:
         for handle, reason in decisions.stop:
             if not handle.stopping:
                 self.log.warning(f"Worker (pid:{handle.pid}) {reason}: replacing it")
-                self.stop_worker(handle)
+                self.stop_worker(handle, ExitCause.MEMORY)
         if decisions.workers is not None and decisions.workers != self.num_workers:
             self.set_num_workers(decisions.workers)
 
@@ -249,8 +256,7 @@ class Arbiter:
                 handle.ready = True
             elif kind is Message.RETIRING and not handle.stopping:
                 # It finishes its requests and exits by itself: start its successor now.
-                handle.stopping = True
-                handle.stop_requested_at = now
+                handle.leaving(ExitCause.of_retirement(payload), now)
             elif kind is Message.STATS and isinstance(payload, dict):
                 self.tally.add(payload.pop("tally", None))
                 queue = payload.pop("queue", None)
@@ -309,9 +315,6 @@ class Arbiter:
     def handle_usr1(self) -> None:
         self.logs.reopen()
         self.kill_workers(signal.SIGUSR1)
-
-    def handle_usr2(self) -> None:
-        self.reexec()
 
     def handle_winch(self) -> None:
         if self.cfg.daemon:
@@ -441,9 +444,8 @@ class Arbiter:
             self.log.warning(f"{NOT_AFFORDABLE} ({self.monitor.quota_text()})")
         return False
 
-    def stop_worker(self, handle: WorkerHandle) -> None:
-        handle.stopping = True
-        handle.stop_requested_at = time.monotonic()
+    def stop_worker(self, handle: WorkerHandle, cause: ExitCause = ExitCause.STOPPED) -> None:
+        handle.leaving(cause, time.monotonic())
         self.signal_worker(handle.pid, signal.SIGTERM)
 
     def spawn_worker(self) -> int:
@@ -528,6 +530,10 @@ class Arbiter:
 
     def forget_channel(self, handle: WorkerHandle) -> None:
         if handle.channel_open:
+            # Its last words, before its exit is judged: a worker that says it retires
+            # and exits at once may be reaped in the same pass of the loop.
+            self.read_channel(handle)
+        if handle.channel_open:
             try:
                 self.selector.unregister(handle.channel.fd)
             except (KeyError, ValueError):
@@ -535,15 +541,10 @@ class Arbiter:
         handle.channel.close()
 
     def report_exit(self, handle: WorkerHandle, status: int) -> None:
-        lived = time.monotonic() - handle.spawned_at
         reloaded = bool(self.reload_watch and self.reload_watch.reloaded)  # mistakes allowed
-        verdict = judge_exit(handle, status, self.stopping, lived, reloaded)
+        verdict = self.deaths.report(handle, status, self.stopping, reloaded)
         if verdict.halt is not None:
             raise HaltServer(*verdict.halt)
-        for line in verdict.errors:
-            self.log.error(line)
-        if verdict.killed_from_outside:
-            self.log.error(f"Worker (pid:{handle.pid}) {self.monitor.last_seen(handle)}")
         self.spawn_delay = next_spawn_delay(verdict, self.spawn_delay)
         if verdict.crashed_early:
             self.log.warning(
@@ -561,8 +562,10 @@ class Arbiter:
             if timeout and now - handle.last_seen > timeout:
                 self.log.critical(f"WORKER TIMEOUT (pid:{handle.pid})")
                 handle.aborted_at = now
+                handle.stop_cause = ExitCause.TIMEOUT
                 self.signal_worker(handle.pid, signal.SIGABRT)
             elif not self.stopping and handle.overdue(self.cfg.graceful_timeout, now):
+                handle.overstayed = True
                 self.kill_worker(handle, signal.SIGKILL)
 
     def kill_worker(self, handle: WorkerHandle, sig: int) -> None:
@@ -584,7 +587,7 @@ class Arbiter:
 
     # -- USR2: a new master on the same sockets
 
-    def reexec(self) -> None:
+    def handle_usr2(self) -> None:
         if self.reexec_pid:
             self.log.warning("USR2 signal ignored. Child exists.")
             return

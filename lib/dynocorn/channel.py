@@ -1,12 +1,14 @@
 """The pipe from a worker up to its master: readiness, retirement, and stats.
 
-One message per line: `r` (app loaded, serving), `x` (retiring after its current requests:
-max-requests or lifetime), `s <json>` (stats, sent at least once a second: the heartbeat). A
-pipe, not a file's mtime, so a slow disk cannot make a healthy worker look dead. The worker
-never blocks on it: if the master is not reading, a message is dropped, and the next stats
-will do. A message is dropped whole, never cut: a write to a full pipe may take only part of
-a long one (stats can carry thousands of queue samples), and its tail goes first at the
-next message, or the master would read the next message glued to half of this one.
+One message per line: `r` (app loaded, serving), `x <cause>` (retiring after its current
+requests, and why: `x max_requests`, `x lifetime`, `x memory`, `x timeout`, exit_cause.py's
+values; a bare `x` is still read, as a retirement for no reason given), `s <json>` (stats,
+sent at least once a second: the heartbeat). A pipe, not a file's mtime, so a slow disk
+cannot make a healthy worker look dead. The worker never blocks on it: if the master is not
+reading, a message is dropped, and the next stats will do. A message is dropped whole,
+never cut: a write to a full pipe may take only part of a long one (stats can carry
+thousands of queue samples), and its tail goes first at the next message, or the master
+would read the next message glued to half of this one.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 READY = b"r\n"
-RETIRING = b"x\n"
+RETIRING = b"x"
 STATS = b"s "
 
 
@@ -58,8 +60,9 @@ class WorkerChannel:
     def ready(self) -> None:
         self._send(READY)
 
-    def retiring(self) -> None:
-        self._send(RETIRING)
+    def retiring(self, cause_value: str) -> None:
+        """`cause_value`: an ExitCause's value (one word, no newline)."""
+        self._send(RETIRING + b" " + cause_value.encode() + b"\n")
 
     def stats(self, figures: dict[str, Any]) -> None:
         self._send(STATS + json.dumps(figures, separators=(",", ":")).encode() + b"\n")
@@ -80,8 +83,8 @@ class MasterChannel:
         self._partial = b""
 
     def read(self) -> Iterator[tuple[Message, Any]] | None:
-        """Messages with their payload (the stats, else None); None once the worker closed
-        its end."""
+        """Messages with their payload (the stats, a retirement's reason, else None); None
+        once the worker closed its end."""
         try:
             data = os.read(self.fd, 65536)
         except (BlockingIOError, InterruptedError):
@@ -97,8 +100,10 @@ class MasterChannel:
         for line in lines:
             if line == b"r":
                 yield Message.READY, None
-            elif line == b"x":
+            elif line == RETIRING:
                 yield Message.RETIRING, None
+            elif line.startswith(RETIRING + b" "):
+                yield Message.RETIRING, line[len(RETIRING) + 1 :].decode(errors="replace")
             elif line.startswith(STATS):
                 try:
                     yield Message.STATS, json.loads(line[len(STATS) :])

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dynocorn.channel import MasterChannel
+from dynocorn.exit_cause import ExitCause
 from dynocorn.metrics.memory import ProcessMemory
 
 if TYPE_CHECKING:
@@ -27,6 +28,13 @@ class WorkerHandle:
     stop_requested_at: float | None = None
     aborted_at: float | None = None  # SIGABRT sent on timeout
     killed: bool = False  # SIGKILL sent by us (not the kernel's OOM killer)
+    # Our SIGKILL was for graceful_timeout, run out since it was told to stop (or retired):
+    # said apart from the server's stop deadline, which may come before it is reaped.
+    overstayed: bool = False
+    # Why it is leaving, once the master asked it to or it said it retires (worker_exits.py
+    # judges its exit with it): memory, timeout, stopped; max_requests, lifetime, memory,
+    # timeout from the worker.
+    stop_cause: ExitCause | None = None
     channel_open: bool = True
     stats: dict[str, Any] = field(default_factory=dict)  # the worker's last report
     memory: ProcessMemory | None = None  # the master's last sample of it
@@ -35,6 +43,12 @@ class WorkerHandle:
 
     def __post_init__(self) -> None:
         self.last_seen = self.spawned_at
+
+    def leaving(self, cause: ExitCause, now: float) -> None:
+        """Told to stop, or retiring by itself, for `cause`: no longer counted as capacity."""
+        self.stopping = True
+        self.stop_requested_at = now
+        self.stop_cause = cause
 
     @property
     def requests(self) -> int:

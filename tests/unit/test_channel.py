@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from dynocorn.channel import MasterChannel, Message, WorkerChannel
+from dynocorn.exit_cause import ExitCause
 
 
 @pytest.fixture
@@ -26,13 +27,34 @@ def test_messages_arrive_in_order_with_their_payload(
     worker, master = ends
     worker.ready()
     worker.stats({"requests": 3, "queue": [1.5]})
-    worker.retiring()
+    worker.retiring(ExitCause.MAX_REQUESTS.value)
     messages = master.read()
     assert messages is not None
     assert list(messages) == [
         (Message.READY, None),
         (Message.STATS, {"requests": 3, "queue": [1.5]}),
-        (Message.RETIRING, None),
+        (Message.RETIRING, "max_requests"),
+    ]
+
+
+def test_a_retirement_says_why_and_a_bare_one_is_still_read(
+    ends: tuple[WorkerChannel, MasterChannel],
+) -> None:
+    worker, master = ends
+    for cause in (ExitCause.LIFETIME, ExitCause.MEMORY, ExitCause.TIMEOUT):
+        worker.retiring(cause.value)
+    os.write(worker.fd, b"x\nx no_such_cause\n")  # a worker of another version, say
+    messages = master.read()
+    assert messages is not None
+    reasons = [payload for kind, payload in messages if kind is Message.RETIRING]
+    assert reasons == ["lifetime", "memory", "timeout", None, "no_such_cause"]
+    causes = [ExitCause.of_retirement(reason) for reason in reasons]
+    assert causes == [
+        ExitCause.LIFETIME,
+        ExitCause.MEMORY,
+        ExitCause.TIMEOUT,
+        ExitCause.STOPPED,  # no reason given: it left, and that is all the master knows
+        ExitCause.STOPPED,
     ]
 
 

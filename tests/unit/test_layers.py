@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "dynocorn.addresses",
             "dynocorn.process",
             "dynocorn.channel",
+            "dynocorn.exit_cause",
             "dynocorn.envfiles",
             "dynocorn.apploader",
             "dynocorn.sources",
@@ -71,7 +72,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "dynocorn.docs",
         ),
     ),
-    ("the command", ("dynocorn.cli", "dynocorn.__main__")),
+    ("the command", ("dynocorn.cli", "dynocorn.__main__", "dynocorn.ctl", "dynocorn.top")),
 ]
 
 

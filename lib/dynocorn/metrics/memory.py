@@ -244,6 +244,23 @@ def read_cgroup_memory(found: tuple[Path, str] | None) -> DynoMemory | None:
     )
 
 
+def read_oom_kills(found: tuple[Path, str] | None) -> int | None:
+    """How many processes of the cgroup ``memory_cgroup`` found the kernel's OOM killer has
+    killed: ``oom_kill`` in v2's ``memory.events`` or v1's ``memory.oom_control`` (both
+    "name value" lines). None without a cgroup, or on kernels before 4.13, whose v1 file
+    has no such line.
+
+    The kernel counts a kill before its victim is dead, so a worker reaped after an OOM
+    kill always finds the count risen. It counts the kill in the victim's cgroup, the
+    server's (workers are born in it); v2's count takes in the cgroups below it too.
+    """
+    if found is None:
+        return None
+    directory, source = found
+    name = "memory.events" if source == "cgroup v2" else "memory.oom_control"
+    return _read_stat(directory / name).get("oom_kill")
+
+
 def holds_only(found: tuple[Path, str] | None, own_pids: set[int]) -> bool:
     """Whether every process in the cgroup ``memory_cgroup`` found is one of ``own_pids``.
 

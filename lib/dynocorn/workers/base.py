@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from dynocorn import apploader, process
 from dynocorn.channel import WorkerChannel
+from dynocorn.exit_cause import ExitCause
 from dynocorn.metrics.memory import RssReader, read_process_memory
 from dynocorn.metrics.queue_time import Percentiles
 from dynocorn.metrics.statsd import StatsD, parse_statsd_host
@@ -254,7 +255,7 @@ class Worker:
         if self.nr < self.checks_due:
             return
         if self.nr >= self.max_requests:
-            self.retire("max requests")
+            self.retire(ExitCause.MAX_REQUESTS, "max requests")
         guard = self.memory_guard
         if guard is not None and self.nr >= guard.next_check:
             self.check_memory(guard)
@@ -281,16 +282,17 @@ class Worker:
             f"Worker (pid:{self.pid}) uses {format_mb(uss)} of private memory, over "
             f"max_worker_memory {format_mb(guard.limit)}, after {self.nr} requests"
         )
-        self.retire("max worker memory")
+        self.retire(ExitCause.MEMORY, "max worker memory")
 
     def check_lifetime(self, now: float) -> None:
         if now >= self.retire_at:
-            self.retire("max worker lifetime")
+            self.retire(ExitCause.LIFETIME, "max worker lifetime")
 
-    def retire(self, reason: str) -> None:
-        """Finish the current request, then exit; the master starts a replacement."""
+    def retire(self, cause: ExitCause, reason: str) -> None:
+        """Finish the current request, then exit; the master starts a replacement. `cause`
+        tells the master why (its metrics count exits by cause); `reason` is for the log."""
         if not self._retiring_logged:
             self._retiring_logged = True
             self.log.info(f"Autorestarting worker after current request. ({reason})")
-            self.channel.retiring()
+            self.channel.retiring(cause.value)
         self.alive = False

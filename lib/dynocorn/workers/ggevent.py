@@ -48,6 +48,7 @@ try:
 except ImportError as error:
     raise ImportError("the gevent worker needs gevent: pip install 'dynocorn[gevent]'") from error
 
+from dynocorn.exit_cause import ExitCause
 from dynocorn.http import HTTPError
 from dynocorn.slow_watch import OFFLOAD_AFTER, OFFLOAD_IDLE_TICK
 from dynocorn.workers.base import WorkerAbort
@@ -235,8 +236,8 @@ class GeventWorker(HttpWorker):
                 return
         super().handle_abort(signum, frame)  # raises WorkerAbort in the stuck request
 
-    def retire(self, reason: str) -> None:
-        super().retire(reason)
+    def retire(self, cause: ExitCause, reason: str) -> None:
+        super().retire(cause, reason)
         self.wakeup.set()
 
     # -- the main greenlet

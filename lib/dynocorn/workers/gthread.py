@@ -26,6 +26,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from dynocorn.exit_cause import ExitCause
 from dynocorn.handoff import HandoffQueue
 from dynocorn.http import HTTPError, InternalServerError, Request, ServiceUnavailable
 from dynocorn.slow_watch import OFFLOAD_AFTER, OFFLOAD_IDLE_TICK, OFFLOAD_TICK
@@ -324,7 +325,7 @@ class ThreadWorker(SyncWorker):
             self.cfg.worker_abort(self)
         except Exception:
             self.log.exception("worker_abort hook failed")
-        self.retire("a request timed out; Python cannot stop its thread")
+        self.retire(ExitCause.TIMEOUT, "a request timed out; Python cannot stop its thread")
 
     # -- stopping
 

@@ -14,6 +14,7 @@ from dynocorn.metrics.memory import (
     memory_cgroup,
     pss_total,
     read_cgroup_memory,
+    read_oom_kills,
     read_process_memory,
 )
 
@@ -75,6 +76,38 @@ V1_STAT = (
     f"total_cache {11 * MB}\ntotal_rss {120 * MB}\ntotal_swap {3 * MB}\n"
     "total_pgpgin 400000\ntotal_pgpgout 390000\n"
 )
+
+
+# --- the OOM-kill count --------------------------------------------------------------------
+
+
+def oom_kills(root: Path) -> int | None:
+    """What the master reads when a worker dies of a SIGKILL it did not send."""
+    return read_oom_kills(memory_cgroup(root))
+
+
+def test_cgroup_v2_oom_kills_come_from_memory_events(tmp_path: Path) -> None:
+    events = "low 0\nhigh 12\nmax 40\noom 3\noom_kill 2\noom_group_kill 0\n"
+    root = write_tree(tmp_path, v2_tree({"memory.stat": V2_STAT, "memory.events": events}))
+    assert oom_kills(root) == 2
+
+
+def test_cgroup_v1_oom_kills_come_from_memory_oom_control(tmp_path: Path) -> None:
+    control = "oom_kill_disable 0\nunder_oom 0\noom_kill 7\n"
+    root = write_tree(tmp_path, v1_tree({"memory.stat": V1_STAT, "memory.oom_control": control}))
+    assert oom_kills(root) == 7  # on a hybrid host: the empty v2 hierarchy is passed over
+
+
+def test_no_oom_kill_count_is_none(tmp_path: Path) -> None:
+    # A v1 kernel before 4.13 has no oom_kill line; a cgroup without memory accounting
+    # has no file at all; and no cgroup is no count either.
+    old_kernel = "oom_kill_disable 0\nunder_oom 0\n"
+    root = write_tree(
+        tmp_path / "old", v1_tree({"memory.stat": V1_STAT, "memory.oom_control": old_kernel})
+    )
+    assert oom_kills(root) is None
+    assert oom_kills(write_tree(tmp_path / "v2", v2_tree({"memory.stat": V2_STAT}))) is None
+    assert read_oom_kills(None) is None
 
 
 # --- cgroup_memory --------------------------------------------------------------------------

@@ -184,7 +184,7 @@ def judge_foreign_kill(pid: int, oom_killed: bool | None, memory: str) -> ExitVe
     else:
         line = (
             f"{said} It was sent by another process: not by the master, and not by the "
-            "kernel's OOM killer (the cgroup's OOM-kill count did not rise)"
+            f"kernel's OOM killer (the cgroup's OOM-kill count did not rise; {memory})"
         )
     return ExitVerdict(ExitCause.KILLED, errors=[line])
 

@@ -410,7 +410,9 @@ def test_a_killed_worker_reports_its_last_memory() -> None:
         srv.wait_for(r"sample#workers=1 sample#worker.1.pid", stdout=True)
         victim = srv.worker_pids()[0]
         os.kill(victim, signal.SIGKILL)
-        srv.wait_for(rf"Worker \(pid:{victim}\) last sample: USS \d+(?:\.\d)? MB")
+        srv.wait_for(
+            rf"Worker \(pid:{victim}\) was sent SIGKILL!.* last sample: USS \d+(?:\.\d)? MB"
+        )
 
 
 def test_over_the_budget_the_largest_worker_is_recycled() -> None:

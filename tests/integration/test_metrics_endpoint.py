@@ -58,10 +58,16 @@ def test_a_scrape_counts_every_request_through_recycling(worker_args: list[str])
         srv.wait_for(r"Autorestarting worker after current request", count=2)
 
         def all_counted() -> bool:
+            # Each worker sends its counts with its own heartbeat, and the master counts an
+            # exit when it reaps the worker: wait for every one of them.
             samples = scrape(url)
-            return value(samples, "dynocorn_requests_total", http_response_status_code="200") == 18
+            return (
+                value(samples, "dynocorn_requests_total", http_response_status_code="200") == 18
+                and value(samples, "dynocorn_requests_total", http_response_status_code="500") == 5
+                and value(samples, "dynocorn_worker_recycles_total", cause="max_requests") >= 2
+            )
 
-        poll(all_counted, 20, "18 answers of 200 counted")
+        poll(all_counted, 20, "every answer and two recycles counted")
         samples = scrape(url)
         get_2xx = {"http_request_method": "GET", "http_response_status_class": "2xx"}
         assert value(samples, f"{DURATION}_count", **get_2xx) == 15

@@ -71,7 +71,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "dynocorn.docs",
         ),
     ),
-    ("the command", ("dynocorn.cli", "dynocorn.__main__")),
+    ("the command", ("dynocorn.cli", "dynocorn.__main__", "dynocorn.ctl", "dynocorn.top")),
 ]
 
 

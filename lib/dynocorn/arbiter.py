@@ -186,7 +186,7 @@ class Arbiter:
             ):
                 return  # woken for that look alone, every few ms: keep it cheap
         self.next_housekeeping = now + LOOP_TICK
-        self.views.expire(now)
+        self.views.tick(now)
         while self.signal_queue:
             name = self.signal_queue.next_name()
             if name != "chld":

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dynocorn import envfiles, platform
+from dynocorn import validators as v
 from dynocorn.arguments import UsageError, build_parser
 from dynocorn.setting_values import SettingValues
 from dynocorn.settings import SETTINGS, Setting, no_hook
@@ -161,6 +162,7 @@ def load(
     values, sources = _layered(sourced.layers)
     detected = _detect_platform(environ, root, ipv6, sources)
     workers_auto = _apply_platform_defaults(values, sources, detected, environ)
+    warnings.extend(_otlp_defaults(values, sources, environ))
     if values["worker_class"] == "sync" and values["threads"] > 1:
         # gunicorn's rule: threads with the sync class means the threaded worker.
         values["worker_class"] = "gthread"
@@ -458,6 +460,65 @@ def _apply_platform_defaults(
             if setting.heroku is not None:
                 derive(setting.name, copy.deepcopy(setting.heroku.value), dyno)
     return workers_auto
+
+
+# OpenTelemetry's variables for where metrics go, the metrics-only one first (it wins).
+OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+OTLP_PROTOCOL_VARIABLES = ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+
+
+def _otlp_defaults(
+    values: dict[str, Any], sources: dict[str, Source], environ: Mapping[str, str]
+) -> list[str]:
+    """OpenTelemetry's own variables, for the OTLP settings nobody set; the warnings. They
+    may be meant for the app's OpenTelemetry SDK, so one that dynocorn cannot use is a
+    warning, never an error."""
+    warnings = []
+    raw = environ.get("OTEL_METRIC_EXPORT_INTERVAL", "").strip()
+    if raw and sources["otlp_interval"].kind is Kind.DEFAULT:
+        why = f"OTEL_METRIC_EXPORT_INTERVAL={raw}"
+        try:
+            values["otlp_interval"] = v.positive_float(raw) / 1000  # milliseconds
+            sources["otlp_interval"] = platform_source(why)
+        except ValueError as error:
+            warnings.append(f"{why}: {error}; OTLP pushes every {values['otlp_interval']} s")
+    if sources["otlp_endpoint"].kind is Kind.DEFAULT:
+        try:
+            found = _otlp_from_environ(environ)
+        except ValueError as error:
+            warnings.append(f"{error}; dynocorn pushes no OTLP metrics")
+        else:
+            if found is not None:
+                values["otlp_endpoint"], sources["otlp_endpoint"] = found
+    return warnings
+
+
+def _otlp_from_environ(environ: Mapping[str, str]) -> tuple[str, Source] | None:
+    """The metrics URL OpenTelemetry's variables name, and its source; None when they name
+    none or turn metrics off. ValueError, naming the variable, when dynocorn cannot use it."""
+    variable = next((name for name in OTLP_ENDPOINT_VARIABLES if environ.get(name, "").strip()), "")
+    exporters = environ.get("OTEL_METRICS_EXPORTER", "otlp").replace(" ", "").split(",")
+    if not variable or "otlp" not in exporters:
+        return None
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    raw = environ[variable].strip()
+    why = f"{variable}={raw}"
+    for name in OTLP_PROTOCOL_VARIABLES:
+        protocol = environ.get(name, "").strip()
+        if protocol:
+            if protocol != "http/protobuf":
+                raise ValueError(f"{why} with {name}={protocol}: dynocorn pushes http/protobuf")
+            break
+    # The generic variable is a base URL; the metrics one is used as is (OTLP's rule).
+    url = raw if variable == OTLP_ENDPOINT_VARIABLES[0] else raw.rstrip("/") + "/v1/metrics"
+    try:
+        v.http_url(url)
+    except ValueError as error:
+        raise ValueError(f"{why}: {error}") from None
+    if not v.otlp_extra_installed():
+        raise ValueError(f"{why}: {v.OTLP_MISSING}")
+    return url, platform_source(why)
 
 
 def _setting_warnings(values: Mapping[str, Any], sources: Mapping[str, Source]) -> Iterable[str]:

@@ -1,6 +1,6 @@
 """The master's windows on itself: the control socket (`dynocorn ctl`, `dynocorn top`) and
-the opt-in /metrics endpoint, both answered from the loop (loop_servers.py), and the
-commands the control socket runs.
+the opt-in /metrics endpoint, both answered from the loop (loop_servers.py), the opt-in OTLP
+push (otlp_push.py), and the commands the control socket runs.
 
 The commands act through the paths signals take: `reload` queues a HUP, `add N` and
 `remove N` queue N TTINs or TTOUs (the queue keeps each one, where the kernel would merge
@@ -11,6 +11,7 @@ successor.
 
 from __future__ import annotations
 
+import os
 import selectors
 import signal
 import time
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from dynocorn import status
 from dynocorn.control import ControlError, ControlServer, default_socket_path, private_directory
 from dynocorn.metrics_endpoint import MetricsServer
+from dynocorn.otlp_push import OtlpPush, resource_attributes
 from dynocorn.worker_exits import HaltServer
 
 if TYPE_CHECKING:
@@ -37,12 +39,15 @@ class Master(status.Master, Protocol):
 
     def stop_worker(self, handle: WorkerHandle) -> None: ...
 
+    def become_worker(self) -> None: ...
+
 
 class MasterViews:
     def __init__(self, master: Master) -> None:
         self.master = master
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
+        self.otlp: OtlpPush | None = None
 
     def start(self, selector: selectors.BaseSelector) -> None:
         cfg, log = self.master.cfg, self.master.log
@@ -66,15 +71,27 @@ class MasterViews:
                 raise HaltServer("Could not bind the metrics endpoint.", 1) from None
             self.metrics.loop_server.register(selector)
             log.info(f"Metrics at: {self.metrics.url}")
+        if cfg.otlp_endpoint:
+            master = self.master
+            resource = resource_attributes(cfg, master.pid, os.environ)
+            interval = cfg.otlp_interval
+            self.otlp = OtlpPush(master, cfg.otlp_endpoint, interval, resource, master.started_at)
+            log.info(f"OTLP metrics to: {cfg.otlp_endpoint} every {interval:g} s")
 
     def servers(self) -> list[Any]:
         return [view.loop_server for view in (self.control, self.metrics) if view is not None]
 
-    def expire(self, now: float) -> None:
+    def tick(self, now: float) -> None:
+        """On each pass of the master's loop (at least once a second)."""
         for server in self.servers():
             server.expire(now)
+        if self.otlp is not None:
+            self.otlp.tick(now, self.stats)
 
     def close(self) -> None:
+        if self.otlp is not None:
+            self.otlp.close(self.stats)
+            self.otlp = None
         if self.control is not None:
             self.control.close()
         if self.metrics is not None:
@@ -84,6 +101,8 @@ class MasterViews:
     def close_in_worker(self) -> None:
         for server in self.servers():
             server.close_in_worker()
+        if self.otlp is not None:
+            self.otlp.close_in_worker()
 
     # -- the commands (control.Controls)
 

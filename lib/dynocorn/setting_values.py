@@ -78,6 +78,8 @@ class SettingValues:
     control_socket_mode: int
     control_socket_disable: bool
     metrics_bind: str | None
+    otlp_endpoint: str | None
+    otlp_interval: float
     proc_name: str | None
     default_proc_name: str
     keyfile: str | None

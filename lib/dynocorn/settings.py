@@ -450,6 +450,21 @@ _SETTINGS: list[Setting] = [
         "Serve Prometheus/OpenMetrics `/metrics` from the master at `HOST:PORT`.",
         flags=("--metrics-bind",), parse=v.tcp_address, metavar="HOST:PORT",
     ),
+    Setting(
+        "otlp_endpoint", "Control and metrics",
+        "Push the same metrics over OTLP/HTTP to this URL (one without a path gets "
+        "`/v1/metrics`), from the master; needs the `otlp` extra.",
+        flags=("--otlp-endpoint",), parse=v.otlp_endpoint, metavar="URL",
+        platform="`$OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`, else `$OTEL_EXPORTER_OTLP_ENDPOINT` "
+        "+ `/v1/metrics` (with a warning, not an error, when they cannot be used)",
+        env=("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+    ),
+    Setting(
+        "otlp_interval", "Control and metrics", "Seconds between OTLP pushes.",
+        default=60.0, flags=("--otlp-interval",), parse=v.positive_float, metavar="SECONDS",
+        platform="`$OTEL_METRIC_EXPORT_INTERVAL` (milliseconds)",
+        env=("OTEL_METRIC_EXPORT_INTERVAL",),
+    ),
     # -- Process naming
     Setting(
         "proc_name", "Process naming", "Process title (with setproctitle installed).",

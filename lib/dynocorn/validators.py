@@ -8,11 +8,13 @@ reason. The caller adds the setting name, the value and its source to the messag
 from __future__ import annotations
 
 import grp
+import importlib.util
 import ipaddress
 import json
 import pwd
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from dynocorn import addresses, units
 from dynocorn.metrics.statsd import parse_statsd_host
@@ -77,6 +79,13 @@ def non_negative_float(value: Any) -> float:
         raise ValueError("not a number") from None
     if number < 0 or number != number:
         raise ValueError("must be 0 or more")
+    return number
+
+
+def positive_float(value: Any) -> float:
+    number = non_negative_float(value)
+    if number == 0 or number == float("inf"):
+        raise ValueError("must be more than 0")
     return number
 
 
@@ -317,3 +326,52 @@ def fraction(value: Any) -> float:
     if not 0 < number <= 1:
         raise ValueError("must be more than 0 and at most 1 (or 90%)")
     return number
+
+
+# What the `otlp` extra installs (found, not imported: the SDK is imported only in the
+# short-lived process that pushes, never in the master).
+OTLP_PACKAGES = ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http")
+OTLP_MISSING = "needs the otlp extra, which is not installed: pip install 'dynocorn[otlp]'"
+
+
+def otlp_extra_installed() -> bool:
+    for name in OTLP_PACKAGES:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return False
+        except ImportError:  # a parent package is missing
+            return False
+    return True
+
+
+def http_url(value: Any) -> str:
+    """An `http://` or `https://` URL with a host."""
+    text = as_str(value).strip()
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
+    except ValueError:
+        raise ValueError("not a URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not an http:// or https:// URL with a host")
+    return text
+
+
+def otlp_metrics_url(value: Any) -> str:
+    """Where OTLP/HTTP metrics are posted: the URL as given, or OTLP's `/v1/metrics` path
+    when it has none (`http://collector:4318`)."""
+    parts = urlsplit(http_url(value))
+    if parts.path.strip("/"):
+        return parts.geturl()
+    return parts._replace(path="/v1/metrics").geturl()
+
+
+def otlp_endpoint(value: Any) -> str | None:
+    """An OTLP metrics URL given explicitly: an error without the extra, since the push that
+    was asked for could not happen."""
+    if value is None:
+        return None
+    url = otlp_metrics_url(value)
+    if not otlp_extra_installed():
+        raise ValueError(OTLP_MISSING)
+    return url

@@ -238,6 +238,15 @@ def pid(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     return [body]
 
 
+def status(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """/status/404 answers 404: a known status, for the request counts."""
+    code = int(environ["PATH_INFO"].split("/")[2])
+    body = b"status"
+    headers = [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+    start_response(f"{code} Status", headers)
+    return [body]
+
+
 def routes(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     """One app for most integration tests, by path."""
     # Every route runs under wsgiref's validator, except those that are invalid on purpose
@@ -262,6 +271,7 @@ def routes(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         "/sendfile": sendfile,
         "/pid": validator(pid),
         "/announced-spin": validator(announced_spin),
+        "/status": validator(status),
     }
     first_segment = "/" + environ["PATH_INFO"].split("/")[1]
     handler = table.get(first_segment, validator(hello))

@@ -497,6 +497,9 @@ ENVIRONMENT_SAMPLES = {
     "CONTAINER_MEMORY": str(1024 * 1024 * 1024),
     "SENDFILE": "0",
     "FORWARDED_ALLOW_IPS": "10.0.0.1",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://collector:4318/v1/metrics",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
+    "OTEL_METRIC_EXPORT_INTERVAL": "15000",
 }
 
 
@@ -551,3 +554,118 @@ def test_a_python_module_config_is_run_again_with_the_env_files(
         assert cfg.preload_app is False
     finally:
         sys.modules.pop("dynocorn_test_conf_module", None)
+
+
+# -- OTLP: OpenTelemetry's variables, and the flags that win over them
+
+
+@pytest.mark.parametrize(
+    ("environ", "url", "source"),
+    [
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/"},
+            "http://collector:4318/v1/metrics",  # a base URL: the metrics path is added
+            "platform (OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318/)",
+        ),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "https://metrics.example/otlp",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            },
+            "https://metrics.example/otlp",  # the metrics one wins, as it is
+            "platform (OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=https://metrics.example/otlp)",
+        ),
+    ],
+)
+def test_otlp_endpoint_from_opentelemetry_variables(
+    cwd: Path, root: Path, environ: dict[str, str], url: str, source: str
+) -> None:
+    cfg = load(["app:app"], cwd, root, **environ)
+    assert (cfg.otlp_endpoint, str(cfg.source("otlp_endpoint"))) == (url, source)
+    assert cfg.warnings == []
+
+
+@pytest.mark.parametrize(
+    ("given", "url"),
+    [
+        ("http://127.0.0.1:4318", "http://127.0.0.1:4318/v1/metrics"),
+        ("http://127.0.0.1:4318/", "http://127.0.0.1:4318/v1/metrics"),
+        ("https://otlp.example/api/metrics", "https://otlp.example/api/metrics"),
+    ],
+)
+def test_otlp_endpoint_flag_wins_and_gets_the_metrics_path_when_it_has_none(
+    cwd: Path, root: Path, given: str, url: str
+) -> None:
+    cfg = load(["--otlp-endpoint", given, "app:app"], cwd, root, OTEL_EXPORTER_OTLP_ENDPOINT="x")
+    assert (cfg.otlp_endpoint, str(cfg.source("otlp_endpoint"))) == (url, "command line")
+    assert cfg.warnings == []  # the variable is not looked at: the flag decided
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "  "},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_SDK_DISABLED": "true"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_METRICS_EXPORTER": "none"},
+    ],
+)
+def test_no_otlp_push_unless_named_and_not_turned_off(
+    cwd: Path, root: Path, environ: dict[str, str]
+) -> None:
+    cfg = load(["app:app"], cwd, root, **environ)
+    assert cfg.otlp_endpoint is None and cfg.is_default("otlp_endpoint")
+    assert cfg.warnings == []
+
+
+@pytest.mark.parametrize(
+    ("environ", "reason"),
+    [
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317"},
+            "OTEL_EXPORTER_OTLP_ENDPOINT=collector:4317: not an http:// or https:// URL",
+        ),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            },
+            "OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4317 with "
+            "OTEL_EXPORTER_OTLP_PROTOCOL=grpc: dynocorn pushes http/protobuf",
+        ),
+    ],
+)
+def test_an_opentelemetry_variable_dynocorn_cannot_use_is_a_warning(
+    cwd: Path, root: Path, environ: dict[str, str], reason: str
+) -> None:
+    """It may be meant for the app's own OpenTelemetry: the server starts all the same."""
+    cfg = load(["app:app"], cwd, root, **environ)
+    assert cfg.otlp_endpoint is None
+    assert len(cfg.warnings) == 1
+    assert cfg.warnings[0].startswith(reason)
+    assert cfg.warnings[0].endswith("; dynocorn pushes no OTLP metrics")
+
+
+def test_a_bad_otlp_endpoint_flag_is_an_error(cwd: Path, root: Path) -> None:
+    with pytest.raises(config.ConfigError) as error:
+        load(["--otlp-endpoint", "collector:4318", "app:app"], cwd, root)
+    assert str(error.value) == (
+        "Error: otlp_endpoint = 'collector:4318' from command line: "
+        "not an http:// or https:// URL with a host"
+    )
+
+
+def test_otlp_interval_in_milliseconds_from_opentelemetry(cwd: Path, root: Path) -> None:
+    cfg = load(["app:app"], cwd, root, OTEL_METRIC_EXPORT_INTERVAL="500")
+    assert cfg.otlp_interval == 0.5
+    assert str(cfg.source("otlp_interval")) == "platform (OTEL_METRIC_EXPORT_INTERVAL=500)"
+    flag = load(["--otlp-interval", "15", "app:app"], cwd, root, OTEL_METRIC_EXPORT_INTERVAL="1")
+    assert flag.otlp_interval == 15.0
+    bad = load(["app:app"], cwd, root, OTEL_METRIC_EXPORT_INTERVAL="soon")
+    assert (bad.otlp_interval, bad.is_default("otlp_interval")) == (60.0, True)
+    assert bad.warnings == [
+        "OTEL_METRIC_EXPORT_INTERVAL=soon: not a number; OTLP pushes every 60.0 s"
+    ]
+    with pytest.raises(config.ConfigError, match="otlp_interval = '0' from command line"):
+        load(["--otlp-interval", "0", "app:app"], cwd, root)

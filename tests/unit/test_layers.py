@@ -67,6 +67,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "dynocorn.metrics.monitor",
             "dynocorn.status",
             "dynocorn.metrics_endpoint",
+            "dynocorn.otlp_push",
             "dynocorn.master_views",
             "dynocorn.arbiter",
             "dynocorn.docs",

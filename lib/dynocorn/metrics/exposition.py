@@ -28,6 +28,7 @@ MEMORY_KINDS = ("rss", "pss", "uss")
 # Why workers ended (worker_exits.py's causes), each always exposed, at 0 until it happens:
 # a rate() over a series that appears only at its first event misses that event.
 RECYCLE_CAUSES = ("max_requests", "lifetime", "memory", "timeout", "crash", "oom", "killed")
+WORKER_STATES = ("booting", "idle", "busy", "stopping")  # status.py's, each always exposed
 
 
 def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
@@ -82,7 +83,7 @@ def _worker_metrics(snapshot: dict[str, Any]) -> Iterator[Metric]:
     active.add_metric([], snapshot["active_requests"])
     yield active
     workers = GaugeMetricFamily("dynocorn_workers", "Worker processes, by state.", labels=["state"])
-    states: dict[str, int] = {"booting": 0, "idle": 0, "busy": 0, "stopping": 0}
+    states = dict.fromkeys(WORKER_STATES, 0)
     for row in snapshot["workers"]:
         states[row["state"]] = states.get(row["state"], 0) + 1
     for state, count in states.items():

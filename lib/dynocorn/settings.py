@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from dynocorn import validators as v
+from dynocorn.gunicorn27 import GUNICORN_EXTRAS
 from dynocorn.platform import MEMORY_VARIABLES
 
 Action = Literal["store", "append", "true", "false", "const", "optional"]
@@ -553,9 +554,7 @@ _SETTINGS: list[Setting] = [
 ]
 # fmt: on
 
-# Settings gunicorn 27 added (HTTP/2, ASGI, dirty arbiters, the control socket, parser
-# relaxations) that dynocorn does not implement. They are accepted so a gunicorn 27 Procfile or
-# config file keeps working, and warned about when set; the README lists them in one paragraph.
+# Settings gunicorn 27 added that dynocorn does not implement (gunicorn27.py lists them).
 GUNICORN_EXTRAS_SECTION = "gunicorn 27 settings accepted but not implemented"
 _EXTRA_KINDS: dict[str, tuple[Callable[[Any], Any], Action]] = {
     "str": (v.as_str, "store"),
@@ -564,49 +563,12 @@ _EXTRA_KINDS: dict[str, tuple[Callable[[Any], Any], Action]] = {
     "list": (v.as_str_list, "append"),
     "hook": (v.hook, "store"),
 }
-_GUNICORN_EXTRAS: list[tuple[str, str | None, Any, str]] = [
-    # name, flag, gunicorn's default, kind
-    ("enable_backlog_metric", "--enable-backlog-metric", False, "bool"),
-    ("protocol", "--protocol", "http", "str"),
-    ("uwsgi_allow_ips", "--uwsgi-allow-from", "127.0.0.1,::1", "str"),
-    ("ssl_version", "--ssl-version", "TLS", "str"),
-    ("suppress_ragged_eofs", "--suppress-ragged-eofs", True, "bool"),
-    ("do_handshake_on_connect", "--do-handshake-on-connect", False, "bool"),
-    ("ssl_context", None, no_hook, "hook"),
-    ("http_protocols", "--http-protocols", "h1", "str"),
-    ("http2_cleartext", "--http2-cleartext", "off", "str"),
-    ("http2_max_concurrent_streams", "--http2-max-concurrent-streams", 100, "int"),
-    ("http2_initial_window_size", "--http2-initial-window-size", 65535, "int"),
-    ("http2_max_frame_size", "--http2-max-frame-size", 16384, "int"),
-    ("http2_max_header_list_size", "--http2-max-header-list-size", 65536, "int"),
-    ("raw_paste_global_conf", "--paste-global", [], "list"),
-    ("permit_obsolete_folding", "--permit-obsolete-folding", False, "bool"),
-    ("strip_header_spaces", "--strip-header-spaces", False, "bool"),
-    ("permit_unconventional_http_method", "--permit-unconventional-http-method", False, "bool"),
-    ("permit_unconventional_http_version", "--permit-unconventional-http-version", False, "bool"),
-    ("casefold_http_method", "--casefold-http-method", False, "bool"),
-    ("forwarder_headers", "--forwarder-headers", "SCRIPT_NAME,PATH_INFO", "str"),
-    ("header_map", "--header-map", "drop", "str"),
-    ("asgi_loop", "--asgi-loop", "auto", "str"),
-    ("asgi_lifespan", "--asgi-lifespan", "auto", "str"),
-    ("asgi_disconnect_grace_period", "--asgi-disconnect-grace-period", 3, "int"),
-    ("websocket_max_message_size", "--websocket-max-message-size", 16777216, "int"),
-    ("http_parser", "--http-parser", "auto", "str"),
-    ("root_path", "--root-path", "", "str"),
-    ("dirty_apps", "--dirty-app", [], "list"),
-    ("dirty_workers", "--dirty-workers", 0, "int"),
-    ("dirty_timeout", "--dirty-timeout", 300, "int"),
-    ("dirty_threads", "--dirty-threads", 1, "int"),
-    ("dirty_graceful_timeout", "--dirty-graceful-timeout", 30, "int"),
-    ("on_dirty_starting", None, no_hook, "hook"),
-    ("dirty_post_fork", None, no_hook, "hook"),
-    ("dirty_worker_init", None, no_hook, "hook"),
-    ("dirty_worker_exit", None, no_hook, "hook"),
-]
 
 
 def _gunicorn_extra(name: str, flag: str | None, default: Any, kind: str) -> Setting:
     parse, action = _EXTRA_KINDS[kind]
+    if kind == "hook":
+        default = no_hook
     return Setting(
         name,
         GUNICORN_EXTRAS_SECTION,
@@ -620,6 +582,6 @@ def _gunicorn_extra(name: str, flag: str | None, default: Any, kind: str) -> Set
     )
 
 
-_SETTINGS.extend(_gunicorn_extra(*extra) for extra in _GUNICORN_EXTRAS)
+_SETTINGS.extend(_gunicorn_extra(*extra) for extra in GUNICORN_EXTRAS)
 
 SETTINGS: dict[str, Setting] = {setting.name: setting for setting in _SETTINGS}

@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "settings",
         (
             "dynocorn.validators",
+            "dynocorn.gunicorn27",
             "dynocorn.settings",
             "dynocorn.setting_values",
             "dynocorn.arguments",

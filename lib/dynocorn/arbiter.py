@@ -258,7 +258,7 @@ class Arbiter:
                 # It finishes its requests and exits by itself: start its successor now.
                 handle.leaving(ExitCause.of_retirement(payload), now)
             elif kind is Message.STATS and isinstance(payload, dict):
-                self.tally.add(payload.pop("tally", None))
+                self.tally.add(payload.pop("tally", None), handle.tally_seen)
                 queue = payload.pop("queue", None)
                 if isinstance(queue, list):
                     self.monitor.add_queue_samples(queue)

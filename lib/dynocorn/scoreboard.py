@@ -15,10 +15,10 @@ FREE = 2**31 - 1  # a scoreboard slot no worker holds
 BOOTING = FREE - 1  # a slot whose worker is not serving yet: it counts as no worker
 
 # Per slot, what its worker serves now (for `dynocorn ctl status`), 128 bytes: when its
-# latest request began (time.perf_counter(), CLOCK_MONOTONIC on Linux: one clock for every
-# process), how many requests it has begun, the first bytes of that request's head (its
-# request line, then headers: a reader stops at the line's end), and how many it has ended.
-# Begun minus ended is how many it runs now (several under gthread or gevent).
+# latest request began (time.monotonic(): one clock for every process on the machine), how
+# many requests it has begun, the first bytes of that request's head (its request line,
+# then headers: a reader stops at the line's end), and how many it has ended. Begun minus
+# ended is how many it runs now (several under gthread or gevent).
 RECORD_SIZE = 128
 LINE_SIZE = 112
 BEGIN = struct.Struct(f"=dI{LINE_SIZE}s")  # written as a request begins: one call
@@ -57,7 +57,7 @@ class RequestRecords:
         method, _, rest = line.partition(" ")
         target = rest.rpartition(" ")[0] if " " in rest else rest
         running = max(0, begun - ended)
-        age = time.perf_counter() - started if started else 0.0
+        age = time.monotonic() - started if started else 0.0
         return NowServing(running, ended, method, target, age)
 
 

@@ -37,6 +37,8 @@ class WorkerHandle:
     stop_cause: ExitCause | None = None
     channel_open: bool = True
     stats: dict[str, Any] = field(default_factory=dict)  # the worker's last report
+    # Its request totals as last reported (metrics/tally.py adds what grew since).
+    tally_seen: dict[Any, list[float]] = field(default_factory=dict)
     memory: ProcessMemory | None = None  # the master's last sample of it
     worker: Worker | None = None  # the object the hooks were given before the fork
     board_slot: int | None = None  # its slot in the scoreboard (handoff.py)

@@ -24,7 +24,7 @@ def test_a_record_says_what_a_worker_serves_now() -> None:
     assert slot is not None
     records = board.records
     assert records.read(slot).running == 0
-    started = time.perf_counter() - 2.0
+    started = time.monotonic() - 2.0
     head = b"POST /upload?x=1 HTTP/1.1\r\nHost: a\r\n" + b"X-Long: " + b"y" * 200 + b"\r\n\r\n"
     BEGIN.pack_into(records.memory, slot * RECORD_SIZE, started, 5, head)
     records.ends[(slot * RECORD_SIZE + ENDED_AT) // 4] = 4

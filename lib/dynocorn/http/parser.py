@@ -360,9 +360,8 @@ class RequestParser:
         # No body, the common case: complete (llhttp saw no body: Content-Length 0 if any).
         keep_alive = proto.keep_alive
         self.requests.append(
-            Request(
-                method, target, path, query, version, headers, keep_alive, content_length, head=head
-            )
+            # Positional: a keyword argument here cost 2% of a hello-world request.
+            Request(method, target, path, query, version, headers, keep_alive, content_length, head)
         )
         if not keep_alive:
             self._state = _CLOSED

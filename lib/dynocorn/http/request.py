@@ -35,12 +35,12 @@ class Request:
         headers: list[tuple[str, str]],
         keep_alive: bool = True,
         content_length: int | None = None,
+        head: bytes = b"",
         chunked: bool = False,
         expect_continue: bool = False,
         body: Body | None = None,
         complete: bool = True,
         trailers: list[tuple[str, str]] | None = None,
-        head: bytes = b"",
     ) -> None:
         self.method = method
         self.raw_target = raw_target  # as sent, latin-1

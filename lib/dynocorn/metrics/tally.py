@@ -1,13 +1,11 @@
-"""Requests counted as histograms: in each worker per heartbeat, then summed in the master.
+"""Requests counted as histograms: in each worker as they end, then summed in the master.
 
-A worker appends each request's duration to a list kept per (method, status) and, once a
-second, bins them into bucket counts and sends those up its pipe with the heartbeat (and a
-last time as it exits). The master adds them to its running totals, so a recycled worker
-takes nothing with it: no multiprocess directory, no clean-up at `child_exit`.
-
-Binning waits for the heartbeat because on the request path it would cost a bisect and two
-list updates (about 0.3 µs, 2% of a hello-world request); a list append costs a tenth of it,
-and the heartbeat bins a second's worth with one sort each.
+A worker counts each request in the bucket of its duration, in a row per (method, status),
+and sends its rows, running totals since it started, up its pipe with every heartbeat (and
+a last time as it exits). The master adds what grew since that worker's previous heartbeat
+to its own totals, so a recycled worker takes nothing with it: no multiprocess directory,
+no clean-up at `child_exit`. A worker never resets its rows, so no count can fall between
+a reset and a request: there is nothing to race.
 
 The buckets are finer than OpenTelemetry's advice for `http.server.request.duration` (5 ms to
 10 s) and include every bound of it, so the Prometheus exposition gives exactly the advised
@@ -35,55 +33,50 @@ KNOWN_METHODS = frozenset(
 
 def bin_durations(durations: list[float]) -> list[int]:
     """Counts per bucket of BOUNDS, plus one past the last bound (+Inf)."""
-    durations.sort()
-    counts = []
-    below = 0
-    for bound in BOUNDS:
-        upto = bisect.bisect_right(durations, bound)
-        counts.append(upto - below)
-        below = upto
-    counts.append(len(durations) - below)
+    counts = [0] * (len(BOUNDS) + 1)
+    for duration in durations:
+        counts[bisect.bisect_left(BOUNDS, duration)] += 1
     return counts
 
 
-class RequestTally:
-    """In a worker: what it served since its last heartbeat.
+# A row: the count of each bucket of BOUNDS and +Inf, then the sum of the durations.
+Row = list[float]
+MAX_ROWS = 256  # lookups kept per worker: made-up methods past them share "_OTHER" unkept
 
-    The request path appends (workers/http_worker.py inlines it), from several threads under
-    gthread, while the heartbeat takes. So a list is never swapped for a new one, which an
-    append begun before the swap would miss: `take` copies the first n values and deletes
-    those n, each one step under the GIL, and what was appended meanwhile waits for the next
-    heartbeat."""
+
+class RequestTally:
+    """In a worker: what it served since it started, as rows per (method, status).
+
+    The request path counts into a row (workers/http_worker.py inlines it):
+    `row[bisect_left(BOUNDS, seconds)] += 1` and `row[-1] += seconds`. Under gthread, pool
+    threads do so at once; CPython's GIL lets a thread go only at the points where the
+    interpreter checks for a switch (a call into Python code, a loop's jump back), never
+    inside `x[i] += 1` on a list, so no increment is lost.
+    """
 
     def __init__(self) -> None:
-        self.durations: dict[tuple[str, int], list[float]] = {}  # (method, status) -> seconds
-        self.queued: list[float] = []  # queue times, seconds
+        # (method as sent, status) -> its row; a made-up method's key leads to the
+        # "_OTHER" row of its status (OpenTelemetry's rule), so it shares that row.
+        self.rows: dict[tuple[str, int], Row] = {}
+        self.labelled: dict[tuple[str, int], Row] = {}  # (method label, status) -> row
+        self.queue: Row = [0] * (len(BOUNDS) + 1) + [0.0]  # the router's queue times
 
-    def take(self) -> dict[str, Any] | None:
-        """The counts since the last take, for the heartbeat; None when nothing happened."""
-        rows = []
-        for (method, status), values in list(self.durations.items()):
-            batch = _take_all(values)
-            if batch:
-                rows.append([method, status, bin_durations(batch), math.fsum(batch)])
-            else:
-                # Quiet for a heartbeat: forgotten, so made-up methods cannot pile up. (A
-                # thread holding the list this instant would lose one count: rare enough.)
-                del self.durations[(method, status)]
-        queued = _take_all(self.queued)
-        if not rows and not queued:
-            return None
-        figures: dict[str, Any] = {"requests": rows}
-        if queued:
-            figures["queue"] = [bin_durations(queued), math.fsum(queued)]
-        return figures
+    def row(self, method: str, status: int) -> Row:
+        """The row of a (method, status) not counted before in this worker."""
+        label = method_label(method)
+        row = self.labelled.setdefault((label, status), [0] * (len(BOUNDS) + 1) + [0.0])
+        if len(self.rows) < MAX_ROWS:
+            self.rows[(method, status)] = row
+        return row
 
-
-def _take_all(values: list[float]) -> list[float]:
-    count = len(values)
-    batch = values[:count]
-    del values[:count]
-    return batch
+    def totals(self) -> dict[str, Any]:
+        """Every row as it stands, for the heartbeat."""
+        return {
+            "requests": [
+                [method, status, list(row)] for (method, status), row in self.labelled.items()
+            ],
+            "queue": list(self.queue),
+        }
 
 
 @dataclass
@@ -146,6 +139,18 @@ class Histogram:
         return histogram
 
 
+def _growth(row: list[Any], seen: dict[Any, Row], key: Any) -> tuple[list[int], float] | None:
+    """`row` minus the worker's previous one under `key` (remembered now), as (counts,
+    sum); None when the row is not of this version's shape (a worker of another version,
+    mid-upgrade)."""
+    if len(row) != len(BOUNDS) + 2 or not all(isinstance(x, int | float) for x in row):
+        return None
+    before = seen.get(key) or [0] * len(row)
+    seen[key] = row
+    counts = [int(now - then) for now, then in zip(row[:-1], before[:-1], strict=True)]
+    return counts, row[-1] - before[-1]
+
+
 def status_class(status: int) -> str:
     return f"{status // 100}xx"
 
@@ -164,24 +169,26 @@ class ServerTally:
         self.by_status: Counter[int] = Counter()
         self.recycles: Counter[str] = Counter()  # worker exits by cause (ExitCause values)
 
-    def add(self, figures: Any) -> None:
-        """One heartbeat's counts (RequestTally.take()); malformed parts are skipped."""
+    def add(self, figures: Any, seen: dict[Any, Row]) -> None:
+        """One heartbeat's totals (RequestTally.totals()) from a worker whose previous ones
+        are in `seen` (kept on its handle, and updated here): what grew is added.
+        Malformed parts are skipped."""
         if not isinstance(figures, dict):
             return
-        for row in figures.get("requests", ()):
+        for entry in figures.get("requests", ()):
             try:
-                method, status, counts, total = row
-                key = (method_label(str(method)), status_class(int(status)))
-                self.durations.setdefault(key, Histogram()).add(list(counts), float(total))
-                self.by_status[int(status)] += sum(counts)
-            except (TypeError, ValueError):
+                method, status, row = str(entry[0]), int(entry[1]), list(entry[2])
+            except (TypeError, ValueError, IndexError):
                 continue
+            grown = _growth(row, seen, (method, status))
+            if grown is not None:
+                counts, total = grown
+                key = (method_label(method), status_class(status))
+                self.durations.setdefault(key, Histogram()).add(counts, total)
+                self.by_status[status] += sum(counts)
         queue = figures.get("queue")
-        if isinstance(queue, list) and len(queue) == 2:
-            try:
-                self.queue.add(list(queue[0]), float(queue[1]))
-            except (TypeError, ValueError):
-                pass
+        if isinstance(queue, list) and (grown := _growth(queue, seen, "queue")) is not None:
+            self.queue.add(*grown)
 
     def all_requests(self) -> Histogram:
         """Every request's duration in one histogram, whatever its method and status."""

@@ -118,7 +118,7 @@ class Worker:
         self.spawned_at = time.monotonic()  # made in the master just before the fork
         self.boot_uss: int | None = None
         self.queue_times = Percentiles(256)  # since the last report to the master
-        self.tally = RequestTally()  # requests since the last report (HttpWorker counts)
+        self.tally = RequestTally()  # requests since it started (HttpWorker counts them)
         self.statsd: StatsD | None = None
 
     def __repr__(self) -> str:
@@ -225,9 +225,7 @@ class Worker:
         if len(self.queue_times):
             figures["queue"] = [round(ms, 2) for ms in self.queue_times.samples()]
             self.queue_times.reset()
-        tally = self.tally.take()
-        if tally is not None:
-            figures["tally"] = tally
+        figures["tally"] = self.tally.totals()
         if self.cfg.reload and len(sys.modules) != self.modules_reported:
             # --reload watches what the app imported, modules imported since too.
             self.modules_reported = len(sys.modules)

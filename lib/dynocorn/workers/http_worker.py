@@ -12,10 +12,12 @@ import itertools
 import os
 import sys
 import time
+from bisect import bisect_left
 from typing import Any
 
 from dynocorn.http import CONTINUE, Limits, Request, RequestParser
 from dynocorn.metrics.queue_time import queue_ms
+from dynocorn.metrics.tally import BOUNDS
 from dynocorn.scoreboard import BEGIN, ENDED_AT, RECORD_SIZE
 from dynocorn.settings import no_hook
 from dynocorn.sockets import Listener
@@ -67,6 +69,7 @@ class HttpWorker(Worker):
         }
         self.use_sendfile = bool(cfg.sendfile)
         self.setup_record()
+        self.tally_rows = self.tally.rows
         self.has_pre_request = cfg.pre_request is not no_hook
         self.has_post_request = cfg.post_request is not no_hook
 
@@ -96,7 +99,8 @@ class HttpWorker(Worker):
         # another on this connection, which is about to close.
         last = self.nr + 1 >= self.max_requests
         keep_alive = request.keep_alive and self.alive and self.keepalive > 0 and not last
-        started = time.perf_counter()
+        # When its bytes came in (the loop's clock read at recv): no clock read of its own.
+        started = connection.last_active
         BEGIN.pack_into(
             self.record_memory, self.record_at, started, next(self.begun_count), request.head
         )
@@ -138,7 +142,7 @@ class HttpWorker(Worker):
             _send_error(response)
             keep = False
         finally:
-            self.after_app(request, environ, response, started)
+            self.after_app(connection, request, environ, response, started)
         if body is EMPTY_INPUT:
             return keep and response.keep_alive
         return keep and response.keep_alive and body.drain(DRAIN_LIMIT)
@@ -148,22 +152,30 @@ class HttpWorker(Worker):
         queued = queue_ms(request_start, time.time())
         if queued is not None:
             self.queue_times.add(queued)
-            self.tally.queued.append(queued / 1000)
+            seconds = queued / 1000
+            queue = self.tally.queue
+            queue[bisect_left(BOUNDS, seconds)] += 1
+            queue[-1] += seconds
 
     def after_app(
-        self, request: Request, environ: dict[str, Any], response: Response, started: float
+        self,
+        connection: Connection,
+        request: Request,
+        environ: dict[str, Any],
+        response: Response,
+        started: float,
     ) -> None:
         """Count the request, and log it (access log, StatsD, post_request) when asked to."""
-        duration = time.perf_counter() - started
+        # The connection was active until now: the loop reads this, no second clock read.
+        now = connection.last_active = time.monotonic()
+        duration = now - started
         self.record_ends[self.record_ended_at] = next(self.ended_count)
-        # RequestTally's append, inlined: the path of every request.
-        durations = self.tally.durations.get((request.method, response.status_code))
-        if durations is None:
-            self.tally.durations.setdefault((request.method, response.status_code), []).append(
-                duration
-            )
-        else:
-            durations.append(duration)
+        # Counted in its row (metrics/tally.py), inlined: the path of every request.
+        row = self.tally_rows.get((request.method, response.status_code))
+        if row is None:
+            row = self.tally.row(request.method, response.status_code)
+        row[bisect_left(BOUNDS, duration)] += 1
+        row[-1] += duration
         # request_done() counts and checks; skipped when it could only count.
         if self.nr + 1 >= self.checks_due:
             self.request_done()

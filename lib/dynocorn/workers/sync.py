@@ -367,7 +367,7 @@ class SyncWorker(PassingWorker):
             with self.offload_lock:  # the offloader may be passing a connection on
                 self.serving = None
         if not self.nr & SAMPLE_EVERY_MASK:  # how long requests take, now and then
-            self.durations.add(time.monotonic() - started)
+            self.durations.add(connection.last_active - started)  # handle() set it at the end
             self.long_requests = self.durations.long
             self.slow_limits[at] = self.durations.slow_after_us()
         self.after_request(connection, keep)
@@ -376,8 +376,7 @@ class SyncWorker(PassingWorker):
         if not keep:
             self.close(connection)
             return
-        connection.last_active = time.monotonic()
-        requests = connection.parser.requests
+        requests = connection.parser.requests  # (last_active: handle() set it as it ended)
         if requests and ready(requests[0]):
             connection.queued = True
             self.queue.append(connection)

@@ -43,12 +43,13 @@ def snapshot() -> dict[str, Any]:
     tally.add(
         {
             "requests": [
-                ["GET", 200, counts_at(0.0002, 0.003, 0.004, 0.3), 0.3072],
-                ["GET", 404, counts_at(0.001), 0.001],
-                ["BREW", 500, counts_at(12.0), 12.0],  # past the last bound: +Inf
+                ["GET", 200, [*counts_at(0.0002, 0.003, 0.004, 0.3), 0.3072]],
+                ["GET", 404, [*counts_at(0.001), 0.001]],
+                ["BREW", 500, [*counts_at(12.0), 12.0]],  # past the last bound: +Inf
             ],
-            "queue": [counts_at(0.02, 0.02), 0.04],
-        }
+            "queue": [*counts_at(0.02, 0.02), 0.04],
+        },
+        {},
     )
     tally.recycles["memory"] = 2
     memory = {"rss": 40_000_000, "pss": 30_000_000, "uss": 20_000_000, "swap": 0}

@@ -3,6 +3,7 @@ buckets and as percentiles."""
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 
@@ -11,6 +12,7 @@ import pytest
 from dynocorn.metrics.tally import (
     ADVISED_BOUNDS,
     BOUNDS,
+    MAX_ROWS,
     Histogram,
     RequestTally,
     ServerTally,
@@ -33,47 +35,52 @@ def test_binning_puts_a_value_on_a_bound_in_that_bound_bucket() -> None:
     assert sum(counts) == 5
 
 
-def test_a_worker_tally_is_taken_once_and_forgets_quiet_keys() -> None:
+def count(tally: RequestTally, method: str, status: int, seconds: float) -> None:
+    """What the request path does (workers/http_worker.py inlines it)."""
+    row = tally.rows.get((method, status)) or tally.row(method, status)
+    row[bisect.bisect_left(BOUNDS, seconds)] += 1
+    row[-1] += seconds
+
+
+def test_a_worker_sends_running_totals_and_made_up_methods_share_a_row() -> None:
     tally = RequestTally()
-    tally.durations[("GET", 200)] = [0.001, 0.002]
-    tally.durations[("BREW", 418)] = [0.5]
-    tally.queued.append(0.02)
-    taken = tally.take()
-    assert taken is not None
-    rows = {
-        (method, status): (counts, total) for method, status, counts, total in taken["requests"]
-    }
-    assert sum(rows[("GET", 200)][0]) == 2 and math.isclose(rows[("GET", 200)][1], 0.003)
-    assert sum(taken["queue"][0]) == 1
-    tally.durations[("GET", 200)].append(0.1)
-    second = tally.take()
-    assert second is not None and [row[:2] for row in second["requests"]] == [["GET", 200]]
-    assert ("BREW", 418) not in tally.durations  # quiet for a heartbeat: gone
-    assert tally.take() is None
-    assert tally.durations == {}
+    for seconds in (0.001, 0.002):
+        count(tally, "GET", 200, seconds)
+    count(tally, "BREW", 418, 0.5)
+    count(tally, "PROPFIND", 418, 0.5)
+    totals = tally.totals()
+    rows = {(method, status): row for method, status, row in totals["requests"]}
+    assert set(rows) == {("GET", 200), ("_OTHER", 418)}
+    assert sum(rows[("GET", 200)][:-1]) == 2 and math.isclose(rows[("GET", 200)][-1], 0.003)
+    assert sum(rows[("_OTHER", 418)][:-1]) == 2
+    count(tally, "GET", 200, 0.1)
+    again = {(m, s): row for m, s, row in tally.totals()["requests"]}
+    assert sum(again[("GET", 200)][:-1]) == 3  # running totals: never reset
 
 
-def test_appends_while_taking_are_never_lost() -> None:
-    """Threads append (gthread) while the heartbeat takes: every value is counted once."""
+def test_made_up_methods_cannot_grow_the_lookup_without_bound() -> None:
+    tally = RequestTally()
+    for number in range(MAX_ROWS * 3):
+        count(tally, f"M{number}", 200, 0.001)
+    assert len(tally.rows) == MAX_ROWS
+    assert [row[:2] for row in tally.totals()["requests"]] == [["_OTHER", 200]]
+    assert sum(tally.totals()["requests"][0][2][:-1]) == MAX_ROWS * 3
+
+
+def test_threads_counting_at_once_lose_nothing() -> None:
+    """gthread's pool threads count into the same rows while the heartbeat reads them."""
     tally = RequestTally()
     per_thread, threads = 20_000, 4
-    counted = 0
+    server, seen = ServerTally(), {}  # type: ignore[var-annotated]
     stop = threading.Event()
 
     def serve() -> None:
         for _ in range(per_thread):
-            durations = tally.durations.get(("GET", 200))
-            if durations is None:
-                tally.durations.setdefault(("GET", 200), []).append(0.001)
-            else:
-                durations.append(0.001)
+            count(tally, "GET", 200, 0.001)
 
     def heartbeat() -> None:
-        nonlocal counted
         while not stop.is_set():
-            taken = tally.take()
-            if taken:
-                counted += sum(sum(row[2]) for row in taken["requests"])
+            server.add(tally.totals(), seen)
 
     beating = threading.Thread(target=heartbeat)
     beating.start()
@@ -84,27 +91,30 @@ def test_appends_while_taking_are_never_lost() -> None:
         thread.join()
     stop.set()
     beating.join()
-    taken = tally.take()
-    if taken:
-        counted += sum(sum(row[2]) for row in taken["requests"])
-    # The only loss allowed is a key forgotten between a thread's get and its append, when
-    # the key was quiet for a whole heartbeat: never, with threads appending all along.
-    assert counted == per_thread * threads
+    server.add(tally.totals(), seen)  # the last heartbeat, as the worker exits
+    assert server.durations[("GET", "2xx")].count == per_thread * threads
+    assert server.by_status[200] == per_thread * threads
 
 
-def test_the_master_sums_heartbeats_by_method_label_and_status_class() -> None:
+def test_the_master_adds_what_grew_by_method_label_and_status_class() -> None:
     server = ServerTally()
-    one = [0] * (len(BOUNDS) + 1)
+    first: dict = {}  # type: ignore[type-arg]
+    second: dict = {}  # type: ignore[type-arg]
+    one = [0] * (len(BOUNDS) + 1) + [0.0001]
     one[0] = 1
-    server.add({"requests": [["GET", 200, one, 0.0001], ["GET", 204, one, 0.0001]]})
-    server.add({"requests": [["FOO", 500, one, 0.5]], "queue": [one, 0.0001]})
-    assert server.durations[("GET", "2xx")].count == 2
-    assert server.durations[("_OTHER", "5xx")].count == 1  # made-up methods share a label
-    assert server.by_status == {200: 1, 204: 1, 500: 1}
+    two = [0] * (len(BOUNDS) + 1) + [0.0002]
+    two[0] = 2
+    server.add({"requests": [["GET", 200, one], ["GET", 204, one]]}, first)
+    server.add({"requests": [["GET", 200, two]]}, first)  # one more since: adds 1, not 2
+    server.add({"requests": [["_OTHER", 500, one]], "queue": one}, second)
+    assert server.durations[("GET", "2xx")].count == 3
+    assert server.durations[("_OTHER", "5xx")].count == 1
+    assert server.by_status == {200: 2, 204: 1, 500: 1}
     assert server.queue.count == 1
-    server.add({"requests": [["GET", "x", one, 0.1], ["GET"], "nonsense"], "queue": 3})
-    server.add(None)
-    assert server.all_requests().count == 3  # the malformed parts skipped, nothing else
+    server.add({"requests": [["GET", "x", one], ["GET"], "nonsense", ["GET", 200, [1]]]}, first)
+    server.add({"queue": 3}, first)
+    server.add(None, first)
+    assert server.all_requests().count == 4  # the malformed parts skipped, nothing else
 
 
 def test_cumulative_buckets_and_percentiles() -> None:

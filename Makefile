@@ -48,6 +48,12 @@ clean:
 # SERVERS, APPS, MODES, ROUNDS, DURATION and QUICK=1 pass through the environment.
 BENCH_STAMP := $(VENV)/.bench-stamp
 
+# `make ab BASE=<rev>`: this checkout against another revision, turn about (bench/ab.py).
+AB_ARGS ?=
+.PHONY: ab
+ab: install $(BENCH_STAMP)
+	$(BIN)/python bench/ab.py --base $(BASE) $(AB_ARGS)
+
 .PHONY: bench
 bench: install $(BENCH_STAMP)
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)

@@ -168,13 +168,15 @@ def _argv(server: str, app: str) -> str:
 
 def test_each_cell_starts_the_servers_with_its_own_workers_and_threads() -> None:
     assert _argv("dynocorn-gthread", "hello").startswith(
-        "-m dynocorn -w 2 -k gthread --threads 4 -b "
+        "-m dynocorn -w 2 -k gthread --metrics-bind 127.0.0.1:0 --threads 4 -b "
     )
     assert _argv("gunicorn-sync", "sleep10").startswith("-m gunicorn -w 2 -b ")
     assert _argv("gunicorn-gthread", "io20").startswith("-m gunicorn -w 4 -k gthread --threads 4 ")
-    assert _argv("dynocorn-sync", "cpu5").startswith("-m dynocorn -w 2 -b ")
+    assert _argv("dynocorn-sync", "cpu5").startswith(
+        "-m dynocorn -w 2 --metrics-bind 127.0.0.1:0 -b "
+    )
     assert _argv("dynocorn-gthread", "heroku_gthread").startswith(
-        "-m dynocorn -w 2 -k gthread --threads 5 -b "
+        "-m dynocorn -w 2 -k gthread --metrics-bind 127.0.0.1:0 --threads 5 -b "
     )
     assert "--workers 2 --blocking-threads 5 " in _argv("granian", "heroku_gthread")
     assert "--workers 4 --host" in _argv("granian", "mixed")

@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -116,6 +117,21 @@ def until_file(environ: Environ, start_response: StartResponse) -> Iterable[byte
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.05)
     body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def orphan(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """Leaves a process behind with no parent: a shell starts `sleep ?seconds` in the
+    background and exits, so the sleep is handed to the init of its PID namespace (in a
+    container: the server). Answers with the sleep's pid, as that namespace numbers it."""
+    query = dict(part.split("=", 1) for part in environ["QUERY_STRING"].split("&") if "=" in part)
+    seconds = float(query.get("seconds", "1"))
+    shell = subprocess.run(
+        ["/bin/sh", "-c", f"sleep {seconds} >/dev/null 2>&1 & echo $!"],
+        capture_output=True, text=True, check=True, timeout=10,
+    )  # fmt: skip
+    body = shell.stdout.strip().encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
 
@@ -271,6 +287,7 @@ def routes(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         "/sendfile": sendfile,
         "/pid": validator(pid),
         "/announced-spin": validator(announced_spin),
+        "/orphan": validator(orphan),
         "/status": validator(status),
     }
     first_segment = "/" + environ["PATH_INFO"].split("/")[1]

@@ -22,9 +22,12 @@ from dynocorn import status
 from dynocorn.control import ControlError, ControlServer, default_socket_path, private_directory
 from dynocorn.metrics_endpoint import MetricsServer
 from dynocorn.otlp_push import OtlpPush, resource_attributes
+from dynocorn.sd_notify import Notifier, ServiceState
 from dynocorn.worker_exits import HaltServer
 
 if TYPE_CHECKING:
+    from collections import deque
+
     from dynocorn.logs import ErrorLog
     from dynocorn.master_signals import SignalQueue
     from dynocorn.worker_handle import WorkerHandle
@@ -36,6 +39,9 @@ class Master(status.Master, Protocol):
     signal_queue: SignalQueue
     log: ErrorLog
     cfg: Any
+    replacing: deque[int]  # old workers a HUP still has to replace
+    replacement: int | None
+    stopping: bool
 
     def stop_worker(self, handle: WorkerHandle) -> None: ...
 
@@ -48,6 +54,9 @@ class MasterViews:
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
         self.otlp: OtlpPush | None = None
+        # systemd's Type=notify (sd_notify.py); NOTIFY_SOCKET leaves the environment now,
+        # before any worker is forked.
+        self.service = ServiceState(Notifier.from_environ(os.environ), master.pid)
 
     def start(self, selector: selectors.BaseSelector) -> None:
         cfg, log = self.master.cfg, self.master.log
@@ -87,6 +96,14 @@ class MasterViews:
             server.expire(now)
         if self.otlp is not None:
             self.otlp.tick(now, self.stats)
+        master = self.master
+        ready = sum(1 for h in master.workers.values() if h.ready and not h.stopping)
+        self.service.look(
+            serving=ready >= master.num_workers,
+            replacing=bool(master.replacing) or master.replacement is not None,
+            stopping=master.stopping,
+            workers=ready,
+        )
 
     def close(self) -> None:
         if self.otlp is not None:

@@ -31,6 +31,9 @@ class BindError(Exception):
 class Listener:
     sock: socket.socket
     address: Address
+    # Whether a unix socket's file is ours to remove at the end: not when systemd (or
+    # another supervisor, fd://) made the socket and keeps it for the next start.
+    owned: bool = True
 
     @property
     def url(self) -> str:
@@ -46,7 +49,7 @@ class Listener:
 
     def close(self, unlink: bool = True) -> None:
         self.sock.close()
-        if unlink and self.address.kind == "unix":
+        if unlink and self.owned and self.address.kind == "unix":
             try:
                 os.unlink(self.address.path)
             except OSError:
@@ -80,7 +83,7 @@ def _listener_from_fd(fd: int, label: Address | None = None) -> Listener:
             label = Address("unix", path=str(sock.getsockname()))
         else:
             label = Address("fd", fd=fd)
-    return Listener(sock, label)
+    return Listener(sock, label, owned=False)
 
 
 def _take_inherited(environ: MutableMapping[str, str]) -> list[Listener]:

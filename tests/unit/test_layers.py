@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "dynocorn.apploader",
             "dynocorn.sources",
             "dynocorn.logfmt",
+            "dynocorn.sd_notify",
         ),
     ),
     ("the platform and what is measured", ("dynocorn.platform", "dynocorn.metrics")),

@@ -29,7 +29,12 @@ typecheck: install
 # than the machine's 2 cores; `TEST_PROCESSES=0 make unit` runs it in this one process.
 TEST_PROCESSES ?= 4
 
+# nginx from the Debian packages, for the tests of deploy/nginx/ (as root, as in CI; without
+# it those tests are skipped, saying why).
 unit: install
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
+		(apt-get update -q >/dev/null && apt-get install -y -q nginx >/dev/null) || \
+		echo "nginx could not be installed: tests/integration/test_nginx.py will be skipped"
 	$(BIN)/pytest -n $(TEST_PROCESSES) --dist worksteal
 
 test: lint typecheck unit

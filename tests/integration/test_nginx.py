@@ -48,13 +48,16 @@ http {{
 
 
 @contextmanager
-def nginx_in_front(tmp: Path, socket_path: str) -> Iterator[int]:
-    """nginx with the shipped server block, on a free loopback port: that port."""
+def nginx_in_front(tmp: Path, *socket_paths: str) -> Iterator[int]:
+    """nginx with the shipped server block, on a free loopback port: that port. Its
+    upstream is each of `socket_paths` (the block lists one; more are listed the same way)."""
     port = free_port()
     site = SITE.read_text()
+    upstream = "server unix:/run/dynocorn.sock fail_timeout=0;"
+    servers = "\n    ".join(f"server unix:{path} fail_timeout=0;" for path in socket_paths)
     for shipped, here in (
         ("listen 80;", f"listen 127.0.0.1:{port};"),
-        ("/run/dynocorn.sock", socket_path),
+        (upstream, servers),
         ("/srv/app/static/", f"{tmp}/static/"),
     ):
         assert shipped in site
@@ -144,3 +147,27 @@ def test_max_requests_recycling_under_load_through_nginx_fails_nothing(tmp_path:
         server.wait_for(r"Autorestarting worker after current request", count=5)
         assert load.failed == [], load.failed[:5]
         assert len(load.pids) >= 10  # at most 40 requests each: 400 took ten workers or more
+
+
+def test_three_instances_behind_least_conn_one_stopped_under_load(tmp_path: Path) -> None:
+    """Scale-out the way more machines work, on one: three servers, each on its own socket
+    (`honcho start -c web=3` locally), nginx's least_conn in front. One gets TERM under
+    load, as a machine taken out would: nginx sends its requests to the other two."""
+    sockets = [str(tmp_path / f"web-{number}.sock") for number in (1, 2, 3)]
+    arguments = ["-w", "1", "--keep-alive", "75", "testapps:routes"]
+    with (
+        running(arguments, bind=f"unix:{sockets[0]}") as first,
+        running(arguments, bind=f"unix:{sockets[1]}") as second,
+        running(arguments, bind=f"unix:{sockets[2]}") as third,
+        nginx_in_front(tmp_path, *sockets) as port,
+        SteadyLoad(_through(port), "/pid") as load,
+    ):
+        instances = {srv: set(srv.worker_pids()) for srv in (first, second, third)}
+        poll(lambda: load.ok > 100, 30, "requests through nginx")
+        served = set(load.pids)
+        assert all({str(pid) for pid in pids} & served for pids in instances.values())
+        second.signal(signal.SIGTERM)
+        assert second.wait_exit(30) == 0
+        done = load.ok
+        poll(lambda: load.ok > done + 100, 30, "requests once one instance is gone")
+    assert load.failed == [], load.failed[:5]

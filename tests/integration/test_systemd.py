@@ -218,23 +218,25 @@ def test_no_notify_socket_in_the_workers_environment(notify: NotifySocket) -> No
         poll(lambda: notify.said("READY") == 1, 30, "READY=1, the master's own")
 
 
+# Everything read-only, /run a fresh tmpfs with RuntimeDirectory's /run/dynocorn and a
+# private temporary directory. (PrivateTmp= mounts its own /tmp; here /tmp stays read-only
+# and TMPDIR points to /run/tmp instead, since this checkout may itself live under /tmp.)
 HARDENED = """
-mount --make-rprivate / && mount -o remount,bind,ro / &&
-mount -t tmpfs tmpfs /tmp && mount -t tmpfs tmpfs /run && mkdir -m 0755 /run/dynocorn &&
-exec "$@"
+mount --make-rprivate / && mount -o remount,bind,ro / && mount -t tmpfs tmpfs /run &&
+mkdir -m 0755 /run/dynocorn && mkdir -m 1777 /run/tmp && exec "$@"
 """
 
 
 def test_the_hardening_leaves_it_working() -> None:
     """What the unit's ProtectSystem=strict, PrivateTmp and RuntimeDirectory= make of the
     file system, built by hand (no systemd runs as PID 1 here): every file read-only but a
-    private /tmp and /run/dynocorn. dynocorn serves, keeps its control socket there, reloads
-    on HUP and stops cleanly."""
+    private temporary directory and /run/dynocorn. dynocorn serves, keeps its control
+    socket there, reloads on HUP and stops cleanly."""
     if subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode != 0:
         pytest.skip("no mount namespaces for this user (unshare --mount fails)")
     command = [
         "unshare", "--mount", "/bin/sh", "-c", HARDENED, "sh",
-        "env", "XDG_RUNTIME_DIR=/run/dynocorn", "PYTHONDONTWRITEBYTECODE=1",
+        "env", "XDG_RUNTIME_DIR=/run/dynocorn", "TMPDIR=/run/tmp", "PYTHONDONTWRITEBYTECODE=1",
         *DYNOCORN, "-w", "2", "-b", "127.0.0.1:0", "testapps:routes",
     ]  # fmt: skip
     server = Server.from_command(command)

@@ -459,6 +459,11 @@ def _apply_platform_defaults(
         for setting in SETTINGS.values():
             if setting.heroku is not None:
                 derive(setting.name, copy.deepcopy(setting.heroku.value), dyno)
+    elif honcho := environ.get("HONCHO_PROCESS_NAME", "").strip():
+        # A Procfile run locally (`honcho start`, `make run`): its logs as on a dyno, the
+        # request lines with the metrics lines; the rest of Heroku's defaults (the router's
+        # timeouts, trusting every proxy) are the platform's, not a laptop's.
+        derive("accesslog", "-", f"HONCHO_PROCESS_NAME={honcho}")
     return workers_auto
 
 

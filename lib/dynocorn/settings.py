@@ -343,7 +343,7 @@ _SETTINGS: list[Setting] = [
         "accesslog", "Logging", "Access log file; `-` is stdout.",
         flags=("--access-logfile",), parse=v.optional_str, metavar="FILE",
         heroku=HerokuDefault("-", "stdout, in the Heroku router's logfmt"),
-        env=("DYNO",),
+        env=("DYNO", "HONCHO_PROCESS_NAME"),
     ),
     Setting(
         "access_log_format", "Logging", "Access log format, with gunicorn's `%(x)s` atoms.",

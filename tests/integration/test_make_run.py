@@ -49,6 +49,8 @@ def test_make_run_serves_the_example_and_stops_on_ctrl_c() -> None:
         port = int(srv.wait_for(LISTENING, timeout=30, stdout=True)[0].group(1))
         response = answers(port)
         assert (response.status_code, response.text) == (200, "Hello, World!")
+        # What a user expects on a dyno's log: the request line (the router's logfmt) ...
+        srv.wait_for(r"web\.1 .*\| method=GET path=\"/\" status=200 ", timeout=15, stdout=True)
         stopping = time.monotonic()
         os.killpg(srv.pid, signal.SIGINT)  # Ctrl-C
         srv.wait_exit(15)

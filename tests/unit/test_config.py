@@ -490,6 +490,7 @@ ENVIRONMENT_SAMPLES = {
     "WEB_CONCURRENCY": "3",
     "WEB_CONCURRENCY_SET_BY": "heroku/python",
     "DYNO": "web.1",
+    "HONCHO_PROCESS_NAME": "web.1",
     "DYNO_RAM": "1024",
     "MEMORY_AVAILABLE": "1024",
     "FLY_VM_MEMORY_MB": "1024",
@@ -514,6 +515,19 @@ def test_every_environment_variable_in_the_table_changes_its_setting(cwd: Path, 
             cfg = load(["app:app"], cwd, root, **environ)
             assert str(cfg.source(setting.name)).startswith("platform ("), (setting.name, variable)
             assert variable in str(cfg.source(setting.name)) or variable == "WEB_CONCURRENCY_SET_BY"
+
+
+def test_honcho_logs_requests_as_a_dyno_and_nothing_else_of_herokus(cwd: Path, root: Path) -> None:
+    cfg = load(["app:app"], cwd, root, HONCHO_PROCESS_NAME="web.1")
+    assert cfg.accesslog == "-"
+    assert str(cfg.source("accesslog")) == "platform (HONCHO_PROCESS_NAME=web.1)"
+    assert cfg.is_default("keepalive") and cfg.is_default("forwarded_allow_ips")
+    assert (
+        load(
+            ["--access-logfile", "x.log", "app:app"], cwd, root, HONCHO_PROCESS_NAME="web.1"
+        ).accesslog
+        == "x.log"
+    )
 
 
 def test_reload_lines_name_what_changed_and_only_that(cwd: Path, root: Path) -> None:

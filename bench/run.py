@@ -10,7 +10,8 @@ connections, run keep-alive only, show every round and are checked against crite
 A separate pass measures memory: the Flask app with --preload under load, then the PSS of
 the whole process tree and the USS of each worker.
 
-Results go to stdout and to bench/results/latest.md, latest.json and latest.png. Selection
+Results go to stdout and to bench/tmp/latest.md, latest.json and latest.png, or, with
+UPDATE_RESULTS=1, to the committed bench/results/. Selection
 comes from the environment (SERVERS, APPS, MODES, ROUNDS, DURATION, QUICK): bench/README.md.
 """
 
@@ -45,7 +46,16 @@ import psutil
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
-RESULTS_DIR = BENCH_DIR / "results"
+RESULTS_DIR = BENCH_DIR / "results"  # committed: written only with UPDATE_RESULTS=1
+SCRATCH_DIR = BENCH_DIR / "tmp"  # git ignores it: where a run writes unless asked otherwise
+
+
+def results_dir(env: Mapping[str, str]) -> Path:
+    """Where this run writes latest.*: the committed results only when asked, so that a
+    `make bench` to look leaves the checkout as it was."""
+    asked = env.get("UPDATE_RESULTS", "").strip() not in ("", "0")
+    return RESULTS_DIR if asked else SCRATCH_DIR
+
 
 HOST = "127.0.0.1"
 WORKERS = 2
@@ -1101,9 +1111,10 @@ def write_results(
     about: Mapping[str, Any],
     markdown: str,
     verdicts: Sequence[Verdict] = (),
+    directory: Path = RESULTS_DIR,
 ) -> None:
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / "latest.md").write_text(markdown)
+    directory.mkdir(exist_ok=True)
+    (directory / "latest.md").write_text(markdown)
     raw = {
         "about": about,
         "settings": {
@@ -1143,9 +1154,9 @@ def write_results(
         "criteria": [asdict(verdict) for verdict in verdicts],
         "memory": [asdict(run) for run in memory],
     }
-    (RESULTS_DIR / "latest.json").write_text(json.dumps(to_json(raw), indent=1) + "\n")
+    (directory / "latest.json").write_text(json.dumps(to_json(raw), indent=1) + "\n")
     try:
-        draw_chart(plan, rows, RESULTS_DIR / "latest.png")
+        draw_chart(plan, rows, directory / "latest.png")
     except ImportError as error:
         say(f"no chart: {error} (pip install -e '.[bench]')")
 
@@ -1182,8 +1193,11 @@ def main(env: Mapping[str, str] = os.environ, clock: Callable[[], float] = time.
     about["wall_seconds"] = clock() - started
     markdown = report(plan, rows, memory, about, verdicts)
     print(markdown)
-    write_results(plan, runs, rows, memory, about, markdown, verdicts)
-    say(f"wrote {RESULTS_DIR}/latest.md, latest.json, latest.png")
+    directory = results_dir(os.environ)
+    write_results(plan, runs, rows, memory, about, markdown, verdicts, directory)
+    say(f"wrote {directory}/latest.md, latest.json, latest.png")
+    if directory != RESULTS_DIR:
+        say("(UPDATE_RESULTS=1 make bench writes the committed bench/results/ instead)")
     return 0
 
 

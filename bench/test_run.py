@@ -4,6 +4,7 @@ import http.server
 import math
 import os
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Sequence
@@ -310,3 +311,13 @@ def test_serve_answers_then_stops_the_whole_process_group(tmp_path: Path) -> Non
         assert memory.pss_total > sum(memory.worker_uss)
     with pytest.raises(ProcessLookupError):
         os.killpg(running.pid, 0)
+
+
+def test_a_run_leaves_the_committed_results_alone_unless_asked() -> None:
+    assert run.results_dir({}) == run.SCRATCH_DIR
+    assert run.results_dir({"UPDATE_RESULTS": "0"}) == run.SCRATCH_DIR
+    assert run.results_dir({"UPDATE_RESULTS": "1"}) == run.RESULTS_DIR
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", str(run.SCRATCH_DIR / "latest.md")], cwd=run.ROOT
+    )
+    assert ignored.returncode == 0  # what a plain `make bench` writes is not tracked

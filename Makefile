@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck unit docs imports clean
+.PHONY: install run test lint typecheck unit docs imports clean dist
 
 install: $(STAMP)
 
@@ -38,6 +38,12 @@ unit: install
 	$(BIN)/pytest -n $(TEST_PROCESSES) --dist worksteal
 
 test: lint typecheck unit
+
+# The sdist and the wheel in dist/, checked as PyPI would check them.
+dist: install
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
 
 docs: install
 	$(BIN)/python -m dynocorn.docs

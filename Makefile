@@ -39,6 +39,19 @@ unit: install
 
 test: lint typecheck unit
 
+# The whole suite under each Python dynocorn supports besides the default one, each in a venv
+# of its own (.venv-3.12, ...): the interpreter on the PATH, else pyenv's.
+PYTHONS ?= 3.12 3.13
+.PHONY: pythons
+pythons:
+	@for version in $(PYTHONS); do \
+		python=$$(python$$version -c 'import sys; print(sys.executable)' 2>/dev/null || \
+			ls $$HOME/.pyenv/versions/$$version*/bin/python$$version 2>/dev/null | tail -1); \
+		test -n "$$python" || { echo "Python $$version not found"; exit 1; }; \
+		echo "== Python $$version: $$python"; \
+		$(MAKE) --no-print-directory VENV=.venv-$$version PYTHON=$$python test || exit 1; \
+	done
+
 # The sdist and the wheel in dist/, checked as PyPI would check them.
 dist: install
 	rm -rf dist

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -269,5 +271,11 @@ def test_preload_freezes_the_imported_objects() -> None:
 
 
 def test_without_preload_nothing_is_frozen() -> None:
+    # Nothing beyond what the interpreter freezes by itself: 0 on 3.11 and 3.13, but 3.12
+    # starts with a few hundred objects in the permanent generation.
+    bare = subprocess.run(
+        [sys.executable, "-c", "import gc; print(gc.get_freeze_count())"],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout.strip()  # fmt: skip
     with running(["-w", "1", "testapps:routes"]) as srv:
-        assert get(srv, "/gc-freeze-count").text == "0"
+        assert get(srv, "/gc-freeze-count").text == bare

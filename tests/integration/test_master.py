@@ -139,6 +139,10 @@ def test_hung_request_times_out_with_500_and_the_worker_is_replaced() -> None:
         assert response.status_code == 500
         assert time.monotonic() - started < 10
         srv.wait_for(rf"WORKER TIMEOUT \(pid:{victim}\)")
+        srv.wait_for(r"\[ERROR\] Request aborted at timeout: GET /hang")
+        # The stack the request was stuck in, down to the app's own line.
+        srv.wait_for(r"in hang$")
+        srv.wait_for(r"time\.sleep\(3600\)$")
         poll(lambda: len(srv.worker_pids()) == 1 and victim not in srv.worker_pids())
         assert get(srv).status_code == 200
 

@@ -126,7 +126,8 @@ class HttpWorker(Worker):
             assert self.wsgi is not None
             call_app(self.wsgi, environ, response)
         except WorkerAbort:
-            self.log.error(f"Request aborted at timeout: {request.method} {request.raw_target}")
+            # With the stack the request was stuck in: where to look is the whole point.
+            self.log.exception(f"Request aborted at timeout: {request.method} {request.raw_target}")
             _send_error(response)
             raise
         except IncompleteBody as error:

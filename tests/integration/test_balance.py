@@ -20,6 +20,7 @@ from typing import BinaryIO
 import pytest
 
 from clients import poll
+from dynocorn.ctl import ask
 from rawhttp import connect, read_response
 from server import Server, running
 from worker_classes import HAVE_GEVENT
@@ -127,12 +128,27 @@ def test_a_worker_added_with_ttin_takes_part(worker_args: list[str], route: str)
         assert_the_idle_sibling_answers(srv, route, connections, first_pid)
 
 
+def until_between_requests(srv: Server, pid: int) -> None:
+    path = Path(srv.wait_for(r"Control socket: (\S+) ")[0].group(1))
+
+    def idle() -> bool:
+        rows = ask(path, "status", [])["workers"]
+        return any(row["pid"] == pid and row["running"] == 0 for row in rows)
+
+    poll(idle, 10, f"worker {pid} between requests")
+
+
 def assert_the_idle_sibling_answers(
     srv: Server, route: str, connections: list[KeptAlive], busy_pid: int
 ) -> None:
     """All but the last of `connections` (all served by `busy_pid`) start a slow request;
     the last one's request must be answered by another worker."""
     *held, waiting = connections
+    # The busy worker must be between requests first: the client reads the last answer
+    # before the worker has finished its bookkeeping after it, and on a loaded machine a
+    # worker seen in a request for 10 ms passes its waiting connections on (as it should),
+    # which would move the slow request this test needs on it. Its control socket says.
+    until_between_requests(srv, busy_pid)
     # One at a time, each started before the next is sent: sent together, one could
     # find every thread still busy with the last pid question and move to the other.
     for number, connection in enumerate(held, start=1):

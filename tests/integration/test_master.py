@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -56,7 +57,10 @@ def test_term_to_master_and_workers_at_once_like_heroku(worker_args: list[str]) 
             futures = [pool.submit(get, srv, "/announced-sleep?seconds=1.5") for _ in range(2)]
             srv.wait_for(r"testapps: /announced-sleep\?seconds=1\.5 started", count=2)
             for pid in [srv.pid, *srv.worker_pids()]:
-                os.kill(pid, signal.SIGTERM)
+                # An idle worker (gthread: both requests may be on one) may have gone at
+                # the master's TERM already, before its own: Heroku's TERM misses it too.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
             results = [future.result(10) for future in futures]
         assert [r.status_code for r in results] == [200, 200]
         assert srv.wait_exit(20) == 0

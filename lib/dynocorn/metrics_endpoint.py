@@ -11,25 +11,15 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
-from dynocorn import addresses
+from dynocorn import addresses, sockets
 from dynocorn.http import ERROR_CONTENT_TYPE, HTTPError, RequestParser, error_body, reason_phrase
 from dynocorn.loop_servers import LoopServer
 from dynocorn.metrics.exposition import expose, registry_for
 
 
 def listen(spec: str) -> socket.socket:
-    address = addresses.parse(spec)
-    host = address.host.strip("[]") or "0.0.0.0"
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, address.port))
-        sock.listen(16)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    """The endpoint's socket, bound as `--bind` binds (`[::]` serves IPv4 too)."""
+    return sockets.bind_once(addresses.parse(spec), backlog=16, reuse_port=False)
 
 
 def _response(status: int, body: bytes, content_type: str, head_only: bool = False) -> bytes:

@@ -120,7 +120,7 @@ def _bind(
         return _listener_from_fd(address.fd, address)
     for attempt in range(BIND_ATTEMPTS):
         try:
-            sock = _bind_once(address, backlog, reuse_port)
+            sock = bind_once(address, backlog, reuse_port)
             return Listener(sock, address)
         except OSError as error:
             if error.errno != errno.EADDRINUSE or attempt == BIND_ATTEMPTS - 1:
@@ -129,7 +129,9 @@ def _bind(
     raise AssertionError("unreachable")
 
 
-def _bind_once(address: Address, backlog: int, reuse_port: bool) -> socket.socket:
+def bind_once(address: Address, backlog: int, reuse_port: bool) -> socket.socket:
+    """A listening socket at `address` (tcp or unix), or the OSError: `--bind`'s, and the
+    master's own endpoints' (metrics_endpoint.py)."""
     if address.kind == "unix":
         _remove_stale_unix_socket(address.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -78,11 +78,13 @@ class HttpWorker(Worker):
         `dynocorn ctl status`; a worker without a slot writes to memory no one reads."""
         slot = self.board_slot
         if self.balance is not None and slot is not None:
-            self.record_memory: Any = self.balance.board.records.memory
+            records = self.balance.board.records
+            self.record_memory: Any = records.memory
+            self.record_ends = records.ends
             self.record_at = slot * RECORD_SIZE
         else:
             self.record_memory, self.record_at = bytearray(RECORD_SIZE), 0
-        self.record_ends = memoryview(self.record_memory).cast("I")
+            self.record_ends = memoryview(self.record_memory).cast("I")
         self.record_ended_at = (self.record_at + ENDED_AT) // 4
         # next() on a count is one step under the GIL: threads never take the same number.
         self.begun_count = itertools.count(1)

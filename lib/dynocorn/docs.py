@@ -1,5 +1,6 @@
-"""What is generated from the settings table: the README's settings section, and the type
-of every setting's value (setting_values.py), so strict type checking sees `cfg.<name>`.
+"""What is generated from the settings table: the manual's settings reference
+(docs/settings.md, between its markers), and the type of every setting's value
+(setting_values.py), so strict type checking sees `cfg.<name>`.
 
 `python -m dynocorn.docs` (`make docs`) rewrites both; `--check` exits 1 when either is out
 of date (the test suite runs the same comparisons).
@@ -49,7 +50,7 @@ def _extras_paragraph() -> list[str]:
     ]
     return [
         "",
-        f"#### {GUNICORN_EXTRAS_SECTION}",
+        f"## {GUNICORN_EXTRAS_SECTION}",
         "",
         "Accepted so that a gunicorn 27 command line or config file keeps working; setting one "
         "logs a warning that it has no effect: " + ", ".join(names) + ".",
@@ -64,7 +65,7 @@ def settings_markdown() -> str:
             continue
         if setting.section != section:
             section = setting.section
-            lines += ["", f"#### {section}", ""]
+            lines += ["", f"## {section}", ""]
             if setting.is_hook:
                 lines += ["| Hook | Arguments | Called |", "|---|---|---|"]
             else:
@@ -77,11 +78,15 @@ def settings_markdown() -> str:
     return "\n".join(lines).strip("\n")
 
 
-def render_readme(readme: str) -> str:
-    head, begin, rest = readme.partition(BEGIN)
+SETTINGS_PAGE = Path("docs") / "settings.md"
+
+
+def render_settings_page(page: str) -> str:
+    """The page with the text between its markers replaced by the current table."""
+    head, begin, rest = page.partition(BEGIN)
     _, end, tail = rest.partition(END)
     if not begin or not end:
-        raise ValueError("README.md lacks the settings markers")
+        raise ValueError(f"{SETTINGS_PAGE} lacks the settings markers")
     return f"{head}{BEGIN}\n{settings_markdown()}\n{END}{tail}"
 
 
@@ -111,21 +116,19 @@ def setting_values_source() -> str:
 
 
 def main(argv: list[str]) -> int:
-    readme_path = (
-        Path(argv[argv.index("--readme") + 1]) if "--readme" in argv else Path("README.md")
-    )
-    current = readme_path.read_text(encoding="utf-8")
-    wanted = render_readme(current)
+    page_path = Path(argv[argv.index("--page") + 1]) if "--page" in argv else SETTINGS_PAGE
+    current = page_path.read_text(encoding="utf-8")
+    wanted = render_settings_page(current)
     values = setting_values_source()
     if "--check" in argv:
         if current != wanted:
-            print(f"{readme_path} settings section is out of date: run `make docs`")
+            print(f"{page_path} settings section is out of date: run `make docs`")
             return 1
         if VALUES_MODULE.read_text(encoding="utf-8") != values:
             print(f"{VALUES_MODULE} is out of date: run `make docs`")
             return 1
         return 0
-    readme_path.write_text(wanted, encoding="utf-8")
+    page_path.write_text(wanted, encoding="utf-8")
     VALUES_MODULE.write_text(values, encoding="utf-8")
     return 0
 

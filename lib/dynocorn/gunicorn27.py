@@ -1,6 +1,6 @@
 """Settings gunicorn 27 added (HTTP/2, ASGI, dirty arbiters, parser relaxations) that dynocorn
 does not implement. They are accepted so that a gunicorn 27 Procfile or config file keeps
-working, and warned about when set (settings.py makes them settings); the README lists them
+working, and warned about when set (settings.py makes them settings); docs/settings.md lists them
 in one paragraph.
 """
 

@@ -1,6 +1,6 @@
 """The settings table: the one place a setting is declared.
 
-The command-line parser, config-file loading, `--print-config` and the README's settings
+The command-line parser, config-file loading, `--print-config` and the manual's settings
 section are all derived from SETTINGS. Names are gunicorn's config-file names; flags are
 gunicorn's flags, so a Procfile or `gunicorn.conf.py` written for gunicorn works unchanged.
 """

@@ -4,7 +4,7 @@ Each refresh asks the control socket for `stats` (ctl.py) and draws, with rich: 
 and p99 latency and queue time over the last interval (from the difference of two
 snapshots' histograms, so the figures are of this interval, not since start), memory
 against the quota as a bar, and a row per worker with what it runs now. `q` quits (or
-Ctrl-C). `--once` prints one frame and exits (for scripts and for the README's picture).
+Ctrl-C). `--once` prints one frame and exits (for scripts and for the manual's picture).
 """
 
 from __future__ import annotations

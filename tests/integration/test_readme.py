@@ -1,8 +1,8 @@
-"""The manual's shell blocks, run as written, so the README cannot rot.
+"""The manual's shell blocks, run as written, so the manual cannot rot.
 
-Every ```sh / ```bash / ```shell block is run with `bash -euo pipefail` in a fresh directory
-holding a copy of `examples/`, with PORT set to a free port; a ```console block runs its
-`$ ` lines. A block is skipped only when its first line says why: `# not-runnable: <reason>`.
+The manual is README.md and the pages of docs/. Every ```sh / ```bash / ```shell block is
+run with `bash -euo pipefail` in a fresh directory holding a copy of `examples/`, with PORT
+set to a free port; a ```console block runs its `$ ` lines. A block is skipped only when its first line says why: `# not-runnable: <reason>`.
 Commands outside shell blocks (a `dynocorn ...` line in an untagged block) fail the test, so a
 new command cannot dodge it by leaving the block untagged.
 """
@@ -24,6 +24,8 @@ from honcho_runs import free_port
 from server import REPO
 
 README = REPO / "README.md"
+MANUAL = [README, *sorted((REPO / "docs").glob("*.md"))]
+README_MAX_LINES = 350  # the reference lives in docs/; the README is read top to bottom
 SHELL_LANGUAGES = {"sh", "bash", "shell", "console"}
 NOT_RUNNABLE = re.compile(r"# not-runnable:(.*)")
 HEADING = re.compile(r"#+ (.+)")
@@ -57,6 +59,7 @@ class Block:
     body: str
     line: int  # of the opening fence, for the test id and messages
     section: str
+    page: str = "README"
 
     @property
     def is_shell(self) -> bool:
@@ -78,10 +81,10 @@ class Block:
     @property
     def id(self) -> str:
         slug = re.sub(r"[^a-z0-9]+", "-", self.section.lower()).strip("-")
-        return f"L{self.line}-{slug}"
+        return f"{self.page}-L{self.line}-{slug}"
 
 
-def readme_blocks(text: str) -> list[Block]:
+def readme_blocks(text: str, page: str = "README") -> list[Block]:
     """The fenced blocks, each under its heading (a `#` line inside a block is no heading)."""
     blocks = []
     section = "top"
@@ -91,7 +94,8 @@ def readme_blocks(text: str) -> list[Block]:
             fence = (line[3:].strip().split(" ")[0], number, [])
         elif fence is not None and line.rstrip() == "```":
             language, start, body = fence
-            blocks.append(Block(language, "".join(f"{b}\n" for b in body), start, section))
+            body_text = "".join(f"{b}\n" for b in body)
+            blocks.append(Block(language, body_text, start, section, page))
             fence = None
         elif fence is not None:
             fence[2].append(line)
@@ -108,13 +112,21 @@ def first_word(line: str) -> str:
     return words[0] if words else ""
 
 
-BLOCKS = readme_blocks(README.read_text(encoding="utf-8"))
+BLOCKS = [
+    block for page in MANUAL for block in readme_blocks(page.read_text(encoding="utf-8"), page.stem)
+]
 SHELL_BLOCKS = [block for block in BLOCKS if block.is_shell]
 RUNNABLE = [block for block in SHELL_BLOCKS if block.skip_reason is None]
 
 
 def test_the_readme_has_runnable_blocks() -> None:
     assert len(RUNNABLE) >= 6, [block.id for block in RUNNABLE]
+    assert [block for block in RUNNABLE if block.page == "README"], "the quick start runs"
+
+
+def test_the_readme_stays_short() -> None:
+    lines = len(README.read_text(encoding="utf-8").splitlines())
+    assert lines < README_MAX_LINES, f"README.md has {lines} lines: move reference to docs/"
 
 
 def test_a_skipped_block_says_why() -> None:

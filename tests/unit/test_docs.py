@@ -1,4 +1,5 @@
-"""The README's settings section is generated from the table and must be current."""
+"""The manual's settings reference (docs/settings.md) is generated from the table and must be
+current."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from pathlib import Path
 from dynocorn import docs
 from dynocorn.settings import GUNICORN_EXTRAS_SECTION, SETTINGS
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+SETTINGS_PAGE = Path(__file__).resolve().parents[2] / docs.SETTINGS_PAGE
 
 
-def test_readme_settings_section_matches_the_code() -> None:
-    current = README.read_text(encoding="utf-8")
-    assert docs.render_readme(current) == current, "run `make docs` to regenerate README.md"
+def test_the_settings_page_matches_the_code() -> None:
+    current = SETTINGS_PAGE.read_text(encoding="utf-8")
+    wanted = docs.render_settings_page(current)
+    assert wanted == current, f"run `make docs` to regenerate {docs.SETTINGS_PAGE}"
 
 
 def test_the_type_of_every_setting_is_generated_from_the_table() -> None:

@@ -4,7 +4,7 @@ Each refresh asks the control socket for `stats` (ctl.py) and draws, with rich: 
 and p99 latency and queue time over the last interval (from the difference of two
 snapshots' histograms, so the figures are of this interval, not since start), memory
 against the quota as a bar, and a row per worker with what it runs now. `q` quits (or
-Ctrl-C). `--once` prints one frame and exits (for scripts and for the README's picture).
+Ctrl-C). `--once` prints one frame, of one interval, and exits (for scripts and the docs).
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="dynocorn top", description="A running server, live.")
     parser.add_argument("--socket", "-s", metavar="PATH", help="the server's control socket")
     parser.add_argument("--interval", "-n", type=float, default=1.0, help="seconds per refresh")
-    parser.add_argument("--once", action="store_true", help="print one frame and exit")
+    parser.add_argument("--once", action="store_true", help="one frame, of one interval")
     options = parser.parse_args(argv)
     if Console is None:
         sys.stderr.write("dynocorn top: needs rich: pip install 'dynocorn[top]'\n")
@@ -188,7 +188,10 @@ def _show(path: Any, interval: float, once: bool) -> int:
     previous = None
     current = ask(path, "stats", [])
     if once:
-        console.print(frame(current, None))
+        # One frame of the live view: the last interval, not everything since the start
+        # (a rate since start blends a load with the idle time or warm-up before it).
+        time.sleep(interval)
+        console.print(frame(ask(path, "stats", []), current))
         return EXIT_OK
     with keys() as fd, Live(frame(current, None), console=console, auto_refresh=False) as live:
         while not quit_pressed(fd, interval):

@@ -20,7 +20,7 @@ import tty
 from collections.abc import Iterator
 from typing import Any
 
-from dynocorn.ctl import CtlError, ask, find_socket
+from dynocorn.ctl import CtlError, ask, find_socket, others_running
 from dynocorn.metrics.tally import Histogram
 from dynocorn.units import format_mb
 
@@ -114,6 +114,7 @@ def workers_table(current: dict[str, Any]) -> Table:
         request = ""
         if row["running"]:
             request = f"{row['method']} {row['path']} {row['request_age']:.1f}s"
+            request += others_running(row)
         state_style = {"busy": "yellow", "stopping": "red", "booting": "cyan"}.get(row["state"], "")
         table.add_row(
             "-" if row["slot"] is None else str(row["slot"]),

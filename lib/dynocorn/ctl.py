@@ -81,6 +81,12 @@ def _mb(value: int | None) -> str:
     return "-" if value is None else format_mb(value)
 
 
+def others_running(row: dict[str, Any]) -> str:
+    """What a threaded worker runs besides the request shown (its latest): how full its
+    threads are is what tells whether to add threads."""
+    return f" +{row['running'] - 1} more" if row["running"] > 1 else ""
+
+
 def status_lines(result: dict[str, Any]) -> list[str]:
     """`status` for people: a row per worker, then the master and the dyno."""
     lines = [
@@ -91,8 +97,7 @@ def status_lines(result: dict[str, Any]) -> list[str]:
         request = ""
         if row["running"]:
             request = f"{row['method']} {row['path']} ({row['request_age']:.1f}s)"
-            if row["running"] > 1:
-                request += f" +{row['running'] - 1} more"
+            request += others_running(row)
         lines.append(
             f"{row['slot'] if row['slot'] is not None else '-':>4} {row['pid']:>7} "
             f"{row['state']:<8} {row['requests']:>7} {_mb(memory.get('rss')):>9} "

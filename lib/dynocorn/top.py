@@ -4,7 +4,7 @@ Each refresh asks the control socket for `stats` (ctl.py) and draws, with rich: 
 and p99 latency and queue time over the last interval (from the difference of two
 snapshots' histograms, so the figures are of this interval, not since start), memory
 against the quota as a bar, and a row per worker with what it runs now. `q` quits (or
-Ctrl-C). `--once` prints one frame and exits (for scripts and for the manual's picture).
+Ctrl-C). `--once` prints one frame, of one interval, and exits (for scripts and the manual).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import tty
 from collections.abc import Iterator
 from typing import Any
 
-from dynocorn.ctl import CtlError, ask, find_socket
+from dynocorn.ctl import CtlError, ask, find_socket, others_running
 from dynocorn.metrics.tally import Histogram
 from dynocorn.units import format_mb
 
@@ -114,6 +114,7 @@ def workers_table(current: dict[str, Any]) -> Table:
         request = ""
         if row["running"]:
             request = f"{row['method']} {row['path']} {row['request_age']:.1f}s"
+            request += others_running(row)
         state_style = {"busy": "yellow", "stopping": "red", "booting": "cyan"}.get(row["state"], "")
         table.add_row(
             "-" if row["slot"] is None else str(row["slot"]),
@@ -168,7 +169,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="dynocorn top", description="A running server, live.")
     parser.add_argument("--socket", "-s", metavar="PATH", help="the server's control socket")
     parser.add_argument("--interval", "-n", type=float, default=1.0, help="seconds per refresh")
-    parser.add_argument("--once", action="store_true", help="print one frame and exit")
+    parser.add_argument("--once", action="store_true", help="one frame, of one interval")
     options = parser.parse_args(argv)
     if Console is None:
         sys.stderr.write("dynocorn top: needs rich: pip install 'dynocorn[top]'\n")
@@ -188,7 +189,10 @@ def _show(path: Any, interval: float, once: bool) -> int:
     previous = None
     current = ask(path, "stats", [])
     if once:
-        console.print(frame(current, None))
+        # One frame of the live view: the last interval, not everything since the start
+        # (a rate since start blends a load with the idle time or warm-up before it).
+        time.sleep(interval)
+        console.print(frame(ask(path, "stats", []), current))
         return EXIT_OK
     with keys() as fd, Live(frame(current, None), console=console, auto_refresh=False) as live:
         while not quit_pressed(fd, interval):

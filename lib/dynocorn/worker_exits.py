@@ -144,7 +144,8 @@ def judge_exit(
     else:
         verdict = judge_signal(handle, os.WTERMSIG(status), planned, stopping)
     clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-    verdict.crashed = not handle.stopping and not stopping and not clean
+    # Whatever the master asked for (a stop, a recycle, the SIGABRT of a timeout) is no crash.
+    verdict.crashed = planned is None and not clean
     verdict.crashed_early = verdict.crashed and lived < CRASH_WINDOW
     return verdict
 

@@ -149,6 +149,10 @@ def test_hung_request_times_out_with_500_and_the_worker_is_replaced() -> None:
         srv.wait_for(r"time\.sleep\(3600\)$")
         poll(lambda: len(srv.worker_pids()) == 1 and victim not in srv.worker_pids())
         assert get(srv).status_code == 200
+        # The stack once, with its request; the master's own abort is no crash to back off.
+        assert srv.log.count("time.sleep(3600)") == 1
+        assert "Exception in worker process" not in srv.log
+        assert "crashed soon after start" not in srv.log
 
 
 @pytest.mark.parametrize("worker_args", WORKER_CLASSES)

@@ -50,6 +50,11 @@ def run_in_child(
         worker.init_process()
     except SystemExit as exit_:
         status = exit_.code if isinstance(exit_.code, int) else 1
+        if status and (not worker.booted or not isinstance(exit_.code, int)):
+            # Python would print sys.exit("message"), which os._exit below drops; and a
+            # worker that exits as it boots (an app checking its settings at import)
+            # crash-loops with nothing else to go on. With the stack: where it was called.
+            log.exception(f"Worker exiting by sys.exit({exit_.code!r})")
     except apploader.AppImportError:
         log.exception("Exception in worker process")
         status = WORKER_BOOT_ERROR

@@ -183,6 +183,19 @@ def test_boot_failures_stop_the_master_with_their_exit_code(
         srv.kill_group()
 
 
+def test_a_worker_that_exits_as_it_boots_says_why_and_backs_off() -> None:
+    """sys.exit("message") at import: Python would print the message, the worker must log
+    it (where it was called too), or the crash loop that follows has nothing to go on."""
+    srv = Server(["-w", "1", "exits_at_import:app"])
+    try:
+        srv.wait_for(r"\[ERROR\] Worker exiting by sys\.exit\('DATABASE_URL is not set'\)$")
+        srv.wait_for(r"exits_at_import\.py\", line 5, in <module>$")
+        srv.wait_for(r"^SystemExit: DATABASE_URL is not set$")
+        srv.wait_for(r"Worker crashed soon after start; next spawn in 0\.2s$")
+    finally:
+        srv.kill_group()
+
+
 @pytest.mark.parametrize("worker_args", WORKER_CLASSES)
 def test_preload_failure_exits_1(worker_args: list[str]) -> None:
     srv = Server([*worker_args, "--preload", "no_such_module:app"])

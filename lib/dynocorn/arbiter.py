@@ -560,7 +560,7 @@ class Arbiter:
                     self.kill_worker(handle, signal.SIGKILL)
                 continue
             if timeout and now - handle.last_seen > timeout:
-                self.log.critical(f"WORKER TIMEOUT (pid:{handle.pid})")
+                self.log.critical(f"WORKER TIMEOUT (pid:{handle.pid}){self.views.serving(handle)}")
                 handle.aborted_at = now
                 handle.stop_cause = ExitCause.TIMEOUT
                 self.signal_worker(handle.pid, signal.SIGABRT)

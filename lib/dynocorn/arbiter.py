@@ -33,7 +33,7 @@ from dynocorn.handoff import Balance
 from dynocorn.logs import LogFile
 from dynocorn.master_signals import SignalQueue
 from dynocorn.master_views import MasterViews
-from dynocorn.memory_policy import NOT_AFFORDABLE, MemoryPolicy
+from dynocorn.memory_policy import MemoryPolicy, no_room_line
 from dynocorn.metrics.monitor import MemoryMonitor
 from dynocorn.metrics.tally import ServerTally
 from dynocorn.reloader import ReloadWatch, start_reloader
@@ -441,7 +441,7 @@ class Arbiter:
             return True
         if not self.unaffordable_logged:
             self.unaffordable_logged = True
-            self.log.warning(f"{NOT_AFFORDABLE} ({self.monitor.quota_text()})")
+            self.log.warning(no_room_line(self.monitor.quota_text(), workers, self.num_workers))
         return False
 
     def stop_worker(self, handle: WorkerHandle, cause: ExitCause = ExitCause.STOPPED) -> None:
@@ -560,7 +560,7 @@ class Arbiter:
                     self.kill_worker(handle, signal.SIGKILL)
                 continue
             if timeout and now - handle.last_seen > timeout:
-                self.log.critical(f"WORKER TIMEOUT (pid:{handle.pid})")
+                self.log.critical(f"WORKER TIMEOUT (pid:{handle.pid}){self.views.serving(handle)}")
                 handle.aborted_at = now
                 handle.stop_cause = ExitCause.TIMEOUT
                 self.signal_worker(handle.pid, signal.SIGABRT)

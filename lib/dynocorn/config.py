@@ -172,6 +172,7 @@ def load(
         values["config"] = f"./{sourced.config_file_found}"
         sources["config"] = FOUND_IN_WORKING_DIRECTORY
     warnings.extend(_setting_warnings(values, sources))
+    warnings.extend(_router_warnings(values, sources, detected.on_heroku))
     return Config(
         values=values,
         sources=sources,
@@ -540,6 +541,25 @@ def _setting_warnings(values: Mapping[str, Any], sources: Mapping[str, Source]) 
         yield (
             f"access_log_format (from {sources['access_log_format']}) has no effect: "
             f"access_log_style is {style} (from {sources['access_log_style']})"
+        )
+
+
+# Heroku's Router 2.0 closes a connection to the dyno after 90 s idle. A server that closes
+# one first races the router's next request on it, which fails: H13 or H18.
+ROUTER_IDLE_CLOSE = 90
+
+
+def _router_warnings(
+    values: Mapping[str, Any], sources: Mapping[str, Source], on_heroku: bool
+) -> Iterable[str]:
+    """Settings that make the Heroku router fail requests, and dynocorn would log nothing."""
+    keepalive = values["keepalive"]
+    if on_heroku and 0 < keepalive <= ROUTER_IDLE_CLOSE:
+        yield (
+            f"keepalive = {keepalive} from {sources['keepalive']} closes idle connections "
+            f"before the Heroku router's {ROUTER_IDLE_CLOSE} s: a request the router sends on "
+            f"one as it closes fails with H13 or H18; set it above {ROUTER_IDLE_CLOSE} "
+            "(unset, it is 95 on Heroku)"
         )
 
 

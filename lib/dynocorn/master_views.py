@@ -123,6 +123,17 @@ class MasterViews:
 
     # -- the commands (control.Controls)
 
+    def serving(self, handle: WorkerHandle) -> str:
+        """What the worker runs, from its scoreboard record, for a line about it (" request
+        GET /path running 2.0s"), or "": a worker stuck in C code logs no stack of its own."""
+        balance = self.master.balance
+        if balance is None or handle.board_slot is None:
+            return ""
+        record = balance.board.records.read(handle.board_slot)
+        if not record.running:
+            return ""
+        return f" request {record.method} {record.target} running {record.age:.1f}s"
+
     def status(self) -> dict[str, Any]:
         return status.status(self.master)
 

@@ -39,6 +39,13 @@ REFINE_AFTER = 100  # requests the first worker serves before `auto` refines the
 NOT_AFFORDABLE = "Not starting a worker: it would take the dyno over its memory quota"
 
 
+def no_room_line(quota_text: str, workers: Collection[WorkerHandle], wanted: int) -> str:
+    """The warning, with how many workers serve of those wanted: when the pool stays short,
+    as with a WEB_CONCURRENCY too high for the memory, the shortfall is what to act on."""
+    running = sum(not handle.stopping for handle in workers)
+    return f"{NOT_AFFORDABLE} ({quota_text}); {running} of {wanted} workers running"
+
+
 @dataclass
 class Decisions:
     stop: list[tuple[WorkerHandle, str]] = field(default_factory=list)  # reason logged

@@ -50,6 +50,11 @@ def run_in_child(
         worker.init_process()
     except SystemExit as exit_:
         status = exit_.code if isinstance(exit_.code, int) else 1
+        if status and (not worker.booted or not isinstance(exit_.code, int)):
+            # Python would print sys.exit("message"), which os._exit below drops; and a
+            # worker that exits as it boots (an app checking its settings at import)
+            # crash-loops with nothing else to go on. With the stack: where it was called.
+            log.exception(f"Worker exiting by sys.exit({exit_.code!r})")
     except apploader.AppImportError:
         log.exception("Exception in worker process")
         status = WORKER_BOOT_ERROR
@@ -144,7 +149,8 @@ def judge_exit(
     else:
         verdict = judge_signal(handle, os.WTERMSIG(status), planned, stopping)
     clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-    verdict.crashed = not handle.stopping and not stopping and not clean
+    # Whatever the master asked for (a stop, a recycle, the SIGABRT of a timeout) is no crash.
+    verdict.crashed = planned is None and not clean
     verdict.crashed_early = verdict.crashed and lived < CRASH_WINDOW
     return verdict
 

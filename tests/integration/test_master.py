@@ -142,13 +142,30 @@ def test_hung_request_times_out_with_500_and_the_worker_is_replaced() -> None:
         response = get(srv, "/hang", timeout=20)
         assert response.status_code == 500
         assert time.monotonic() - started < 10
-        srv.wait_for(rf"WORKER TIMEOUT \(pid:{victim}\)")
+        # The request, from the master's own view: its line is the one a worker stuck in C
+        # code gets, with no stack of its own.
+        srv.wait_for(rf"WORKER TIMEOUT \(pid:{victim}\) request GET /hang running \d+\.\ds$")
         srv.wait_for(r"\[ERROR\] Request aborted at timeout: GET /hang")
         # The stack the request was stuck in, down to the app's own line.
         srv.wait_for(r"in hang$")
         srv.wait_for(r"time\.sleep\(3600\)$")
         poll(lambda: len(srv.worker_pids()) == 1 and victim not in srv.worker_pids())
         assert get(srv).status_code == 200
+        # The stack once, with its request; the master's own abort is no crash to back off.
+        assert srv.log.count("time.sleep(3600)") == 1
+        assert "Exception in worker process" not in srv.log
+        assert "crashed soon after start" not in srv.log
+
+
+@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+def test_the_timeout_is_per_request_when_requests_queue_up(worker_args: list[str]) -> None:
+    """Three 2 s requests at once, one worker, -t 3: under sync the second and third run
+    back to back (6 s after the first began), but none runs 3 s; none is a WORKER TIMEOUT."""
+    with running([*worker_args, "-w", "1", "-t", "3", "testapps:routes"]) as srv:
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(lambda _: get(srv, "/sleep?seconds=2", timeout=20), range(3)))
+        assert [answer.status_code for answer in answers] == [200, 200, 200], srv.log
+    assert "WORKER TIMEOUT" not in srv.log
 
 
 @pytest.mark.parametrize("worker_args", WORKER_CLASSES)
@@ -175,6 +192,19 @@ def test_boot_failures_stop_the_master_with_their_exit_code(
     try:
         assert srv.wait_exit(30) == code
         srv.wait_for(rf"Reason: {reason}")
+    finally:
+        srv.kill_group()
+
+
+def test_a_worker_that_exits_as_it_boots_says_why_and_backs_off() -> None:
+    """sys.exit("message") at import: Python would print the message, the worker must log
+    it (where it was called too), or the crash loop that follows has nothing to go on."""
+    srv = Server(["-w", "1", "exits_at_import:app"])
+    try:
+        srv.wait_for(r"\[ERROR\] Worker exiting by sys\.exit\('DATABASE_URL is not set'\)$")
+        srv.wait_for(r"exits_at_import\.py\", line 5, in <module>$")
+        srv.wait_for(r"^SystemExit: DATABASE_URL is not set$")
+        srv.wait_for(r"Worker crashed soon after start; next spawn in 0\.2s$")
     finally:
         srv.kill_group()
 

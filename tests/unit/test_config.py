@@ -185,6 +185,22 @@ def test_heroku_defaults(cwd: Path, root: Path) -> None:
     assert cfg.platform.process_name == "web.1"
 
 
+def test_a_keepalive_the_heroku_router_outlasts_is_warned_about(cwd: Path, root: Path) -> None:
+    """A gunicorn.conf.py's keepalive = 5, kept on Heroku: the router reuses a connection for
+    90 s, so a request can arrive as dynocorn closes it (H13/H18), with nothing in its log."""
+    (cwd / "gunicorn.conf.py").write_text("keepalive = 5\n")
+    cfg = load(["app:app"], cwd, root, DYNO="web.1", PORT="5000")
+    assert cfg.warnings == [
+        "keepalive = 5 from config file (gunicorn.conf.py) closes idle connections before "
+        "the Heroku router's 90 s: a request the router sends on one as it closes fails with "
+        "H13 or H18; set it above 90 (unset, it is 95 on Heroku)"
+    ]
+    (cwd / "gunicorn.conf.py").unlink()
+    for quiet in (["--keep-alive", "0"], ["--keep-alive", "91"], []):  # none, longer, 95
+        assert load([*quiet, "app:app"], cwd, root, DYNO="web.1", PORT="5000").warnings == []
+    assert load(["app:app"], cwd, root).warnings == []  # off Heroku, 5 s is the user's call
+
+
 def test_forwarded_allow_ips_and_sendfile_from_environment(cwd: Path, root: Path) -> None:
     cfg = load(["app:app"], cwd, root, FORWARDED_ALLOW_IPS="10.0.0.0/8, 1.2.3.4", SENDFILE="0")
     assert cfg.forwarded_allow_ips == ["10.0.0.0/8", "1.2.3.4"]

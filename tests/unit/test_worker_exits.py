@@ -89,6 +89,20 @@ def test_a_late_crash_keeps_the_delay(handle: WorkerHandle) -> None:
     assert next_spawn_delay(verdict, 0.8) == 0.8
 
 
+def test_a_worker_ended_by_its_timeout_is_no_crash(handle: WorkerHandle) -> None:
+    """The master's SIGABRT ends it (exit 1): asked for, so no crash-loop backoff, however
+    young the worker (a --timeout 2 kills one within the crash window)."""
+    handle.aborted_at, handle.stop_cause = 10.0, ExitCause.TIMEOUT
+    verdict = judge_exit(handle, status_of(1), stopping=False, lived=CRASH_WINDOW / 2)
+    assert verdict.errors == ["Worker (pid:4242) exited with code 1"]
+    assert (verdict.cause, verdict.crashed, verdict.crashed_early) == (
+        ExitCause.TIMEOUT,
+        False,
+        False,
+    )
+    assert next_spawn_delay(verdict, 0.8) == 0.0
+
+
 def test_a_sigkill_from_the_oom_killer_says_so_with_the_last_memory(
     handle: WorkerHandle,
 ) -> None:

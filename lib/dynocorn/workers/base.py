@@ -68,6 +68,8 @@ class WorkerAbort(BaseException):
 
     A BaseException so that an app's `except Exception` does not swallow it."""
 
+    reported = False  # its stack is in the log already, with the request it stopped
+
 
 class Worker:
     name = "custom"
@@ -162,6 +164,12 @@ class Worker:
         self.notify()
         try:
             self.run()
+        except WorkerAbort as abort:
+            # The master's timeout, not a crash: the stack was logged with the request it
+            # stopped; one stuck outside a request (a hook, the loop) is logged here.
+            if not abort.reported:
+                self.log.exception(f"Worker aborted at timeout outside a request (pid:{self.pid})")
+            raise SystemExit(1) from None  # gunicorn's exit code for a timed-out worker
         finally:
             self.notify()  # the last counts: a recycled worker takes none with it
 

@@ -127,9 +127,10 @@ class HttpWorker(Worker):
                 self.cfg.pre_request(self, request)
             assert self.wsgi is not None
             call_app(self.wsgi, environ, response)
-        except WorkerAbort:
+        except WorkerAbort as abort:
             # With the stack the request was stuck in: where to look is the whole point.
             self.log.exception(f"Request aborted at timeout: {request.method} {request.raw_target}")
+            abort.reported = True
             _send_error(response)
             raise
         except IncompleteBody as error:

@@ -104,6 +104,7 @@ class SyncWorker(PassingWorker):
         self.long_requests = False  # durations.long, read on every turn of the loop
         self.turns: dict[int, float] = {}  # when each listener and queue was last taken from
         self.next_tick = 0.0
+        self.next_beat = 0.0  # a heartbeat between requests served back to back: dispatch()
         # A signal (TERM) must wake the loop at once: a handler alone does not interrupt
         # select(), which Python retries, so the stop would wait for the next tick.
         self.wake_read, self.wake_write = os.pipe()
@@ -366,6 +367,11 @@ class SyncWorker(PassingWorker):
             marks[at] = 0
             with self.offload_lock:  # the offloader may be passing a connection on
                 self.serving = None
+        if connection.last_active >= self.next_beat:
+            # The master's timeout is for one request: requests served in a row (a poll's
+            # batch, a queue) would otherwise add up to it, with no tick between them.
+            self.next_beat = connection.last_active + LOOP_TICK
+            self.notify()
         if not self.nr & SAMPLE_EVERY_MASK:  # how long requests take, now and then
             self.durations.add(connection.last_active - started)  # handle() set it at the end
             self.long_requests = self.durations.long

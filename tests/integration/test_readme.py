@@ -2,9 +2,10 @@
 
 The manual is README.md and the pages of docs/. Every ```sh / ```bash / ```shell block is
 run with `bash -euo pipefail` in a fresh directory holding a copy of `examples/`, with PORT
-set to a free port; a ```console block runs its `$ ` lines. A block is skipped only when its first line says why: `# not-runnable: <reason>`.
-Commands outside shell blocks (a `dynocorn ...` line in an untagged block) fail the test, so a
-new command cannot dodge it by leaving the block untagged.
+set to a free port; a ```console block runs its `$ ` lines. A block is skipped only when its
+first line says why: `# not-runnable: <reason>`. Commands outside shell blocks (a `dynocorn
+...` line in an untagged block) fail the test, so a new command cannot dodge it by leaving
+the block untagged.
 """
 
 from __future__ import annotations

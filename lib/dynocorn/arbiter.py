@@ -33,7 +33,7 @@ from dynocorn.handoff import Balance
 from dynocorn.logs import LogFile
 from dynocorn.master_signals import SignalQueue
 from dynocorn.master_views import MasterViews
-from dynocorn.memory_policy import MemoryPolicy, no_room_line
+from dynocorn.memory_policy import MemoryPolicy
 from dynocorn.metrics.monitor import MemoryMonitor
 from dynocorn.metrics.tally import ServerTally
 from dynocorn.reloader import ReloadWatch, start_reloader
@@ -432,16 +432,16 @@ class Arbiter:
                 return
 
     def affordable(self) -> bool:
-        """One more worker fits in the memory quota (say so once when it does not)."""
+        """One more worker fits in the memory budget (say so once when it does not)."""
         workers = list(self.workers.values())
         self.monitor.see(workers)
-        monitor = self.monitor
-        if self.memory_policy.can_afford(monitor.latest, monitor.counted, monitor.grown, workers):
+        monitor, policy = self.monitor, self.memory_policy
+        if policy.can_afford(monitor.latest, monitor.counted, monitor.grown, workers):
             self.unaffordable_logged = False
             return True
         if not self.unaffordable_logged:
             self.unaffordable_logged = True
-            self.log.warning(no_room_line(self.monitor.quota_text(), workers, self.num_workers))
+            self.log.warning(policy.no_room_line(monitor.quota_text(), workers, self.num_workers))
         return False
 
     def stop_worker(self, handle: WorkerHandle, cause: ExitCause = ExitCause.STOPPED) -> None:

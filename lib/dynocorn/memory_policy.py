@@ -7,8 +7,11 @@ From each sample (metrics/monitor.py) the policy decides, and the arbiter acts:
   (workers/memory_guard.py: the worker checks itself after requests too; this catches one
   that is idle);
 - past `memory_budget` of the quota, the largest worker is recycled, one at a time;
-- a new worker is not started when its expected size would push the total over the quota
-  (workers started since the last sample, or still booting in it, count at that size too);
+- a new worker is not started when its expected size would push the total over that same
+  budget (workers started since the last sample, or still booting in it, count at that size
+  too). One line for both: were new workers judged against the whole quota, a pool that
+  lands between the budget and the quota would have its largest worker replaced at every
+  sample, for ever, by a successor as big;
 - with WEB_CONCURRENCY=auto, once the first worker has served REFINE_AFTER requests, the
   worker count is refined from its measured size.
 
@@ -36,14 +39,7 @@ if TYPE_CHECKING:
     from dynocorn.worker_handle import WorkerHandle
 
 REFINE_AFTER = 100  # requests the first worker serves before `auto` refines the count
-NOT_AFFORDABLE = "Not starting a worker: it would take the dyno over its memory quota"
-
-
-def no_room_line(quota_text: str, workers: Collection[WorkerHandle], wanted: int) -> str:
-    """The warning, with how many workers serve of those wanted: when the pool stays short,
-    as with a WEB_CONCURRENCY too high for the memory, the shortfall is what to act on."""
-    running = sum(not handle.stopping for handle in workers)
-    return f"{NOT_AFFORDABLE} ({quota_text}); {running} of {wanted} workers running"
+NOT_AFFORDABLE = "Not starting a worker: it would take the dyno over its memory budget"
 
 
 @dataclass
@@ -198,7 +194,7 @@ class MemoryPolicy:
         grown: Collection[int],
         workers: list[WorkerHandle],
     ) -> bool:
-        """Whether one more worker fits in the quota.
+        """Whether one more worker fits in the budget (`memory_budget` of the quota).
 
         From the last sample (`latest`; `sizes`: pid -> PSS in it; `grown`: the pids that
         were full-grown then): what the processes held then, plus, for each worker the
@@ -216,4 +212,16 @@ class MemoryPolicy:
         growth = sum(
             max(0, size - sizes.get(handle.pid, 0)) for handle in workers if handle.pid not in grown
         )
-        return latest.held + growth + size <= self.quota
+        return latest.held + growth + size <= self.budget * self.quota
+
+    def no_room_line(
+        self, quota_text: str, workers: Collection[WorkerHandle], wanted: int
+    ) -> str:
+        """The warning, with how many workers serve of those wanted: when the pool stays
+        short, as with a WEB_CONCURRENCY too high for the memory, the shortfall is what to
+        act on."""
+        running = sum(not handle.stopping for handle in workers)
+        return (
+            f"{NOT_AFFORDABLE}, {self.budget:.0%} of its quota ({quota_text}); "
+            f"{running} of {wanted} workers running"
+        )

@@ -235,7 +235,7 @@ def test_spawns_between_two_samples_stop_at_the_quota() -> None:
         for count in (1, 2, 3):  # one at a time: a pending signal absorbs a second one
             srv.signal(signal.SIGTTIN)
             srv.wait_for(r"Handling signal: ttin", count=count)
-        srv.wait_for(r"Not starting a worker: it would take the dyno over its memory quota")
+        srv.wait_for(r"Not starting a worker: it would take the dyno over its memory budget")
         srv.wait_for(r"Booting worker with pid", count=3)
         after = len(srv.stdout_lines)
         poll(
@@ -433,8 +433,8 @@ def test_no_worker_is_started_past_the_quota() -> None:
         srv.signal(signal.SIGTTIN)
         # With the shortfall: what a WEB_CONCURRENCY too high for the memory comes to.
         srv.wait_for(
-            r"Not starting a worker: it would take the dyno over its memory quota "
-            r"\(using [\d.]+ MB of 8 MB\); 1 of 2 workers running$"
+            r"Not starting a worker: it would take the dyno over its memory budget, 90% of its "
+            r"quota \(using [\d.]+ MB of 8 MB\); 1 of 2 workers running$"
         )
         assert len(srv.worker_pids()) == 1
 

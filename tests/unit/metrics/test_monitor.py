@@ -168,8 +168,9 @@ def stopped(decisions: Decisions) -> dict[int, str]:
 
 
 def test_spawns_between_two_samples_count_the_ones_before(make: Maker) -> None:
-    # 400 MB held by four workers of 100 MB: one more fits in 512 MB, two do not.
-    dyno = make("--memory-quota", "512MB")
+    # 400 MB held by four workers of 100 MB: one more fits in the budget, 90% of 640 MB
+    # (576 MB), two do not.
+    dyno = make("--memory-quota", "640MB")
     workers = [dyno.worker(pid, 100) for pid in (11, 12, 13, 14)]
     dyno.sample(workers)
     assert dyno.held == 400 * MB
@@ -182,7 +183,8 @@ def test_spawns_between_two_samples_count_the_ones_before(make: Maker) -> None:
     assert spawned == 1
 
 
-@pytest.mark.parametrize(("quota", "affordable"), [("500MB", True), ("499MB", False)])
+# 500 MB needed (below): the budget, 90% of the quota, is 500.4 MB of 556 MB, 499.5 of 555.
+@pytest.mark.parametrize(("quota", "affordable"), [("556MB", True), ("555MB", False)])
 def test_a_worker_still_booting_when_sampled_counts_at_full_size(
     make: Maker,
     quota: str,
@@ -196,6 +198,23 @@ def test_a_worker_still_booting_when_sampled_counts_at_full_size(
     dyno.sample(workers)
     assert dyno.held == 310 * MB
     assert dyno.can_afford(workers) is affordable
+
+
+def test_a_pool_between_the_budget_and_the_quota_shrinks_once_and_stays(make: Maker) -> None:
+    """Fresh workers that land over the budget but under the quota: the largest is replaced
+    for the budget, and its successor, as big, is not started. Judged against the whole
+    quota, it would be, and the next sample would replace the next largest, for ever."""
+    dyno = make("--memory-quota", "512MB")  # budget: 460.8 MB
+    dyno.memory(MASTER, 20)
+    workers = [dyno.worker(11, 112), dyno.worker(12, 113), dyno.worker(13, 112)]
+    workers.append(dyno.worker(14, 111))
+    assert set(stopped(dyno.sample(workers))) == {12}  # 469 MB held
+    largest = workers.pop(1)
+    dyno.exited(largest.pid)
+    dyno.monitor.forget(largest)
+    assert not dyno.can_afford(workers)  # 356 MB + 113 MB > 460.8 MB
+    assert stopped(dyno.sample(workers)) == {}  # 355 MB: under the budget, and stays
+    assert not dyno.can_afford(workers)
 
 
 def test_before_any_measured_worker_anything_is_affordable(make: Maker) -> None:

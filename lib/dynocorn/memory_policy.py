@@ -214,9 +214,7 @@ class MemoryPolicy:
         )
         return latest.held + growth + size <= self.budget * self.quota
 
-    def no_room_line(
-        self, quota_text: str, workers: Collection[WorkerHandle], wanted: int
-    ) -> str:
+    def no_room_line(self, quota_text: str, workers: Collection[WorkerHandle], wanted: int) -> str:
         """The warning, with how many workers serve of those wanted: when the pool stays
         short, as with a WEB_CONCURRENCY too high for the memory, the shortfall is what to
         act on."""

@@ -218,8 +218,9 @@ _SETTINGS: list[Setting] = [
     ),
     Setting(
         "memory_budget", "Memory",
-        "Share of the memory quota the dyno's processes may hold (rss + swap) before the "
-        "largest worker is recycled (`0.9` or `90%`).",
+        "Share of the memory quota the dyno's processes may hold (rss + swap): past it the "
+        "largest worker is recycled, and no worker is started that would pass it "
+        "(`0.9` or `90%`).",
         default=0.9, flags=("--memory-budget",), parse=v.fraction, metavar="FRACTION",
     ),
     Setting(

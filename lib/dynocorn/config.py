@@ -88,8 +88,8 @@ class Config(SettingValues):
 
     def print_lines(self) -> list[str]:
         settings = [
-            f"{name} = {format_value(self.values[name])}  # {self.sources[name]}"
-            for name in SETTINGS
+            f"{name} = {format_value(self.values[name], setting)}  # {self.sources[name]}"
+            for name, setting in SETTINGS.items()
         ]
         return settings + self.env_files.provenance_lines()
 
@@ -105,7 +105,8 @@ def reload_lines(old: Config, new: Config) -> list[str]:
         functions = isinstance(before, types.FunctionType) and isinstance(after, types.FunctionType)
         # A secret is not shown; two hooks of one name would read as no change.
         hidden = setting.secret or (functions and no_hook not in (before, after))
-        change = "changed" if hidden else f"{format_value(before)} -> {format_value(after)}"
+        shown = (format_value(value, setting) for value in (before, after))
+        change = "changed" if hidden else " -> ".join(shown)
         lines.append(f"Reload: {name} {change} ({new.sources[name]})")
     return lines
 
@@ -131,9 +132,11 @@ def _code_without_lines(code: types.CodeType) -> types.CodeType:
     return code.replace(co_firstlineno=1, co_linetable=b"", co_consts=consts)
 
 
-def format_value(value: Any) -> str:
+def format_value(value: Any, setting: Setting | None = None) -> str:
     if isinstance(value, types.FunctionType):
         return "<no hook>" if value is no_hook else f"<function {value.__name__}>"
+    if setting is not None and setting.parse is v.file_mode and isinstance(value, int):
+        return oct(value)  # as chmod reads it: 0o600, not 384
     return repr(value)
 
 

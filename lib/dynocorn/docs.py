@@ -26,7 +26,7 @@ def _row(setting: Setting) -> str:
     flags = ", ".join(f"`{flag}`" for flag in setting.flags) or "(config file)"
     if setting.metavar and setting.action in ("store", "append"):
         flags = f"{flags} `{setting.metavar}`"
-    default = f"`{format_value(setting.default)}`"
+    default = f"`{format_value(setting.default, setting)}`"
     description = setting.help
     if setting.platform_default:
         description += f" Platform default: {setting.platform_default}."

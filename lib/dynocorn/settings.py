@@ -344,6 +344,8 @@ _SETTINGS: list[Setting] = [
         "accesslog", "Logging", "Access log file; `-` is stdout.",
         flags=("--access-logfile",), parse=v.optional_str, metavar="FILE",
         heroku=HerokuDefault("-", "stdout, in the Heroku router's logfmt"),
+        platform="`-` also when `HONCHO_PROCESS_NAME` is set: a Procfile run by honcho logs "
+        "as on a dyno",
         env=("DYNO", "HONCHO_PROCESS_NAME"),
     ),
     Setting(
@@ -357,8 +359,8 @@ _SETTINGS: list[Setting] = [
         "style) or `json` (the logfmt fields and `time`, one JSON object a line).",
         flags=("--access-log-style",), parse=v.optional_choice(*ACCESS_LOG_STYLES),
         metavar="STYLE",
-        platform="when unset, `logfmt` if `DYNO` is set and neither `accesslog` nor "
-        "`access_log_format` is, else `gunicorn`",
+        platform="when unset, `logfmt` if `DYNO` or `HONCHO_PROCESS_NAME` is set and neither "
+        "`accesslog` nor `access_log_format` is, else `gunicorn`",
     ),
     Setting(
         "errorlog", "Logging", "Error log file; `-` is stderr.",

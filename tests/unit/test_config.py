@@ -699,3 +699,14 @@ def test_otlp_interval_in_milliseconds_from_opentelemetry(cwd: Path, root: Path)
     ]
     with pytest.raises(config.ConfigError, match="otlp_interval = '0' from command line"):
         load(["--otlp-interval", "0", "app:app"], cwd, root)
+
+
+def test_a_file_mode_is_shown_as_chmod_reads_it(cwd: Path, root: Path) -> None:
+    """0o600, not 384: the value is given as octal, and shown so, by --print-config and a HUP."""
+    before = load(["app:app"], cwd, root)
+    assert "control_socket_mode = 0o600  # default" in before.print_lines()
+    after = load(["--control-socket-mode", "660", "app:app"], cwd, root)
+    assert "control_socket_mode = 0o660  # command line" in after.print_lines()
+    assert "Reload: control_socket_mode 0o600 -> 0o660 (command line)" in config.reload_lines(
+        before, after
+    )

@@ -46,6 +46,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "dynocorn.wsgi",
             "dynocorn.wsgi_input",
+            "dynocorn.asgi",
             "dynocorn.access_log",
             "dynocorn.logs",
             "dynocorn.sockets",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 from urllib.parse import unquote_to_bytes
@@ -175,7 +175,13 @@ class EnvironBuilder:
             environ["REMOTE_ADDR"] = peer
         return environ
 
-    def _scheme(self, headers: dict[str, Any], peer: Peer) -> str:
+    def scheme_of(self, request: Request, peer: Peer) -> str:
+        """What `wsgi.url_scheme` would be, for a caller with no environ (the ASGI scope)."""
+        if not self._secure:
+            return "http"
+        return self._scheme(_join_repeated(request.headers), peer)
+
+    def _scheme(self, headers: Mapping[str, Any], peer: Peer) -> str:
         # Contradicting headers (one secure, another not) mean someone other than the proxy
         # wrote one of them; gunicorn answers 400, dynocorn settles on the safe "http".
         secure = False

@@ -1,4 +1,5 @@
-"""Worker classes: `sync` (default), `gthread`, `gevent`, or a dotted path to a Worker subclass.
+"""Worker classes: `sync` (default), `gthread`, `gevent`, `asgi` (ASGI 3 apps), or a dotted
+path to a Worker subclass.
 
 A worker class of your own (`-k package.module.ClassName`) subclasses one of two bases:
 
@@ -44,6 +45,7 @@ BUILTIN = {
     "sync": "dynocorn.workers.sync.SyncWorker",
     "gthread": "dynocorn.workers.gthread.ThreadWorker",
     "gevent": "dynocorn.workers.ggevent.GeventWorker",
+    "asgi": "dynocorn.workers.asgi.AsgiWorker",
 }
 
 
@@ -59,7 +61,7 @@ def worker_class_for(cfg: Config) -> type[Worker]:
     module_name, _, class_name = path.rpartition(".")
     if not module_name:
         raise WorkerClassError(
-            f"unknown worker class {name!r}: use sync, gthread, gevent or a dotted path"
+            f"unknown worker class {name!r}: use sync, gthread, gevent, asgi or a dotted path"
         )
     try:
         module = importlib.import_module(module_name)

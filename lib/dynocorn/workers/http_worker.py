@@ -23,7 +23,7 @@ from dynocorn.settings import no_hook
 from dynocorn.sockets import Listener
 from dynocorn.workers.base import Worker, WorkerAbort
 from dynocorn.workers.connection import Connection
-from dynocorn.workers.policy import ConnectionPolicy, Phase
+from dynocorn.workers.policy import ConnectionPolicy, Phase, Watched
 from dynocorn.wsgi import EnvironBuilder, Response, WSGISettings, call_app
 from dynocorn.wsgi_input import EMPTY_INPUT, EmptyInput, IncompleteBody, Input
 
@@ -131,19 +131,19 @@ class HttpWorker(Worker):
             # With the stack the request was stuck in: where to look is the whole point.
             self.log.exception(f"Request aborted at timeout: {request.method} {request.raw_target}")
             abort.reported = True
-            _send_error(response)
+            send_error(response)
             raise
         except IncompleteBody as error:
             status = 408 if connection.read_timed_out else 400
             self.log.debug(f"Incomplete request body from {connection.peer}: {error}")
-            _send_error(response, status)
+            send_error(response, status)
             keep = False
         except OSError as error:
             self.log.debug(f"Client went away: {error}")
             keep = False
         except Exception:
             self.log.exception(f"Error handling request {request.raw_target}")
-            _send_error(response)
+            send_error(response)
             keep = False
         finally:
             self.after_app(connection, request, environ, response, started)
@@ -163,7 +163,7 @@ class HttpWorker(Worker):
 
     def after_app(
         self,
-        connection: Connection,
+        connection: Watched,
         request: Request,
         environ: dict[str, Any],
         response: Response,
@@ -213,7 +213,7 @@ def _wsgi_input(connection: Connection, request: Request) -> Input:
     return body
 
 
-def _send_error(response: Response, status: int = 500) -> None:
+def send_error(response: Response, status: int = 500) -> None:
     """The error page, unless the response has begun (or the client is gone)."""
     try:
         response.send_error(status)

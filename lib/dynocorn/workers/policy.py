@@ -12,9 +12,19 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Protocol
 
-from dynocorn.http import HTTPError, RequestTimeout
+from dynocorn.http import HTTPError, RequestParser, RequestTimeout
 from dynocorn.workers.connection import Connection
+
+
+class Watched(Protocol):
+    """What the policy reads of a connection: a Connection, or the ASGI worker's."""
+
+    parser: RequestParser
+    started: float  # the unfinished request's first byte; -1.0 before any, 0.0 idle
+    last_active: float
+
 
 NEW_CONNECTION_GRACE = 5.0  # seconds a new connection may take to send its first byte
 HEAD_TIMEOUT = 30.0  # seconds from a request's first byte to its complete head
@@ -64,7 +74,7 @@ class ConnectionPolicy:
             return min(self.keepalive, RETIRE_LINGER)
         return max(self.keepalive, NEW_CONNECTION_GRACE) if fresh else self.keepalive
 
-    def deadline(self, connection: Connection, phase: Phase) -> Deadline:
+    def deadline(self, connection: Watched, phase: Phase) -> Deadline:
         """When the connection's current wait ends, and what to do then."""
         if connection.parser.idle and not connection.parser.requests:
             limit = self.idle_limit(phase, fresh=connection.started < 0.0)

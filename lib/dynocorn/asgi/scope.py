@@ -1,0 +1,60 @@
+"""The `http` scope of an ASGI request, built from dynocorn's parsed request.
+
+What the WSGI environ says, said the ASGI way: the scheme follows the same trusted-proxy
+rules (`forwarded_allow_ips`, `secure_scheme_headers`: wsgi.py decides, once for both),
+`client` is the peer as `REMOTE_ADDR` is, and `root_path` is the mount point
+(`--root-path`, else `SCRIPT_NAME`), which `path` and `raw_path` include, as the ASGI
+spec asks and uvicorn does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote
+
+from dynocorn.asgi import ASGI_VERSION, Scope
+from dynocorn.http import Request
+from dynocorn.wsgi import EnvironBuilder, Peer
+
+HTTP_VERSIONS = {"HTTP/1.1": "1.1", "HTTP/1.0": "1.0"}
+
+
+def server_of(sockname: Any) -> tuple[str, int | None] | None:
+    """The scope's `server`: (host, port) of a TCP listener, (path, None) of a unix one."""
+    if isinstance(sockname, tuple):
+        return (str(sockname[0]), int(sockname[1]))
+    if isinstance(sockname, str) and sockname:
+        return (sockname, None)
+    return None
+
+
+class ScopeBuilder:
+    """One per listener: what does not change between requests is worked out once."""
+
+    def __init__(self, environ_builder: EnvironBuilder, sockname: Any, root_path: str) -> None:
+        self.environ_builder = environ_builder
+        self.server = server_of(sockname)
+        self.root_path = root_path.rstrip("/")
+        self.raw_root = self.root_path.encode("latin-1")
+
+    def build(self, request: Request, peer: Peer, state: dict[str, Any]) -> Scope:
+        target = request.path  # still percent-encoded, as sent
+        path = unquote(target) if "%" in target else target
+        return {
+            "type": "http",
+            "asgi": ASGI_VERSION,
+            "http_version": HTTP_VERSIONS.get(request.version, "1.1"),
+            "server": self.server,
+            "client": peer if isinstance(peer, tuple) else None,
+            "scheme": self.environ_builder.scheme_of(request, peer),
+            "method": request.method,
+            "root_path": self.root_path,
+            "path": self.root_path + path,
+            "raw_path": self.raw_root + target.encode("latin-1"),
+            "query_string": request.query.encode("latin-1"),
+            "headers": [
+                (name.lower().encode("latin-1"), value.encode("latin-1"))
+                for name, value in request.headers
+            ],
+            "state": state.copy(),  # the lifespan's state, a shallow copy per request
+        }

@@ -1,0 +1,439 @@
+"""The ASGI worker (`-k asgi`, gunicorn's name): ASGI 3 apps on one asyncio loop per process.
+
+How this works: the loop (uvloop when installed and `asgi_loop` allows, else asyncio's)
+watches the listening sockets and accepts a connection when the worker has room
+(`worker_connections`), each into an `AsgiConnection` protocol with dynocorn's own sans-IO
+parser. Each request, in order, runs as a task: `http.HttpCycle` gives the app its body and
+frames its response with the WSGI layer's Response, so limits, framing, keep-alive and
+refusals are the WSGI classes'. A tick once a second tells the master the loop turns, closes
+connections idle past the policy's deadline (policy.py, as every class), and cancels a
+request that has run longer than `timeout` (a 500 if nothing was sent, and its stack in the
+log): an awaiting request never stops the heartbeat, so the worker times it out itself.
+Code that holds the loop does stop it: the master's SIGABRT then raises WorkerAbort in
+that code, the request gets a 500, and the worker exits, to be replaced.
+
+Stopping (TERM, max-requests, lifetime, memory, a changed parent): stop accepting, answer
+the requests already received with `Connection: close`, let those in flight finish within
+`graceful_timeout`, close idle connections after the policy's linger. INT and QUIT exit at
+once. Signal handlers run between two steps of the loop: they set flags and wake it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import time
+from types import FrameType
+from typing import Any, cast
+
+from dynocorn.asgi import ASGIApp, Message
+from dynocorn.asgi.http import HttpCycle
+from dynocorn.asgi.scope import ScopeBuilder
+from dynocorn.http import HTTPError, Request, RequestParser
+from dynocorn.scoreboard import BEGIN
+from dynocorn.workers.base import WorkerAbort
+from dynocorn.workers.http_worker import LOOP_TICK, HttpWorker, send_error
+from dynocorn.workers.policy import Action, refusal
+from dynocorn.wsgi import EnvironBuilder, Peer, Response
+
+BODY_HIGH_WATER = 65536  # unread body bytes at which the connection stops reading
+ACCEPT_RETRY = 1.0  # seconds between accept attempts while out of file descriptors
+STOP_TICK = 0.05  # seconds between looks at the connections while the worker stops
+
+
+class AsgiConnection(asyncio.Protocol):
+    """One client connection: parses what arrives, runs its requests one at a time."""
+
+    def __init__(self, worker: AsgiWorker, listener_fd: int) -> None:
+        self.worker = worker
+        self.listener_fd = listener_fd
+        self.transport: asyncio.Transport | None = None
+        self.parser = RequestParser(worker.limits)
+        self.environ_builder: EnvironBuilder = worker.builders[listener_fd]
+        self.scopes: ScopeBuilder = worker.scope_builders[listener_fd]
+        self.peer: Peer = ""
+        self.last_active = time.monotonic()
+        self.started = -1.0  # policy.py: the unfinished request's first byte
+        self.task: asyncio.Task[None] | None = None  # the request running now
+        self.disconnected = False
+        self.reading_paused = False
+        self.arrived: asyncio.Event | None = None  # set when bytes come (a body awaited)
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.ended = asyncio.Event()
+        self.timed_out = False
+        self.running_since = 0.0  # when the request running now came
+        self.eof = False  # the client has sent all it will
+
+    # -- asyncio's calls
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        peer = transport.get_extra_info("peername")
+        self.peer = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else str(peer or "")
+        self.worker.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        now = self.last_active = time.monotonic()
+        if self.started <= 0.0:
+            self.started = now
+        try:
+            self.parser.feed(data)
+        except HTTPError as error:
+            self.refuse(error)
+            return
+        if self.task is None:
+            self.next_request()
+        elif self.arrived is not None:
+            self.arrived.set()
+        self.apply_back_pressure()
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        try:
+            self.parser.feed_eof()
+        except HTTPError as error:
+            self.refuse(error)
+            return None
+        if self.arrived is not None:
+            self.arrived.set()
+        if self.task is None and not self.parser.requests:
+            return None  # nothing to answer: asyncio closes it
+        return True  # half open: the requests received are answered first
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.disconnected = True
+        self.worker.connections.discard(self)
+        self.writable.set()
+        self.ended.set()
+        if self.arrived is not None:
+            self.arrived.set()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    # -- what a cycle asks (asgi/http.py's Channel)
+
+    def write(self, data: bytes) -> None:
+        if not self.disconnected and self.transport is not None:
+            self.transport.write(data)
+
+    async def more_body(self) -> None:
+        if self.reading_paused:
+            self.resume_reading()
+        if self.arrived is None:
+            self.arrived = asyncio.Event()
+        self.arrived.clear()
+        await self.arrived.wait()
+
+    async def drain(self) -> None:
+        if not self.writable.is_set():
+            await self.writable.wait()
+
+    async def gone(self) -> None:
+        await self.ended.wait()
+
+    # -- requests, one at a time, in order
+
+    def next_request(self) -> None:
+        requests = self.parser.requests
+        if not requests:
+            if self.eof:
+                self.close()
+            elif self.parser.idle:
+                self.started = 0.0
+            return
+        request = requests.popleft()
+        self.task = self.worker.loop.create_task(self.worker.serve(self, request))
+
+    def request_finished(self, keep: bool) -> None:
+        self.task = None
+        self.timed_out = False
+        if not keep or self.disconnected:
+            self.close()
+            return
+        self.last_active = time.monotonic()
+        if self.reading_paused:
+            self.resume_reading()
+        self.next_request()
+
+    def apply_back_pressure(self) -> None:
+        requests = self.parser.requests
+        waiting = len(requests) > 1 or (requests and len(requests[0].body) >= BODY_HIGH_WATER)
+        if waiting and not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.reading_paused = False
+        if self.transport is not None and not self.disconnected:
+            self.transport.resume_reading()
+
+    def refuse(self, error: HTTPError) -> None:
+        self.worker.log.debug(f"Invalid request from {self.peer}: {error.status} {error}")
+        if self.task is None:  # else the request running now answers first; then we close
+            self.write(error.render())
+        self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+class AsgiWorker(HttpWorker):
+    name = "asgi"
+    interface = "asgi"
+    multithread = False
+
+    # -- signals: flags and a wake-up of the loop
+
+    def wake(self) -> None:
+        loop = getattr(self, "loop", None)
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.stop_requested.set)
+
+    def handle_exit(self, signum: int, frame: FrameType | None) -> None:
+        self.terminating = True
+        super().handle_exit(signum, frame)
+        self.wake()
+
+    def retire(self, cause: Any, reason: str) -> None:
+        super().retire(cause, reason)
+        self.wake()
+
+    # -- the loop
+
+    def run(self) -> None:
+        self.setup_http()
+        self.loop = new_event_loop(str(getattr(self.cfg, "asgi_loop", "auto")))
+        asyncio.set_event_loop(self.loop)
+        self.abort_error: WorkerAbort | None = None
+        try:
+            self.loop.run_until_complete(self.main())
+        finally:
+            self.loop.close()
+        if self.abort_error is not None:
+            raise self.abort_error
+
+    async def main(self) -> None:
+        assert self.wsgi is not None
+        self.app = cast(ASGIApp, self.wsgi)  # what was loaded is an ASGI callable
+        self.stop_requested = asyncio.Event()
+        self.connections: set[AsgiConnection] = set()
+        self.state: dict[str, Any] = {}
+        root_path = str(getattr(self.cfg, "root_path", "") or "")
+        self.scope_builders = {
+            fd: ScopeBuilder(builder, builder_sockname(self, fd), root_path)
+            for fd, builder in self.builders.items()
+        }
+        self.needs_environ = self.access_log is not None or self.has_post_request
+        self.start_accepting()
+        self.count_connections(0)
+        ticker = self.loop.create_task(self.ticks())
+        if not self.alive:  # stopped while loading the app
+            self.stop_requested.set()
+        await self.stop_requested.wait()
+        await self.finish()
+        ticker.cancel()
+
+    async def ticks(self) -> None:
+        while True:
+            self.notify()
+            now = time.monotonic()
+            if self.alive and self.parent_changed():
+                self.log.info(f"Parent changed, shutting down: {self}")
+                self.alive = False
+                self.stop_requested.set()
+            elif self.alive:
+                self.check_lifetime(now)
+            self.look_at_connections(now)
+            await asyncio.sleep(LOOP_TICK)
+
+    def look_at_connections(self, now: float) -> None:
+        """Time requests out; close connections idle (or slow to send a head) too long."""
+        timeout = self.cfg.timeout
+        phase = self.phase()
+        for connection in list(self.connections):
+            task = connection.task
+            if task is not None:
+                if timeout and now - connection.running_since > timeout and not task.done():
+                    self.time_out(connection, task)
+                continue
+            deadline = self.policy.deadline(connection, phase)
+            if now < deadline.at:
+                continue
+            if deadline.action is Action.CLOSE:
+                connection.close()
+            else:
+                connection.refuse(refusal(deadline.action))
+
+    def time_out(self, connection: AsgiConnection, task: asyncio.Task[None]) -> None:
+        if connection.timed_out:
+            return
+        connection.timed_out = True
+        frames = "".join(_stack_text(task))
+        self.log.error(
+            f"Request timed out after {self.cfg.timeout}s (pid:{self.pid}); its stack:\n{frames}"
+        )
+        task.cancel()
+
+    # -- accepting
+
+    def start_accepting(self) -> None:
+        for listener in self.listeners:
+            sock = listener.sock
+            sock.setblocking(False)
+            self.loop.add_reader(sock.fileno(), self.accept, sock, listener.fileno())
+
+    def stop_accepting(self) -> None:
+        for listener in self.listeners:
+            self.loop.remove_reader(listener.sock.fileno())
+
+    def accept(self, listening: socket.socket, listener_fd: int) -> None:
+        """A connection per readiness, while there is room: the rest stay in the backlog."""
+        if len(self.connections) >= self.cfg.worker_connections:
+            return
+        try:
+            sock, _ = listening.accept()
+        except (BlockingIOError, InterruptedError):
+            return  # a sibling took it
+        except OSError as error:
+            if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                self.log.error(f"Cannot accept connections: {error.strerror}")
+                self.stop_accepting()
+                self.loop.call_later(ACCEPT_RETRY, self.start_accepting)
+            return
+        self.loop.create_task(self.connect(sock, listener_fd))
+
+    async def connect(self, sock: socket.socket, listener_fd: int) -> None:
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await self.loop.connect_accepted_socket(lambda: AsgiConnection(self, listener_fd), sock)
+
+    # -- one request
+
+    async def serve(self, connection: AsgiConnection, request: Request) -> None:
+        keep = False
+        try:
+            keep = await self.run_app(connection, request)
+        finally:
+            connection.request_finished(keep)
+
+    async def run_app(self, connection: AsgiConnection, request: Request) -> bool:
+        last = self.nr + 1 >= self.max_requests
+        keep_alive = request.keep_alive and self.alive and self.keepalive > 0 and not last
+        started = connection.running_since = connection.last_active
+        BEGIN.pack_into(
+            self.record_memory, self.record_at, started, next(self.begun_count), request.head
+        )
+        response = Response(request, connection.write, keep_alive=keep_alive)
+        cycle = HttpCycle(connection, request, response)
+        scope = connection.scopes.build(request, connection.peer, self.state)
+        keep = True
+        try:
+            await self.app(scope, cycle.receive, cycle.send)
+            keep = self.after_return(request, response, cycle)
+        except asyncio.CancelledError:
+            if not connection.timed_out:
+                raise
+            send_error(response)
+            keep = False
+        except WorkerAbort as abort:
+            abort.reported = True
+            self.log.exception(f"Request aborted at timeout: {request.method} {request.raw_target}")
+            send_error(response)
+            self.abort_error = abort
+            self.alive = False
+            self.stop_requested.set()
+            keep = False
+        except Exception:
+            self.log.exception(f"Error handling request {request.raw_target}")
+            send_error(response)
+            keep = False
+        finally:
+            environ = self.environ_of(connection, request, scope)
+            self.after_app(connection, request, environ, response, started)
+        return keep and response.keep_alive and request.complete and not request.body
+
+    def after_return(self, request: Request, response: Response, cycle: HttpCycle) -> bool:
+        """Whether the app, having returned, answered in full."""
+        if response.status is None:
+            self.log.error(f"The app returned without a response to {request.raw_target}")
+            send_error(response)
+            return False
+        return cycle.complete  # else the client has an unfinished body: close
+
+    def environ_of(
+        self, connection: AsgiConnection, request: Request, scope: Message
+    ) -> dict[str, Any]:
+        """The WSGI-style environ the access log and post_request read, when they run."""
+        if request_start := _header(scope, b"x-request-start"):
+            self.note_queue_time(request_start)
+        if not self.needs_environ:
+            return {}
+        from dynocorn.wsgi_input import EMPTY_INPUT
+
+        return connection.environ_builder.build(request, EMPTY_INPUT, connection.peer)
+
+    # -- stopping
+
+    async def finish(self) -> None:
+        """Stop accepting; answer what was received (with `Connection: close`: the worker
+        is no longer alive); wait for requests in flight; close idle connections after the
+        policy's linger, as every class does."""
+        self.stop_accepting()
+        for listener in self.listeners:
+            listener.sock.close()
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+        while self.connections:
+            now = time.monotonic()
+            if now >= deadline:
+                self.log.warning(f"Worker graceful timeout (pid:{self.pid})")
+                break
+            self.look_at_connections(now)
+            await asyncio.sleep(STOP_TICK)
+        for connection in list(self.connections):
+            connection.close()
+        await asyncio.sleep(0)  # let the transports close
+
+
+def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
+    """uvloop when it is installed and allowed (`asgi_loop`: auto, uvloop, asyncio)."""
+    if choice in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def builder_sockname(worker: AsgiWorker, fd: int) -> Any:
+    for listener in worker.listeners:
+        if listener.fileno() == fd:
+            try:
+                return listener.sock.getsockname()
+            except OSError:
+                return None
+    return None
+
+
+def _header(scope: Message, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _stack_text(task: asyncio.Task[None]) -> list[str]:
+    import io
+
+    buffer = io.StringIO()
+    task.print_stack(file=buffer)
+    return [buffer.getvalue()]

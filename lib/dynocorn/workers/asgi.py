@@ -24,6 +24,7 @@ import asyncio
 import errno
 import socket
 import time
+import traceback
 from types import FrameType
 from typing import Any, cast
 
@@ -64,6 +65,8 @@ class AsgiConnection(asyncio.Protocol):
         self.ended = asyncio.Event()
         self.timed_out = False
         self.running_since = 0.0  # when the request running now came
+        self.method = self.target = ""  # of the request running now, for the log
+        self.response: Response | None = None  # of the request running now
         self.eof = False  # the client has sent all it will
 
     # -- asyncio's calls
@@ -275,9 +278,10 @@ class AsgiWorker(HttpWorker):
         if connection.timed_out:
             return
         connection.timed_out = True
-        frames = "".join(_stack_text(task))
+        request = f"{connection.method} {connection.target}"
         self.log.error(
-            f"Request timed out after {self.cfg.timeout}s (pid:{self.pid}); its stack:\n{frames}"
+            f"Request timed out after {self.cfg.timeout}s: {request} (pid:{self.pid}); "
+            f"where it waits:\n{awaited_stack(task)}"
         )
         task.cancel()
 
@@ -327,10 +331,11 @@ class AsgiWorker(HttpWorker):
         last = self.nr + 1 >= self.max_requests
         keep_alive = request.keep_alive and self.alive and self.keepalive > 0 and not last
         started = connection.running_since = connection.last_active
+        connection.method, connection.target = request.method, request.raw_target
         BEGIN.pack_into(
             self.record_memory, self.record_at, started, next(self.begun_count), request.head
         )
-        response = Response(request, connection.write, keep_alive=keep_alive)
+        response = connection.response = Response(request, connection.write, keep_alive=keep_alive)
         cycle = HttpCycle(connection, request, response)
         scope = connection.scopes.build(request, connection.peer, self.state)
         keep = True
@@ -388,6 +393,10 @@ class AsgiWorker(HttpWorker):
         self.stop_accepting()
         for listener in self.listeners:
             listener.sock.close()
+        for connection in self.connections:
+            response = connection.response
+            if connection.task is not None and response is not None and not response.headers_sent:
+                response.keep_alive = False  # begun before the stop: it ends the connection
         deadline = time.monotonic() + self.cfg.graceful_timeout
         while self.connections:
             now = time.monotonic()
@@ -431,9 +440,29 @@ def _header(scope: Message, name: bytes) -> str | None:
     return None
 
 
-def _stack_text(task: asyncio.Task[None]) -> list[str]:
-    import io
-
-    buffer = io.StringIO()
-    task.print_stack(file=buffer)
-    return [buffer.getvalue()]
+def awaited_stack(task: asyncio.Task[None]) -> str:
+    """Where a suspended task waits, down the chain of awaits to the app's own line:
+    asyncio's own print_stack() shows only the outermost coroutine of a waiting task."""
+    frames = []
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        frame = next(
+            (
+                f
+                for name in ("cr_frame", "gi_frame", "ag_frame")
+                if (f := getattr(awaited, name, None))
+            ),
+            None,
+        )
+        if frame is not None:
+            code = frame.f_code
+            frames.append(traceback.FrameSummary(code.co_filename, frame.f_lineno, code.co_name))
+        awaited = next(
+            (
+                a
+                for name in ("cr_await", "gi_yieldfrom", "ag_await")
+                if (a := getattr(awaited, name, None)) is not None
+            ),
+            None,
+        )
+    return "".join(traceback.format_list(frames))

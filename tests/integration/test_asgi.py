@@ -1,0 +1,158 @@
+"""`-k asgi`: ASGI 3 apps (a raw callable, FastAPI) served by the real server, talked to by
+real clients (requests, raw sockets), on asyncio's loop and on uvloop's."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from clients import get, poll
+from dynocorn.ctl import ask
+from server import Server, running
+
+LOOPS = ["asyncio", "uvloop"]
+
+
+@pytest.fixture(params=LOOPS)
+def loop_args(request: pytest.FixtureRequest) -> list[str]:
+    return ["-k", "asgi", "--asgi-loop", request.param] if _has_loop_setting() else ["-k", "asgi"]
+
+
+def _has_loop_setting() -> bool:
+    from dynocorn.settings import SETTINGS
+
+    setting = SETTINGS.get("asgi_loop")
+    return setting is not None and setting.implemented
+
+
+@pytest.fixture
+def raw(loop_args: list[str]) -> Iterator[Server]:
+    with running([*loop_args, "--access-logfile", "-", "asgi_apps:app"]) as server:
+        yield server
+
+
+def exchange(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send raw bytes; everything the server answers until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_a_request_and_its_body_reach_the_app(raw: Server) -> None:
+    assert get(raw, "/x").text == "hello /x"
+    echoed = requests.post(f"http://127.0.0.1:{raw.port}/echo", data=b"abc" * 1000, timeout=10)
+    assert echoed.content == b"abc" * 1000
+    assert echoed.headers["Content-Length"] == "3000"
+    chunked = requests.post(
+        f"http://127.0.0.1:{raw.port}/echo", data=iter([b"one", b"two"]), timeout=10
+    )  # a generator: requests sends it chunked
+    assert chunked.content == b"onetwo"
+
+
+def test_a_large_upload_streams_through(raw: Server) -> None:
+    body = bytes(range(256)) * 40_000  # 10 MB: more than the connection buffers unread
+    echoed = requests.post(f"http://127.0.0.1:{raw.port}/echo", data=body, timeout=30)
+    assert echoed.content == body
+
+
+def test_pipelined_requests_are_answered_in_order(raw: Server) -> None:
+    answer = exchange(
+        raw.port,
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+        b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    assert answer.count(b"HTTP/1.1 200 OK") == 3
+    echoed = answer.index(b"\r\n\r\nhelloHTTP/1.1")  # the body, then the next answer
+    assert answer.index(b"hello /a") < echoed < answer.index(b"hello /c")
+
+
+def test_a_streamed_response_is_chunked(raw: Server) -> None:
+    response = get(raw, "/stream")
+    assert response.text == "one two three"
+    assert response.headers["Transfer-Encoding"] == "chunked"
+
+
+def test_a_bad_request_gets_400_and_the_worker_serves_on(raw: Server) -> None:
+    workers = raw.worker_pids()
+    smuggling = b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n"
+    answer = exchange(raw.port, b"GET /x HTTP/1.1\r\nHost: x\r\n" + smuggling + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert get(raw, "/after").text == "hello /after"
+    assert raw.worker_pids() == workers
+
+
+def test_an_app_that_fails_gets_500_and_its_traceback_logged(raw: Server) -> None:
+    assert get(raw, "/boom").status_code == 500
+    raw.wait_for(r"Error handling request /boom")
+    raw.wait_for(r"RuntimeError: the app fails on purpose")
+    assert get(raw, "/nothing").status_code == 500
+    raw.wait_for(r"The app returned without a response to /nothing")
+    assert get(raw, "/fine").status_code == 200
+
+
+def test_the_scheme_follows_a_trusted_proxy(raw: Server) -> None:
+    shown = requests.get(
+        f"http://127.0.0.1:{raw.port}/scope", headers={"X-Forwarded-Proto": "https"}, timeout=10
+    ).text
+    assert "'scheme': 'https'" in shown  # 127.0.0.1 is trusted by default
+    assert "'http_version': '1.1'" in shown
+
+
+def test_the_access_log_has_gunicorn_s_line(raw: Server) -> None:
+    get(raw, "/logged")
+    raw.wait_for(r'"GET /logged HTTP/1.1" 200 13 "-" "python-requests/', stdout=True)
+
+
+def test_a_request_past_timeout_gets_500_and_its_stack_is_logged(loop_args: list[str]) -> None:
+    with running([*loop_args, "--timeout", "2", "asgi_apps:app"]) as server:
+        workers = server.worker_pids()
+        response = get(server, "/sleep?s=60", timeout=20)
+        assert response.status_code == 500
+        server.wait_for(r"Request timed out after 2s")
+        server.wait_for(r"asgi_apps\.py.* in app")  # the app's own frame, where it waited
+        assert get(server, "/after").status_code == 200
+        assert server.worker_pids() == workers  # an awaiting request does not cost the worker
+
+
+def test_term_answers_the_request_in_flight_and_exits_0(loop_args: list[str]) -> None:
+    with running([*loop_args, "asgi_apps:app"]) as server:
+        got: list[requests.Response] = []
+        client = threading.Thread(target=lambda: got.append(get(server, "/sleep?s=1")))
+        client.start()
+        server.wait_for(r"Booting worker")
+        poll(lambda: _busy(server), 10, "the request running")
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit(20) == 0
+        client.join(10)
+        assert got and got[0].status_code == 200
+        assert got[0].headers["Connection"] == "close"
+
+
+def _busy(server: Server) -> bool:
+    """Whether a worker runs a request now, as the control socket says."""
+    path = Path(server.wait_for(r"Control socket: (\S+) ")[0].group(1))
+    return any(row["running"] > 0 for row in ask(path, "status", [])["workers"])
+
+
+def test_fastapi_json_and_streaming(loop_args: list[str]) -> None:
+    with running([*loop_args, "-w", "2", "asgi_apps:api"], workers=2) as server:
+        assert get(server, "/items/7?q=x").json() == {"item_id": 7, "q": "x"}
+        created = requests.post(
+            f"http://127.0.0.1:{server.port}/items", json={"name": "é" * 3}, timeout=10
+        )
+        sent = len(json.dumps({"name": "ééé"}))  # as requests encodes it: \u00e9, ASCII
+        assert created.json() == {"received": {"name": "ééé"}, "size": sent}
+        assert get(server, "/numbers").text == "0\n1\n2\n3\n4\n"
+        assert get(server, "/items/nope").status_code == 422
+        assert get(server, "/missing").status_code == 404

@@ -22,3 +22,15 @@ WORKER_CLASSES: list[pytest.ParameterSet] = [
 def worker_class_name(worker_args: list[str]) -> str:
     """The class name the master logs (`Using worker: NAME`) for one of the flag sets above."""
     return worker_args[worker_args.index("-k") + 1] if "-k" in worker_args else "sync"
+
+
+# The ASGI worker serves ASGI apps: the suites that run it too name each app's ASGI twin.
+WITH_ASGI: list[pytest.ParameterSet] = [*WORKER_CLASSES, pytest.param(["-k", "asgi"], id="asgi")]
+
+
+def app_for(worker_args: list[str], wsgi_app: str) -> str:
+    """The app a suite serves with this class: `testapps:echo`, or its twin
+    `asgi_apps:echo` for the ASGI worker."""
+    if worker_class_name(worker_args) == "asgi":
+        return "asgi_apps:" + wsgi_app.partition(":")[2]
+    return wsgi_app

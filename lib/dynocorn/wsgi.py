@@ -272,6 +272,7 @@ class Response:
         "headers",
         "headers_sent",
         "keep_alive",
+        "keep_alive_allowed",
         "request",
         "status",
         "status_code",
@@ -290,6 +291,7 @@ class Response:
         self._send = send
         self._sendfile = sendfile
         self.keep_alive = keep_alive
+        self.keep_alive_allowed = keep_alive  # before a plan without a length lowered it
         self.status: str | None = None
         self.status_code = 0
         self.headers: list[tuple[str, str]] = []
@@ -362,6 +364,10 @@ class Response:
         ):
             self.keep_alive = False  # the client waits for bytes that will never come
 
+    def close_after(self) -> None:
+        """This response, not yet begun, ends the connection (`Connection: close`)."""
+        self.keep_alive = self.keep_alive_allowed = False
+
     def send_error(self, status: int = 500) -> bool:
         """Replace an unsent response with a short error; False when the head already left."""
         if self.headers_sent:
@@ -409,6 +415,9 @@ class Response:
             return plan  # the app did not say how long the GET body would be
         # A new list: apps often pass the same module-level headers list on every request.
         self.headers = [*self.headers, ("Content-Length", str(length))]
+        # Planned without a length, an HTTP/1.0 body had to end with the connection; with
+        # one, the connection may live on, as the server and client allowed.
+        self.keep_alive = self.keep_alive_allowed
         return self._plan_head()
 
     def _start(self, data: bytes, *, complete: bool) -> None:

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote_to_bytes
 
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
@@ -27,7 +28,7 @@ async def read_body(receive: Any) -> bytes:
 
 
 async def answer(send: Any, status: int, body: bytes, headers: list[Any] | None = None) -> None:
-    start = [(b"content-type", b"text/plain"), *(headers or [])]
+    start = headers or [(b"content-type", b"text/plain")]
     await send({"type": "http.response.start", "status": status, "headers": start})
     await send({"type": "http.response.body", "body": body})
 
@@ -85,3 +86,55 @@ async def numbers() -> StreamingResponse:
             await asyncio.sleep(0)
 
     return StreamingResponse(counting(), media_type="text/plain")
+
+
+def _environ_headers(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The headers as the WSGI environ names them (HTTP_X_Y, repeats joined with ","):
+    the echo app answers in the WSGI twin's terms, so one test reads both."""
+    keys: dict[str, str] = {}
+    for name, value in headers:
+        key = name.decode("latin-1").upper().replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
+        text = value.decode("latin-1")
+        keys[key] = f"{keys[key]},{text}" if key in keys else text
+    return keys
+
+
+async def echo(scope: Scope, receive: Any, send: Any) -> None:
+    """testapps.echo's twin: answers with what it saw, as JSON, and records it."""
+    if scope["type"] != "http":
+        return
+    body = await read_body(receive)
+    headers = _environ_headers(scope["headers"])
+    raw_path = scope["raw_path"]
+    query = scope["query_string"].decode("latin-1")
+    seen = {
+        "method": scope["method"],
+        "path": unquote_to_bytes(raw_path).decode("latin-1"),
+        "script_name": scope["root_path"],
+        "query": query,
+        "raw_uri": raw_path.decode("latin-1") + (f"?{query}" if query else ""),
+        "protocol": f"HTTP/{scope['http_version']}",
+        "scheme": scope["scheme"],
+        "remote_addr": scope["client"][0] if scope["client"] else None,
+        "content_type": headers.get("CONTENT_TYPE"),
+        "content_length": headers.get("CONTENT_LENGTH"),
+        "headers": {k: v for k, v in headers.items() if k.startswith("HTTP_")},
+        "body": body.decode("latin-1"),
+        "pid": os.getpid(),
+    }
+    log = os.environ.get("ECHO_LOG")
+    if log:
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(seen) + "\n")
+    await answer(send, 200, json.dumps(seen).encode(), [(b"content-type", b"application/json")])
+
+
+async def sleepy(scope: Scope, receive: Any, send: Any) -> None:
+    """testapps.sleepy's twin: waits ?seconds (default 1), then answers with its pid."""
+    if scope["type"] != "http":
+        return
+    query = parse_qs(scope["query_string"].decode())
+    await asyncio.sleep(float(query.get("seconds", ["1"])[0]))
+    await answer(send, 200, str(os.getpid()).encode())

@@ -22,19 +22,19 @@ import pytest
 from corpus_cases import Case, load_cases
 from rawhttp import RawResponse, read_response
 from server import Server, running
-from worker_classes import WORKER_CLASSES
+from worker_classes import WITH_ASGI, app_for
 
 CASES = load_cases()
 MODES = ["whole", "bytewise", "random"]
 
 
-@pytest.fixture(scope="module", params=WORKER_CLASSES)
+@pytest.fixture(scope="module", params=WITH_ASGI)
 def echo_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("echo") / "seen.jsonl"
     log.touch()
-    args = [*request.param, "-w", "2", "testapps:echo"]
+    args = [*request.param, "-w", "2", app_for(request.param, "testapps:echo")]
     with running(args, workers=2, env={"ECHO_LOG": str(log)}) as srv:
         srv.echo_log = log  # type: ignore[attr-defined]
         yield srv

@@ -69,6 +69,8 @@ class HttpCycle:
     async def send(self, message: Message) -> None:
         kind = message["type"]
         response = self.response
+        if self.channel.disconnected and kind in ("http.response.start", "http.response.body"):
+            return  # nobody to answer (or refused already): the app learns it from receive()
         if kind == "http.response.start":
             if response.status is not None:
                 raise RuntimeError("http.response.start sent twice")
@@ -83,8 +85,6 @@ class HttpCycle:
                 raise RuntimeError("http.response.body before http.response.start")
             if self.complete:
                 raise RuntimeError("http.response.body after the last one")
-            if self.channel.disconnected:
-                return  # nobody to send to: the app learns it from receive()
             await self.write_body(bytes(message.get("body", b"")), message.get("more_body", False))
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} for an http request")

@@ -177,9 +177,17 @@ class AsgiConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def refuse(self, error: HTTPError) -> None:
+        """A bad request, or a bad body or trailer under the request running now: its
+        status (unless the running request's answer has begun), then close."""
         self.worker.log.debug(f"Invalid request from {self.peer}: {error.status} {error}")
-        if self.task is None:  # else the request running now answers first; then we close
+        response = self.response if self.task is not None else None
+        if response is None:
             self.write(error.render())
+        elif not response.headers_sent:
+            send_error(response, error.status)
+        self.disconnected = True  # for the app, from now on: receive() says so, send() is void
+        if self.arrived is not None:
+            self.arrived.set()
         self.close()
 
     def close(self) -> None:
@@ -396,7 +404,7 @@ class AsgiWorker(HttpWorker):
         for connection in self.connections:
             response = connection.response
             if connection.task is not None and response is not None and not response.headers_sent:
-                response.keep_alive = False  # begun before the stop: it ends the connection
+                response.close_after()  # begun before the stop: it ends the connection
         deadline = time.monotonic() + self.cfg.graceful_timeout
         while self.connections:
             now = time.monotonic()

@@ -64,12 +64,7 @@ BOARD_SLOTS = 64
 
 
 class Arbiter:
-    def __init__(
-        self,
-        cfg: Config,
-        logs: Logs,
-        reload_config: Callable[[], Config],
-    ) -> None:
+    def __init__(self, cfg: Config, logs: Logs, reload_config: Callable[[], Config]) -> None:
         self.cfg = cfg
         self.logs = logs
         self.log = logs.error
@@ -163,6 +158,10 @@ class Arbiter:
         self.worker_class.before_preload(self.cfg, self.log)
         try:
             self.app = apploader.load_app(self.cfg.wsgi_app)
+            apploader.check_interface(self.app, self.cfg, self.worker_class.interface)
+        except apploader.AppInterfaceError as error:  # the line says all; no traceback
+            self.log.error(f"Failed to load the app with --preload: {error}")
+            raise HaltServer("App failed to load.", 1) from None
         except (apploader.AppImportError, apploader.AppLoadError) as error:
             self.log.exception(f"Failed to load the app with --preload: {error}")
             raise HaltServer("App failed to load.", 1) from None

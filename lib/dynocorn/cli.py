@@ -64,13 +64,13 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         return EXIT_CONFIG
     prepare_process(config)  # first: a worker class of the user's may live in the app's dir
     try:
-        worker_class_for(config)
+        worker_class = worker_class_for(config)
     except WorkerClassError as error:
         source = config.source("worker_class")
         sys.stderr.write(f"Error: worker_class = {config.worker_class!r} from {source}: {error}\n")
         return EXIT_CONFIG
     if config.check_config:
-        return check_app(config)
+        return check_app(config, worker_class.interface)
     if config.daemon:
         process.daemonize()
     logs = Logs.from_config(config)
@@ -118,9 +118,12 @@ def capture_output(path: str) -> None:
     os.close(fd)
 
 
-def check_app(config: config_module.Config) -> int:
+def check_app(config: config_module.Config, interface: apploader.Interface) -> int:
     try:
-        apploader.load_app(config.wsgi_app)
+        apploader.check_interface(apploader.load_app(config.wsgi_app), config, interface)
+    except apploader.AppInterfaceError as error:
+        sys.stderr.write(f"Error: {error}\n")
+        return EXIT_CONFIG
     except (apploader.AppImportError, apploader.AppLoadError) as error:
         source = config.source("wsgi_app")
         sys.stderr.write(f"Error: wsgi_app = {config.wsgi_app!r} from {source}: {error}\n")

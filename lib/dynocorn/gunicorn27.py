@@ -1,4 +1,4 @@
-"""Settings gunicorn 27 added (HTTP/2, ASGI, dirty arbiters, parser relaxations) that dynocorn
+"""Settings gunicorn 27 added (HTTP/2, dirty arbiters, parser relaxations) that dynocorn
 does not implement. They are accepted so that a gunicorn 27 Procfile or config file keeps
 working, and warned about when set (settings.py makes them settings); docs/settings.md lists them
 in one paragraph.
@@ -30,12 +30,7 @@ GUNICORN_EXTRAS: list[tuple[str, str | None, Any, str]] = [
     ("casefold_http_method", "--casefold-http-method", False, "bool"),
     ("forwarder_headers", "--forwarder-headers", "SCRIPT_NAME,PATH_INFO", "str"),
     ("header_map", "--header-map", "drop", "str"),
-    ("asgi_loop", "--asgi-loop", "auto", "str"),
-    ("asgi_lifespan", "--asgi-lifespan", "auto", "str"),
-    ("asgi_disconnect_grace_period", "--asgi-disconnect-grace-period", 3, "int"),
-    ("websocket_max_message_size", "--websocket-max-message-size", 16777216, "int"),
     ("http_parser", "--http-parser", "auto", "str"),
-    ("root_path", "--root-path", "", "str"),
     ("dirty_apps", "--dirty-app", [], "list"),
     ("dirty_workers", "--dirty-workers", 0, "int"),
     ("dirty_timeout", "--dirty-timeout", 300, "int"),

@@ -28,6 +28,11 @@ class SettingValues:
     timeout: int
     graceful_timeout: int
     keepalive: int
+    asgi_loop: str
+    asgi_lifespan: str
+    asgi_disconnect_grace_period: int
+    websocket_max_message_size: int
+    root_path: str
     memory_quota: int | None
     worker_memory: int
     max_worker_memory: int | None
@@ -129,12 +134,7 @@ class SettingValues:
     casefold_http_method: bool
     forwarder_headers: str
     header_map: str
-    asgi_loop: str
-    asgi_lifespan: str
-    asgi_disconnect_grace_period: int
-    websocket_max_message_size: int
     http_parser: str
-    root_path: str
     dirty_apps: list[str]
     dirty_workers: int
     dirty_timeout: int

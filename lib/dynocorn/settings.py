@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from dynocorn import validators as v
+from dynocorn.asgi_settings import ASGI_ROWS, ASGI_SECTION
 from dynocorn.gunicorn27 import GUNICORN_EXTRAS
 from dynocorn.platform import MEMORY_VARIABLES
 
@@ -189,6 +190,12 @@ _SETTINGS: list[Setting] = [
         default=2, flags=("--keep-alive",), parse=v.non_negative_int, metavar="INT",
         heroku=HerokuDefault(95, "above the router's 90 s idle close"),
         env=("DYNO",),
+    ),
+    # -- ASGI: the `asgi` worker's (asgi_settings.py holds the rows)
+    *(
+        Setting(row.name, ASGI_SECTION, row.help, default=row.default, flags=row.flags,
+                parse=row.parse, metavar=row.metavar)
+        for row in ASGI_ROWS
     ),
     # -- Memory (dynocorn)
     Setting(

@@ -121,6 +121,15 @@ def optional_choice(*allowed: str) -> Parser:
     return parse
 
 
+def root_path(value: Any) -> str:
+    """A URL path prefix (`/api`), or empty; a trailing slash is dropped, since the app's
+    paths begin with one."""
+    text = as_str(value).strip()
+    if text and not text.startswith("/"):
+        raise ValueError("must be empty or a path beginning with / (like /api)")
+    return text.rstrip("/")
+
+
 def as_str_list(value: Any) -> list[str]:
     """A list of strings; a single string from a config file counts as a one-item list."""
     if isinstance(value, str):

@@ -74,3 +74,10 @@ class Minimal(HttpWorker):
 
 class NotAWorker:
     pass
+
+
+class ServesAsgi(SyncWorker):
+    """Says it serves ASGI apps, as the asgi worker does: a WSGI app must stop it at boot."""
+
+    name = "serves-asgi"
+    interface = "asgi"

@@ -301,6 +301,11 @@ def test_config_file_hook_that_is_not_callable(cwd: Path, root: Path) -> None:
         (["--access-log-style", "xml"], "access_log_style = 'xml' from command line: must"),
         (["--memory-quota", "lots"], "memory_quota = 'lots' from command line"),
         (["-e", "NOEQUALS"], "raw_env = 'NOEQUALS' from command line"),
+        (["--lifespan", "maybe"], "asgi_lifespan = 'maybe' from command line: must be one of"),
+        (["--asgi-loop", "trio"], "asgi_loop = 'trio' from command line: must be one of"),
+        (["--root-path", "api"], "root_path = 'api' from command line: must be empty or"),
+        (["--websocket-max-message-size", "-1"], "websocket_max_message_size = '-1' from"),
+        (["--asgi-disconnect-grace-period", "soon"], "asgi_disconnect_grace_period = 'soon'"),
     ],
 )
 def test_bad_values_name_setting_value_and_source(
@@ -327,6 +332,22 @@ def test_field_size_flag_has_both_spellings(cwd: Path, root: Path) -> None:
     underscore = load(["--limit-request-field_size", "100", "x:y"], cwd, root)
     dash = load(["--limit-request-field-size", "200", "x:y"], cwd, root)
     assert (underscore.limit_request_field_size, dash.limit_request_field_size) == (100, 200)
+
+
+def test_asgi_settings_are_settings_not_warnings(cwd: Path, root: Path) -> None:
+    defaults = load(["app:app"], cwd, root)
+    assert (defaults.asgi_lifespan, defaults.asgi_loop, defaults.root_path) == ("auto", "auto", "")
+    assert (defaults.websocket_max_message_size, defaults.asgi_disconnect_grace_period) == (
+        16 * 2**20,
+        3,
+    )
+    argv = ["--lifespan", "ON", "--asgi-loop", "asyncio", "--root-path", "/api/"]
+    argv += ["--websocket-max-message-size", "0", "--asgi-disconnect-grace-period", "0"]
+    cfg = load([*argv, "app:app"], cwd, root)
+    assert (cfg.asgi_lifespan, cfg.asgi_loop, cfg.root_path) == ("on", "asyncio", "/api")
+    assert (cfg.websocket_max_message_size, cfg.asgi_disconnect_grace_period) == (0, 0)
+    assert load(["--asgi-lifespan", "off", "app:app"], cwd, root).asgi_lifespan == "off"
+    assert not cfg.warnings  # implemented: no "accepted, not implemented" warning
 
 
 def test_repeatable_and_switch_flags(cwd: Path, root: Path) -> None:

@@ -14,7 +14,10 @@ from dynocorn.settings import SETTINGS
 
 GUNICORN = {setting.name: setting for setting in gunicorn.config.KNOWN_SETTINGS}
 # Flags dynocorn accepts in addition to gunicorn's own spelling (COMPAT.md).
-EXTRA_FLAGS = {"limit_request_field_size": ("--limit-request-field-size",)}
+EXTRA_FLAGS = {
+    "limit_request_field_size": ("--limit-request-field-size",),
+    "asgi_lifespan": ("--lifespan",),  # uvicorn's spelling
+}
 
 
 def test_it_is_gunicorn_27() -> None:

@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "dynocorn.validators",
             "dynocorn.gunicorn27",
+            "dynocorn.asgi_settings",
             "dynocorn.settings",
             "dynocorn.setting_values",
             "dynocorn.arguments",

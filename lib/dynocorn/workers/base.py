@@ -73,6 +73,8 @@ class WorkerAbort(BaseException):
 
 class Worker:
     name = "custom"
+    # The apps it serves: an app of the other kind stops the server at boot (apploader.py).
+    interface: apploader.Interface = "wsgi"
     # What the WSGI environ says about concurrency; subclasses override.
     multithread = False
 
@@ -148,6 +150,8 @@ class Worker:
         if self.wsgi is None:
             self.before_app_import(self.cfg, self.log)
             self.wsgi = apploader.load_app(self.cfg.wsgi_app)
+        # A preloaded app too: a HUP may have changed the worker class since.
+        apploader.check_interface(self.wsgi, self.cfg, self.interface)
         if self.cfg.max_worker_lifetime > 0:
             # Up to 10% jitter so workers started together do not all restart together.
             lifetime = self.cfg.max_worker_lifetime * (1 + random.uniform(0, 0.1))

@@ -278,10 +278,8 @@ class WebSocketSession:
             self._send_open(kind, message)
         elif kind == "websocket.close":
             return  # closing or closed already
-        elif kind == "websocket.send":
-            raise ClientDisconnected(f"the WebSocket is closed ({self._target})")
         else:
-            raise RuntimeError(f"unexpected ASGI message {kind!r} on a closed WebSocket")
+            raise ClientDisconnected(f"{kind} on a closed WebSocket ({self._target})")
         if self._drain is not None:
             await self._drain()
 

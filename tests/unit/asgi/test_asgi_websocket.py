@@ -8,6 +8,11 @@ import asyncio
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
+from starlette.endpoints import WebSocketEndpoint
+from starlette.responses import PlainTextResponse
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from ws_harness import Options, RawClient, Server, close_code, run
@@ -434,3 +439,47 @@ UPGRADE = "Host: a\nUpgrade: websocket\nConnection: Upgrade\n"
 )
 def test_is_websocket_upgrade(head: str, upgrade: bool) -> None:
     assert is_websocket_upgrade(_parse(head)) is upgrade
+
+
+def starlette_app(close_codes: list[int]) -> Starlette:
+    """Starlette's WebSocket endpoint class, a denial through its response extension
+    support, and its router's refusal of a path it does not know."""
+
+    class Echo(WebSocketEndpoint):
+        encoding = "text"
+
+        async def on_receive(self, websocket: WebSocket, data: Any) -> None:
+            await websocket.send_text(f"echo: {data}")
+
+        async def on_disconnect(self, websocket: WebSocket, close_code: int) -> None:
+            close_codes.append(close_code)
+
+    async def deny(websocket: WebSocket) -> None:
+        await websocket.send_denial_response(PlainTextResponse("no entry", status_code=401))
+
+    return Starlette(routes=[WebSocketRoute("/echo", Echo), WebSocketRoute("/deny", deny)])
+
+
+def test_starlette_endpoints() -> None:
+    close_codes: list[int] = []
+
+    async def scenario() -> None:
+        async with Server(starlette_app(close_codes)) as server:
+            async with connect(server.url + "/echo") as ws:
+                await ws.send("hi")
+                assert await ws.recv() == "echo: hi"
+            with pytest.raises(InvalidStatus) as denied:
+                async with connect(server.url + "/deny"):
+                    pass
+            assert denied.value.response.status_code == 401
+            assert denied.value.response.body == b"no entry"
+            with pytest.raises(InvalidStatus) as missing:
+                async with connect(server.url + "/missing"):
+                    pass
+            assert missing.value.response.status_code == 403
+            await server.finished()
+        assert [session.status_code for session in server.sessions] == [101, 401, 403]
+        assert server.log.lines == []
+
+    run(scenario())
+    assert close_codes == [1000]

@@ -57,8 +57,9 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from dynocorn.asgi import ASGIApp, Message, Scope
-from dynocorn.http import HTTPError, InternalServerError, ServiceUnavailable
+from dynocorn.http import HTTPError, InternalServerError, ServiceUnavailable, http_date
 from dynocorn.http import Request as HTTPRequest
+from dynocorn.http.server_date import SERVER_NAME
 
 __all__ = ["ClientDisconnected", "WebSocketSession", "is_websocket_upgrade", "websocket_scope"]
 
@@ -85,7 +86,6 @@ class Forbidden(HTTPError):
 
 class _Log(Protocol):
     def debug(self, msg: object, *args: object) -> None: ...
-    def info(self, msg: object, *args: object) -> None: ...
     def warning(self, msg: object, *args: object) -> None: ...
     def exception(self, msg: object, *args: object) -> None: ...
 
@@ -224,7 +224,7 @@ class WebSocketSession:
             self._disconnect_app(code, "")
             self._start_closing(code, "")
         elif self._state is _State.HANDSHAKE:
-            self._disconnect_app(ABNORMAL_CLOSURE, "")
+            self._disconnect_app(code, "")
             self._refuse(ServiceUnavailable())
 
     async def run(self, app: ASGIApp) -> None:
@@ -321,8 +321,8 @@ class WebSocketSession:
             )
 
     def _accept(self, message: Message) -> None:
-        headers = [(bytes(name), bytes(value)) for name, value in message.get("headers") or ()]
-        if any(name.lower() == b"sec-websocket-protocol" for name, _ in headers):
+        headers = _response_headers(message)
+        if any(name == b"sec-websocket-protocol" for name, _ in headers):
             raise RuntimeError("websocket.accept: use 'subprotocol', not the header")
         event = AcceptConnection(subprotocol=message.get("subprotocol"), extra_headers=headers)
         try:
@@ -343,8 +343,8 @@ class WebSocketSession:
         status = message["status"]
         if not isinstance(status, int) or not 200 <= status <= 599:
             raise RuntimeError(f"websocket.http.response.start: invalid status {status!r}")
-        headers = [(bytes(name), bytes(value)) for name, value in message.get("headers") or ()]
-        if not any(name.lower() == b"connection" for name, _ in headers):
+        headers = _response_headers(message)
+        if not any(name == b"connection" for name, _ in headers):
             headers.append((b"connection", b"close"))  # the connection ends with the response
         try:
             data = self._conn.send(RejectConnection(status, headers, has_body=True))
@@ -548,6 +548,18 @@ class WebSocketSession:
         else:
             self._transport.close()
         self._finished.set()
+
+
+def _response_headers(message: Message) -> list[tuple[bytes, bytes]]:
+    """The headers of an accept or a denial, with ``Server`` and ``Date`` as on every
+    response, unless the app gave its own."""
+    headers = [(bytes(name).lower(), bytes(value)) for name, value in message.get("headers") or ()]
+    names = {name for name, _ in headers}
+    if b"server" not in names:
+        headers.append((b"server", SERVER_NAME.encode("ascii")))
+    if b"date" not in names:
+        headers.append((b"date", http_date()))
+    return headers
 
 
 def _data_message(message: Message) -> TextMessage | BytesMessage:

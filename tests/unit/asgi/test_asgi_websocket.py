@@ -15,7 +15,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from ws_harness import Options, RawClient, Server, close_code, run
+from ws_harness import Options, RawClient, Server, close_code, run, until
 
 from dynocorn.asgi import Message, Receive, Scope, Send
 from dynocorn.asgi.websocket import is_websocket_upgrade
@@ -488,3 +488,53 @@ def test_starlette_endpoints() -> None:
 
     run(scenario())
     assert close_codes == [1000]
+
+
+def test_reading_pauses_while_the_app_is_behind() -> None:
+    gate = asyncio.Event()
+    received: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await gate.wait()
+        while (message := await receive())["type"] == "websocket.receive":
+            received.append(message["text"])
+
+    async def scenario() -> None:
+        async with Server(app) as server, connect(server.url) as ws:
+            for number in range(40):
+                await ws.send(str(number))
+            transport = server.connections[0].transport
+            await until(lambda: not transport.is_reading())  # 16 messages wait
+            gate.set()
+            await until(lambda: len(received) == 40)
+            assert transport.is_reading()
+
+    run(scenario())
+    assert received == [str(number) for number in range(40)]
+
+
+def test_sending_waits_for_the_client_to_read() -> None:
+    sent: list[int] = []
+    chunk = b"x" * (64 << 10)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        for number in range(400):  # 25 MiB: more than the sockets' buffers hold
+            await send({"type": "websocket.send", "bytes": chunk})
+            sent.append(number)
+
+    async def scenario() -> None:
+        async with Server(app) as server, await RawClient.connect(server.port) as client:
+            client.writer.write(RawClient.upgrade_request())
+            assert (await client.read_head())[0] == 101
+            connection = server.connections[0]
+            await until(lambda: not connection.writable.is_set())
+            # The app waits in send() for the buffer to drain: it has not sent everything.
+            assert len(sent) < 400
+            assert connection.transport.get_write_buffer_size() < 1 << 20
+        assert server.log.lines == []  # the send after the client left raised quietly
+
+    run(scenario())

@@ -20,6 +20,7 @@ import asyncio
 import os
 import struct
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -101,6 +102,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.server.connections.append(self)
 
     def data_received(self, data: bytes) -> None:
         if self.session is not None:
@@ -158,6 +160,7 @@ class Server:
     options: Options = field(default_factory=Options)
     log: RecordingLog = field(default_factory=RecordingLog)
     sessions: list[WebSocketSession] = field(default_factory=list)
+    connections: list[_Connection] = field(default_factory=list)
     runs: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def __aenter__(self) -> Server:
@@ -177,6 +180,13 @@ class Server:
     async def finished(self) -> None:
         """Every session's run has returned (within 5 s)."""
         await asyncio.wait_for(asyncio.gather(*self.runs), 5)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5) -> None:
+    """Poll ``condition`` until it holds (at most ``timeout`` seconds)."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
 
 
 def run(scenario: Any, timeout: float = 15) -> None:

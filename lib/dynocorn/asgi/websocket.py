@@ -229,21 +229,26 @@ class WebSocketSession:
 
     async def run(self, app: ASGIApp) -> None:
         """Run the app's WebSocket cycle, then end the connection; returns once the close
-        handshake is over or has timed out. Only a cancelled run raises."""
-        if self._state is _State.HANDSHAKE:  # not refused already
-            try:
-                await app(self.scope, self.receive, self.send)
-            except ClientDisconnected:
-                self._after_app(failed=False)
-            except Exception:
-                self._log.exception(f"Error handling WebSocket {self._target}")
-                self._after_app(failed=True)
-            except BaseException:
-                self._end(abort=True)
-                raise
-            else:
-                self._after_app(failed=False, returned=True)
-        await self._finished.wait()
+        handshake is over or has timed out. Only a cancelled run raises (the connection
+        is dropped)."""
+        try:
+            if self._state is _State.HANDSHAKE:  # not refused already
+                await self._call(app)
+            await self._finished.wait()
+        except BaseException:
+            self._end(abort=True)
+            raise
+
+    async def _call(self, app: ASGIApp) -> None:
+        try:
+            await app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            self._after_app(failed=False)
+        except Exception:
+            self._log.exception(f"Error handling WebSocket {self._target}")
+            self._after_app(failed=True)
+        else:
+            self._after_app(failed=False, returned=True)
 
     # -- the app's callables -------------------------------------------------------
 

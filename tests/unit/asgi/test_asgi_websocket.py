@@ -337,7 +337,7 @@ def test_client_ping_is_answered() -> None:
 
 def test_keepalive_pings_and_closes_1011_without_a_pong() -> None:
     recording = Recording()
-    options = Options(ping_interval=0.02, ping_timeout=0.3, close_timeout=0.05)
+    options = Options(ping_interval=0.02, ping_timeout=1.0, close_timeout=0.05)
 
     async def scenario() -> None:
         async with (
@@ -536,5 +536,26 @@ def test_sending_waits_for_the_client_to_read() -> None:
             assert len(sent) < 400
             assert connection.transport.get_write_buffer_size() < 1 << 20
         assert server.log.lines == []  # the send after the client left raised quietly
+
+    run(scenario())
+
+
+def test_cancelled_run_drops_the_connection() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close"})
+
+    async def scenario() -> None:
+        options = Options(close_timeout=60)  # never reached: the cancel drops at once
+        async with Server(app, options) as server, await RawClient.connect(server.port) as client:
+            client.writer.write(RawClient.upgrade_request())
+            assert (await client.read_head())[0] == 101
+            assert (await client.read_frame())[0] == CLOSE  # not answered
+            run_task = server.runs.pop()
+            run_task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await run_task
+            assert await client.reader.read() == b""
 
     run(scenario())

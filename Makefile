@@ -68,7 +68,7 @@ imports: install
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
 
-# `make bench`: dynocorn against gunicorn and granian on this machine (bench/README.md).
+# `make bench`: dynocorn against gunicorn, uvicorn and granian on this machine (bench/README.md).
 # SERVERS, APPS, MODES, ROUNDS, DURATION and QUICK=1 pass through the environment.
 BENCH_STAMP := $(VENV)/.bench-stamp
 

@@ -1,7 +1,10 @@
-"""Install the `bench` extra for `make bench`, without granian if it will not install here.
+"""Install the `bench` extra for `make bench`, without granian or uvloop if they will not
+install here.
 
 granian ships binary wheels for the common platforms only; elsewhere it needs a Rust
-toolchain. The benchmark then runs without it and says so, rather than not at all.
+toolchain, and uvloop a C compiler. The benchmark then runs without them and says so
+(without uvloop, uvicorn is left out and dynocorn's ASGI worker runs on asyncio's loop),
+rather than not at all.
 """
 
 import subprocess
@@ -10,7 +13,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OPTIONAL = ("granian",)
+OPTIONAL = ("granian", "uvloop")
 
 
 def main() -> int:

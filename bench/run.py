@@ -1,12 +1,14 @@
-"""Benchmark dynocorn against gunicorn and granian on this machine: `make bench`.
+"""Benchmark dynocorn against gunicorn, uvicorn and granian on this machine: `make bench`.
 
 How this works: each selected server serves each selected app on a free loopback port, and
 wrk (1 thread, 50 connections, sharing the machine) loads it for DURATION seconds per mode.
 A round runs every server x app x mode once; the rounds repeat, so that drifts of the
 machine (other processes, CPU frequency) hit every server alike, and the table reports the
 median over the rounds, with each cell's ratio to gunicorn sync measured in the same round.
-The realistic cells (io20, mixed, cpu5, heroku_gthread) have their own workers, threads and
-connections, run keep-alive only, show every round and are checked against criteria.
+The realistic cells (io20, mixed, cpu5, heroku_gthread and the ASGI apps' io20_asgi,
+mixed_asgi, cpu5_asgi) have their own workers, threads and connections, run keep-alive only,
+show every round and are checked against criteria. An app's interface (WSGI or ASGI) decides
+which servers run it; ASGI apps are compared with uvicorn where WSGI apps are with gunicorn.
 A separate pass measures memory: the Flask app with --preload under load, then the PSS of
 the whole process tree and the USS of each worker.
 
@@ -65,7 +67,8 @@ WARMUP_SECONDS = 1
 START_TIMEOUT = 30.0  # a cold gevent + Flask import on a slow disk takes a few seconds
 STOP_TIMEOUT = 10.0
 PAIR_OVERHEAD = 1.2  # seconds to start and stop a server, as measured; for the estimate
-BASELINE = "gunicorn-sync"
+BASELINE = "gunicorn-sync"  # the WSGI apps' ratios are to it
+ASGI_BASELINE = "uvicorn"  # the ASGI apps' ratios, and dynocorn-asgi's criteria, are to it
 MEMORY_APP = "flask"
 MIB = 1024 * 1024
 
@@ -76,6 +79,8 @@ SCRUBBED_VARIABLES = (
     "CONTAINER", "RENDER_CPU_COUNT", "FORWARDED_ALLOW_IPS", "SENDFILE",
     "GUNICORN_CMD_ARGS", "DYNOCORN_CMD_ARGS",
 )  # fmt: skip
+SCRUBBED_PREFIXES = ("GRANIAN_", "UVICORN_")  # their settings by environment variable
+WSGI, ASGI = "wsgi", "asgi"
 
 
 @dataclass(frozen=True)
@@ -85,11 +90,12 @@ class Server:
     flags: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()  # modules it needs besides its own
     threads: int | None = None  # --threads, for the gthread worker class
+    interface: str = WSGI  # the apps it serves: WSGI or ASGI
 
     @property
     def preloads(self) -> bool:
-        # granian has no --preload: each worker imports the app itself.
-        return self.program != "granian"
+        # granian and uvicorn have no --preload: each worker imports the app itself.
+        return self.program in ("dynocorn", "gunicorn")
 
     def missing(self) -> list[str]:
         return [m for m in (self.program, *self.needs) if importlib.util.find_spec(m) is None]
@@ -108,8 +114,13 @@ class Server:
         if self.program == "granian":
             blocking = ["--blocking-threads", str(threads)] if threads else []
             return [
-                *python, "--interface", "wsgi", "--workers", str(workers), *self.flags,
+                *python, "--interface", self.interface, "--workers", str(workers), *self.flags,
                 *blocking, "--host", HOST, "--port", str(port), target,
+            ]  # fmt: skip
+        if self.program == "uvicorn":
+            return [
+                *python, "--workers", str(workers), *self.flags, "--host", HOST,
+                "--port", str(port), target,
             ]  # fmt: skip
         pool = ["--threads", str(threads or self.threads)] if self.threads else []
         return [
@@ -136,6 +147,11 @@ class App:
     realistic: bool = False
     about: str = ""
     wrk_script: Path | None = None  # a wrk Lua script that chooses each request
+    interface: str = WSGI  # WSGI apps run on the WSGI servers, ASGI apps on the ASGI ones
+    needs: tuple[str, ...] = ()  # modules it imports that a server does not bring
+
+    def missing(self) -> list[str]:
+        return [m for m in self.needs if importlib.util.find_spec(m) is None]
 
 
 class Cell(NamedTuple):
@@ -156,7 +172,12 @@ SERVERS = (
     Server("gunicorn-gthread", "gunicorn", ("-k", "gthread"), threads=4),
     Server("gunicorn-gevent", "gunicorn", ("-k", "gevent"), ("gevent",)),
     Server("granian", "granian"),
-)
+    Server("dynocorn-asgi", "dynocorn", ("-k", "asgi", *METRICS), interface=ASGI),
+    # uvicorn as its docs advise for speed: httptools and uvloop (uvicorn[standard]).
+    Server("uvicorn", "uvicorn", ("--http", "httptools", "--loop", "uvloop", "--no-access-log"),
+           ("httptools", "uvloop"), interface=ASGI),
+    Server("granian-asgi", "granian", interface=ASGI),
+)  # fmt: skip
 APPS = (
     App("hello", ROOT / "examples", "hello:app"),
     App("flask", ROOT / "examples", "flask_app:app", "/json"),
@@ -176,19 +197,36 @@ APPS = (
         servers=("dynocorn-gthread", "gunicorn-gthread", "granian"), realistic=True,
         about="io20's app under Heroku's gthread settings",
         ideal_rps=2 * 5 / 0.020, ideal_basis="2 workers x 5 threads / 20 ms"),
+    # The ASGI apps: hello-world, a FastAPI JSON route (flask's), and the realistic cells
+    # with the same workers and connections, awaiting where the WSGI apps sleep.
+    App("hello_asgi", BENCH_DIR, "apps:hello_asgi", interface=ASGI),
+    App("fastapi", BENCH_DIR, "fastapi_app:app", "/json", interface=ASGI, needs=("fastapi",)),
+    App("io20_asgi", BENCH_DIR, "apps:io20_asgi", workers=4, connections=8, realistic=True,
+        about="every request awaits 20 ms (asyncio.sleep), as on a database",
+        ideal_rps=8 / 0.020, ideal_basis="8 connections x 1 request / 20 ms, all awaiting at once",
+        interface=ASGI),
+    App("mixed_asgi", BENCH_DIR, "apps:mixed_asgi", workers=4, connections=16, realistic=True,
+        about="90 % of requests await 2 ms, 10 % await 200 ms (every tenth)",
+        wrk_script=BENCH_DIR / "mixed.lua", interface=ASGI),
+    App("cpu5_asgi", BENCH_DIR, "apps:cpu5_asgi", workers=2, connections=8, realistic=True,
+        about="every request computes for 5 ms of CPU, blocking the event loop",
+        interface=ASGI),
 )  # fmt: skip
 MODES: dict[str, tuple[str, ...]] = {
     "keepalive": (),
     "close": ("-H", "Connection: close"),
 }
-# Without MODES the matrix is trimmed to fit in 10 minutes: `Connection: close` only for the
-# hello app on each server's default worker, what a router that does not reuse connections
-# meets. The app adds the same work in both modes, so hello shows the difference best.
+# Without MODES the matrix is trimmed (bench/README.md has its time): `Connection: close`
+# only for the WSGI hello app on each server's default worker, what a router that does not
+# reuse connections meets. The app adds the same work in both modes, so hello shows the
+# difference best. The ASGI apps run keep-alive only here, to keep the default run near
+# 25 minutes; MODES=keepalive,close runs them in both.
 DEFAULT_CLOSE = {("hello", "dynocorn-sync"), ("hello", "gunicorn-sync"), ("hello", "granian")}
 TRIM_NOTE = (
     "Default matrix, trimmed: `close` only for the hello app on dynocorn-sync, gunicorn-sync "
     "and granian. Set MODES to run every combination (the realistic cells are keep-alive only)."
 )
+QUICK_APPS = ("hello", "flask", "hello_asgi", "fastapi")  # QUICK=1's: one of each kind
 # The realistic cells' criteria (criteria(); bench/README.md).
 CRITERIA_ROUNDS = 5  # what the criteria are meant to be read on: ROUNDS=5
 IDEAL_SHARE = 0.95  # the worst round reaches this share of the cell's ideal req/s
@@ -219,14 +257,14 @@ class Plan:
     rounds: int
     duration: int
     memory: bool
-    skipped: dict[str, str]  # server name -> why it does not run
+    skipped: dict[str, str]  # server or app name -> why it does not run
     notes: tuple[str, ...]
 
 
 def plan_from_env(env: Mapping[str, str]) -> Plan:
     quick = env.get("QUICK", "").strip() not in ("", "0")
     server_names = _names(env, "SERVERS", [s.name for s in SERVERS], None)
-    app_names = _names(env, "APPS", [a.name for a in APPS], ["hello", "flask"] if quick else None)
+    app_names = _names(env, "APPS", [a.name for a in APPS], list(QUICK_APPS) if quick else None)
     modes = _names(env, "MODES", list(MODES), ["keepalive"] if quick else None)
     rounds = _positive_int(env, "ROUNDS", 1 if quick else 3)
     duration = _positive_int(env, "DURATION", 2 if quick else 5)
@@ -241,7 +279,15 @@ def plan_from_env(env: Mapping[str, str]) -> Plan:
             skipped[server.name] = f"not installed ({', '.join(missing)})"
         else:
             servers.append(server)
-    apps = tuple(a for a in APPS if a.name in app_names)
+    apps: list[App] = []
+    for app in APPS:
+        if app.name not in app_names:
+            continue
+        missing = app.missing()
+        if missing:
+            skipped[app.name] = f"not installed ({', '.join(missing)})"
+        else:
+            apps.append(app)
 
     trim = not env.get("MODES", "").strip()
     cells = tuple(
@@ -249,7 +295,8 @@ def plan_from_env(env: Mapping[str, str]) -> Plan:
         for app in apps
         for mode in modes
         for server in servers
-        if (app.servers is None or server.name in app.servers)
+        if server.interface == app.interface
+        and (app.servers is None or server.name in app.servers)
         and not (app.realistic and mode != "keepalive")
         and not (trim and mode == "close" and (app.name, server.name) not in DEFAULT_CLOSE)
     )
@@ -257,7 +304,7 @@ def plan_from_env(env: Mapping[str, str]) -> Plan:
     notes = (TRIM_NOTE,) if trimmed else ()
     return Plan(
         servers=tuple(servers),
-        apps=apps,
+        apps=tuple(apps),
         cells=cells,
         rounds=rounds,
         duration=duration,
@@ -270,8 +317,14 @@ def plan_from_env(env: Mapping[str, str]) -> Plan:
 def estimate_seconds(plan: Plan) -> float:
     pairs = len({(cell.server, cell.app) for cell in plan.cells})
     per_round = len(plan.cells) * plan.duration + pairs * (WARMUP_SECONDS + PAIR_OVERHEAD)
-    memory = len(plan.servers) * (plan.duration + PAIR_OVERHEAD) if plan.memory else 0
+    memory = len(memory_servers(plan)) * (plan.duration + PAIR_OVERHEAD) if plan.memory else 0
     return plan.rounds * per_round + memory
+
+
+def memory_servers(plan: Plan) -> list[Server]:
+    """The servers the memory pass measures: those that serve its (WSGI) app."""
+    app = next(a for a in APPS if a.name == MEMORY_APP)
+    return [server for server in plan.servers if server.interface == app.interface]
 
 
 def _names(
@@ -314,7 +367,7 @@ def server_environment() -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in SCRUBBED_VARIABLES and not k.startswith("GRANIAN_")
+        if k not in SCRUBBED_VARIABLES and not k.startswith(SCRUBBED_PREFIXES)
     }
     env["PYTHONUNBUFFERED"] = "1"  # so a failure's log tail is complete
     return env
@@ -620,7 +673,7 @@ def run_memory_pass(plan: Plan, wrk: str, logs: Path) -> list[MemoryRun]:
     app = next(a for a in APPS if a.name == MEMORY_APP)
     say(f"memory: {app.name} app, --preload where supported, after {plan.duration} s of load")
     results: list[MemoryRun] = []
-    for server in plan.servers:
+    for server in memory_servers(plan):
         log = logs / f"{server.name}-memory.log"
         try:
             with serve(server, app, preload=server.preloads, log_path=log) as running:
@@ -650,8 +703,8 @@ class Row:
     cell: Cell
     rounds: int  # rounds with a result
     requests_per_second: float
-    ratio: float  # to BASELINE in the same round; NaN without a baseline
-    peer_ratio: float  # dynocorn-X to gunicorn-X (the same worker class) in the same round
+    ratio: float  # to the app's baseline_of() in the same round; NaN without it
+    peer_ratio: float  # dynocorn-X to its peer_of() (gunicorn-X, uvicorn) in the same round
     p50_ms: float
     p99_ms: float
     wrk_p99_ms: float  # median of wrk's own, corrected p99 (bench/percentiles.lua)
@@ -679,14 +732,14 @@ def summarize(plan: Plan, runs: Sequence[Run]) -> list[Row]:
     rows: list[Row] = []
     for cell in plan.cells:
         mine = [(n, results[(cell, n)]) for n in range(1, plan.rounds + 1) if (cell, n) in results]
-        ratios = _same_round_ratios(results, cell, mine, BASELINE)
+        app = apps[cell.app]
+        ratios = _same_round_ratios(results, cell, mine, baseline_of(app))
         peer = peer_of(cell.server)
         peer_ratios = _same_round_ratios(results, cell, mine, peer) if peer else []
         by_round = [results.get((cell, n)) for n in range(1, plan.rounds + 1)]
         rps = tuple(math.nan if r is None else r.requests_per_second for r in by_round)
         median = _median(rps)
-        app = apps.get(cell.app)
-        ideal = math.nan if app is None or app.ideal_rps is None else app.ideal_rps
+        ideal = math.nan if app.ideal_rps is None else app.ideal_rps
         rows.append(
             Row(
                 cell=cell,
@@ -733,22 +786,22 @@ class Check:
 @dataclass(frozen=True)
 class Verdict:
     cell: Cell
-    peer: str  # gunicorn's server of the same worker class
+    peer: str  # peer_of(cell.server): gunicorn's server of the same class, or uvicorn
     checks: tuple[Check, ...]
     verdict: str  # FAIL if any check failed, else PASS if all passed, else incomplete
 
 
 CRITERIA = {
-    "rps": "worst round req/s >= gunicorn's median",
+    "rps": "worst round req/s >= the peer's median",
     "ideal": f"worst round req/s >= {IDEAL_SHARE:.0%} of ideal",
-    "p50": "median p50 <= gunicorn's",
-    "p99": "median p99 <= gunicorn's",
+    "p50": "median p50 <= the peer's",
+    "p99": "median p99 <= the peer's",
     "spread": f"every round within ±{SPREAD_LIMIT_PCT:.0f}% of the median req/s",
 }
 
 
 def criteria(plan: Plan, rows: Sequence[Row]) -> list[Verdict]:
-    """Each dynocorn class in each realistic cell, against gunicorn's same class there."""
+    """Each dynocorn class in each realistic cell, against its peer there (peer_of)."""
     realistic = {app.name for app in plan.apps if app.realistic}
     by_cell = {row.cell: row for row in rows}
     verdicts: list[Verdict] = []
@@ -763,7 +816,7 @@ def criteria(plan: Plan, rows: Sequence[Row]) -> list[Verdict]:
 
 def check_row(mine: Row, peer: Row | None) -> tuple[Check, ...]:
     """The criteria for one dynocorn row. A round without a result makes the worst round
-    and the spread fail; a missing gunicorn row makes its comparisons n/a; a cell without
+    and the spread fail; a missing peer row makes its comparisons n/a; a cell without
     an ideal has no ideal check."""
     nan = math.nan
     complete = mine.rps_by_round and not any(math.isnan(v) for v in mine.rps_by_round)
@@ -799,9 +852,19 @@ def overall(checks: Sequence[Check]) -> str:
 
 
 def peer_of(server: str) -> str | None:
-    """gunicorn's server with the same worker class: dynocorn-gthread -> gunicorn-gthread."""
+    """What a dynocorn class is measured against: gunicorn's server with the same worker
+    class (dynocorn-gthread -> gunicorn-gthread), and uvicorn for the ASGI class, since
+    that is what FastAPI users run. None for the other servers."""
     kind, _, worker_class = server.partition("-")
-    return f"gunicorn-{worker_class}" if kind == "dynocorn" and worker_class else None
+    if kind != "dynocorn" or not worker_class:
+        return None
+    return ASGI_BASELINE if worker_class == ASGI else f"gunicorn-{worker_class}"
+
+
+def baseline_of(app: App) -> str:
+    """The server every other's req/s on `app` is a ratio to: gunicorn sync for the WSGI
+    apps, uvicorn for the ASGI ones."""
+    return ASGI_BASELINE if app.interface == ASGI else BASELINE
 
 
 def _same_round_ratios(
@@ -828,10 +891,15 @@ def _number(value: float, pattern: str) -> str:
     return "-" if math.isnan(value) else format(value, pattern)
 
 
+PEER_MEANING = (
+    "vs peer: each dynocorn class's req/s over its peer's (gunicorn's same class, "
+    f"{ASGI_BASELINE} for dynocorn-asgi), the median of the per-round ratios"
+)
+
+
 def speed_table(plan: Plan, rows: Sequence[Row]) -> str:
     lines = [
-        f"| server | app | mode | req/s | vs {BASELINE} | vs gunicorn, same class"
-        " | p50 ms | p99 ms | errors |",
+        "| server | app | mode | req/s | vs baseline | vs peer | p50 ms | p99 ms | errors |",
         "|---|---|---|--:|--:|--:|--:|--:|--:|",
     ]
     for row in rows:
@@ -862,10 +930,12 @@ def serving(app: App) -> str:
     ideal = (
         f"; ideal {app.ideal_rps:,.0f} req/s ({app.ideal_basis})" if app.ideal_rps else "; no ideal"
     )
-    return (
-        f"{app.workers} workers ({threads} threads each for gthread; granian {blocking}); "
-        f"wrk -t1 -c{app.connections}, keep-alive{ideal}"
+    how = (
+        "an event loop each"
+        if app.interface == ASGI
+        else f"{threads} threads each for gthread; granian {blocking}"
     )
+    return f"{app.workers} workers ({how}); wrk -t1 -c{app.connections}, keep-alive{ideal}"
 
 
 def realistic_tables(plan: Plan, rows: Sequence[Row]) -> str:
@@ -880,7 +950,7 @@ def realistic_tables(plan: Plan, rows: Sequence[Row]) -> str:
             "",
             serving(app),
             "",
-            "| server | req/s by round | median req/s | spread | vs gunicorn, same class"
+            "| server | req/s by round | median req/s | spread | vs peer"
             " | % of ideal | p50 ms by round | median p50 | p99 ms by round | median p99"
             " | wrk's own p99 | errors |",
             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
@@ -962,9 +1032,10 @@ def report(
             "",
             f"wrk -t1 -c{CONNECTIONS} --latency on {HOST}, sharing the machine; {WORKERS} "
             f"workers per server; {plan.rounds} interleaved round(s) of {plan.duration} s per "
-            f"cell after a {WARMUP_SECONDS} s warm-up; medians over the rounds, the ratio is "
-            f"the median of the per-round ratios to {BASELINE}; errors are wrk's socket "
-            f"errors plus non-2xx responses, summed over the rounds.",
+            f"cell after a {WARMUP_SECONDS} s warm-up; medians over the rounds; vs baseline: "
+            f"the median of the per-round ratios to {BASELINE} ({ASGI_BASELINE} for the ASGI "
+            f"apps); {PEER_MEANING}; errors are wrk's socket errors plus non-2xx responses, "
+            "summed over the rounds.",
             "",
             speed_table(plan, classic),
         ]
@@ -977,15 +1048,16 @@ def report(
             f"and connections per cell as given; the same {plan.rounds} interleaved round(s) "
             f"of {plan.duration} s after a {WARMUP_SECONDS} s warm-up. Every round's figures, "
             "in round order, then the median; spread: the furthest round's req/s from the "
-            "median, in % of the median; vs gunicorn, same class: the median of the per-round "
-            "ratios; % of ideal: the median req/s in % of the cell's ideal.",
+            f"median, in % of the median; {PEER_MEANING}; % of ideal: the median req/s in % "
+            "of the cell's ideal.",
             "",
             realistic_tables(plan, rows),
         ]
     if verdicts:
         parts += [
             "",
-            "### Criteria: each dynocorn class against gunicorn's same class in the same cell",
+            "### Criteria: each dynocorn class against its peer in the same cell (gunicorn's "
+            f"same class; {ASGI_BASELINE} for dynocorn-asgi)",
             "",
             "Worst round: the lowest req/s of this server's rounds; medians as above. "
             f"The criteria are meant for ROUNDS={CRITERIA_ROUNDS}"
@@ -1027,7 +1099,7 @@ def draw_chart(plan: Plan, rows: Sequence[Row], path: Path) -> None:
         dict.fromkeys((row.cell.app, row.cell.mode) for row in rows if not math.isnan(row.ratio)),
         key=lambda group: group[0] not in realistic,
     )
-    figure = Figure(figsize=(10, 5), dpi=100)
+    figure = Figure(figsize=(12, 6), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     width = 0.8 / max(1, len(groups))
@@ -1047,14 +1119,17 @@ def draw_chart(plan: Plan, rows: Sequence[Row], path: Path) -> None:
     axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axes.axhline(1.0, color="black", linewidth=0.8)
     axes.set_xticks(range(len(servers)), labels=servers, fontsize=8)
-    axes.set_ylabel(f"req/s / {BASELINE} (median of rounds)")
+    axes.set_ylabel(f"req/s / {BASELINE}, or {ASGI_BASELINE} for ASGI apps (median of rounds)")
     axes.set_title(
         f"wrk -t1 on loopback, {plan.rounds} round(s) of {plan.duration} s; "
         f"-c{CONNECTIONS} and {WORKERS} workers per server except in the realistic cells "
         "(latest.md)",
         fontsize=10,
     )
-    axes.legend(fontsize=8, ncols=len(groups), loc="upper center", bbox_to_anchor=(0.5, -0.08))
+    # At most 6 to a legend row: the WSGI and ASGI groups together do not fit on one.
+    axes.legend(
+        fontsize=8, ncols=min(6, len(groups)), loc="upper center", bbox_to_anchor=(0.5, -0.08)
+    )
     figure.tight_layout()
     figure.savefig(path)
 
@@ -1064,7 +1139,10 @@ def draw_chart(plan: Plan, rows: Sequence[Row], path: Path) -> None:
 
 def about_this_machine(wrk: str) -> dict[str, Any]:
     versions: dict[str, str] = {}
-    for package in ("dynocorn", "gunicorn", "granian", "gevent", "flask"):
+    for package in (
+        "dynocorn", "gunicorn", "granian", "gevent", "flask", "uvicorn", "httptools", "uvloop",
+        "fastapi",
+    ):  # fmt: skip
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[package] = importlib.metadata.version(package)
     return {
@@ -1130,6 +1208,7 @@ def write_results(
             "connections": CONNECTIONS,
             "workers": WORKERS,
             "baseline": BASELINE,
+            "asgi_baseline": ASGI_BASELINE,
             "skipped": plan.skipped,
             "notes": plan.notes,
             # Per app: the realistic cells have their own; connections and workers above
@@ -1143,6 +1222,7 @@ def write_results(
                     "servers": app.servers,
                     "ideal_rps": app.ideal_rps,
                     "realistic": app.realistic,
+                    "interface": app.interface,
                 }
                 for app in plan.apps
             },

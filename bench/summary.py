@@ -3,7 +3,8 @@
 `UPDATE_RESULTS=1 make bench` rewrites the table between the README's markers after a run;
 `python bench/summary.py` rewrites it from the committed JSON alone, and `--check` exits 1
 when the README and the JSON disagree (bench/test_summary.py does the same in `make test`).
-The workloads where users feel the difference come first, hello-world and Flask after.
+The workloads where users feel the difference come first, hello-world and Flask after;
+the ASGI apps follow in a table of their own, dynocorn's ASGI class against uvicorn.
 """
 
 from __future__ import annotations
@@ -12,23 +13,55 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 BENCH_DIR = Path(__file__).resolve().parent
 README = BENCH_DIR.parent / "README.md"
 RESULTS = BENCH_DIR / "results" / "latest.json"
 BEGIN = "<!-- bench:begin (written by `make bench` from bench/results/latest.json) -->"
 END = "<!-- bench:end -->"
-CLASSES = ("sync", "gthread", "gevent")
-# In the order a reader should see them, each with what it stands for.
-WORKLOADS = {
-    "io20": "I/O: each request waits 20 ms",
-    "mixed": "mixed: 9 in 10 wait 2 ms, 1 in 10 waits 200 ms",
-    "cpu5": "CPU: each request computes 5 ms",
-    "heroku_gthread": "Heroku's gthread: io20 with 5 threads",
-    "hello": "hello-world",
-    "flask": "Flask, a JSON route",
-}
+
+
+class Table(NamedTuple):
+    """One table of the README: each dynocorn class against its peer, and granian."""
+
+    intro: str  # the line before the table ("" for none)
+    peer: str  # whom the peers' columns are of, in the heading
+    granian: str  # granian's server for these apps
+    peers: dict[str, str]  # dynocorn class -> the server it is compared with
+    workloads: dict[str, str]  # app -> what it stands for, in the order a reader should see
+
+
+WSGI_TABLE = Table(
+    intro="",
+    peer="gunicorn",
+    granian="granian",
+    peers={name: f"gunicorn-{name}" for name in ("sync", "gthread", "gevent")},
+    workloads={
+        "io20": "I/O: each request waits 20 ms",
+        "mixed": "mixed: 9 in 10 wait 2 ms, 1 in 10 waits 200 ms",
+        "cpu5": "CPU: each request computes 5 ms",
+        "heroku_gthread": "Heroku's gthread: io20 with 5 threads",
+        "hello": "hello-world",
+        "flask": "Flask, a JSON route",
+    },
+)
+ASGI_TABLE = Table(
+    intro="ASGI apps: `-k asgi` against uvicorn (httptools, uvloop) and granian's ASGI mode.",
+    peer="uvicorn",
+    granian="granian-asgi",
+    peers={"asgi": "uvicorn"},
+    workloads={
+        "io20_asgi": "I/O: each request awaits 20 ms",
+        "mixed_asgi": "mixed: 9 in 10 await 2 ms, 1 in 10 awaits 200 ms",
+        "cpu5_asgi": "CPU: each request computes 5 ms, blocking the loop",
+        "hello_asgi": "hello-world",
+        "fastapi": "FastAPI, a JSON route",
+    },
+)
+TABLES = (WSGI_TABLE, ASGI_TABLE)
+CLASSES = tuple(name for each in TABLES for name in each.peers)
+WORKLOADS = {app: about for each in TABLES for app, about in each.workloads.items()}
 
 
 def _rows_by_cell(results: Mapping[str, Any]) -> dict[tuple[str, str], Mapping[str, Any]]:
@@ -57,26 +90,44 @@ def _shape(results: Mapping[str, Any], app: str) -> str:
 
 
 def table(results: Mapping[str, Any]) -> list[str]:
+    """The tables with a dynocorn row in this run, one after the other."""
     rows = _rows_by_cell(results)
-    lines = [
-        "| workload | class | dynocorn req/s | p50 / p99 ms | gunicorn req/s | p50 / p99 ms "
-        "| granian req/s | p50 / p99 ms |",
-        "|---|---|--:|--:|--:|--:|--:|--:|",
-    ]
-    for app, about in WORKLOADS.items():
-        classes = [name for name in CLASSES if (f"dynocorn-{name}", app) in rows]
+    lines: list[str] = []
+    for each in TABLES:
+        body = _table_rows(results, rows, each)
+        if not body:
+            continue
+        if lines:
+            lines.append("")
+        if each.intro:
+            lines += [each.intro, ""]
+        lines += [
+            f"| workload | class | dynocorn req/s | p50 / p99 ms | {each.peer} req/s "
+            "| p50 / p99 ms | granian req/s | p50 / p99 ms |",
+            "|---|---|--:|--:|--:|--:|--:|--:|",
+            *body,
+        ]
+    return lines
+
+
+def _table_rows(
+    results: Mapping[str, Any], rows: Mapping[tuple[str, str], Mapping[str, Any]], spec: Table
+) -> list[str]:
+    lines = []
+    for app, about in spec.workloads.items():
+        classes = [name for name in spec.peers if (f"dynocorn-{name}", app) in rows]
         for index, name in enumerate(classes):
             label = f"{about} ({_shape(results, app)})" if index == 0 else ""
-            granian = _figures(rows.get(("granian", app))) if index == 0 else "|"
+            granian = _figures(rows.get((spec.granian, app))) if index == 0 else "|"
             lines.append(
                 f"| {label} | {name} | {_figures(rows[(f'dynocorn-{name}', app)])} "
-                f"| {_figures(rows.get((f'gunicorn-{name}', app)))} | {granian} |"
+                f"| {_figures(rows.get((spec.peers[name], app)))} | {granian} |"
             )
     return lines
 
 
 def verdicts(results: Mapping[str, Any]) -> str:
-    """The criteria (each dynocorn class against gunicorn's same class), failures by name."""
+    """The criteria (each dynocorn class against its peer), failures by name."""
     checked = results.get("criteria", [])
     failed = [
         f"{v['cell']['app']} {v['cell']['server'].removeprefix('dynocorn-')}"

@@ -77,3 +77,26 @@ def test_the_table_says_what_was_measured_and_what_failed() -> None:
 def test_a_readme_without_the_markers_is_an_error() -> None:
     with pytest.raises(ValueError, match="bench markers"):
         summary.render_readme("# no table here\n", made_up_run())
+
+
+def test_asgi_apps_have_their_own_table_against_uvicorn() -> None:
+    results = made_up_run()
+    results["summary"] += [
+        {"cell": {"server": server, "app": "fastapi", "mode": "keepalive"},
+         "requests_per_second": rps, "p50_ms": 2.0, "p99_ms": 8.0, "failure": None}
+        for server, rps in (("dynocorn-asgi", 9000.0), ("uvicorn", 8000.0),
+                            ("granian-asgi", 10000.0), ("granian", 1.0))
+    ]  # fmt: skip
+    lines = summary.table(results)
+    intro = lines.index(summary.ASGI_TABLE.intro)
+    assert "| gunicorn req/s |" in lines[0] and "| uvicorn req/s |" in lines[intro + 2]
+    # WSGI rows first, then the ASGI table: dynocorn-asgi, uvicorn, granian's ASGI mode.
+    assert lines[intro + 4] == (
+        "| FastAPI, a JSON route (2 workers, 50 connections) | asgi | 9,000 | 2.0 / 8.0 "
+        "| 8,000 | 2.0 / 8.0 | 10,000 | 2.0 / 8.0 |"
+    )
+    assert all("hello-world" not in line for line in lines[intro:])
+
+
+def test_a_run_without_asgi_apps_has_no_asgi_table() -> None:
+    assert summary.ASGI_TABLE.intro not in summary.table(made_up_run())

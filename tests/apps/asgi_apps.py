@@ -138,3 +138,43 @@ async def sleepy(scope: Scope, receive: Any, send: Any) -> None:
     query = parse_qs(scope["query_string"].decode())
     await asyncio.sleep(float(query.get("seconds", ["1"])[0]))
     await answer(send, 200, str(os.getpid()).encode())
+
+
+async def lifespan_app(scope: Scope, receive: Any, send: Any) -> None:
+    """Speaks the lifespan protocol: startup puts a greeting in the state (or fails, with
+    LIFESPAN_FAIL set), requests read it, shutdown says so on stderr."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if os.environ.get("LIFESPAN_FAIL"):
+                    await send({"type": "lifespan.startup.failed", "message": "no database"})
+                    return
+                scope["state"]["greeting"] = f"started in {os.getpid()}"
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                print(f"lifespan shutdown in {os.getpid()}", flush=True)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    elif scope["type"] == "http":
+        await answer(send, 200, scope["state"]["greeting"].encode())
+
+
+async def ws_echo(scope: Scope, receive: Any, send: Any) -> None:
+    """A WebSocket echo ("close" makes the app close with 4000); plain HTTP says hello."""
+    if scope["type"] == "http":
+        await answer(send, 200, b"hello")
+        return
+    if scope["type"] != "websocket":
+        return
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            print(f"websocket closed {message['code']}", flush=True)
+            return
+        if message.get("text") == "close":
+            await send({"type": "websocket.close", "code": 4000, "reason": "asked"})
+            return
+        await send({"type": "websocket.send", **{k: v for k, v in message.items() if k != "type"}})

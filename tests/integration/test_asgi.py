@@ -22,14 +22,7 @@ LOOPS = ["asyncio", "uvloop"]
 
 @pytest.fixture(params=LOOPS)
 def loop_args(request: pytest.FixtureRequest) -> list[str]:
-    return ["-k", "asgi", "--asgi-loop", request.param] if _has_loop_setting() else ["-k", "asgi"]
-
-
-def _has_loop_setting() -> bool:
-    from dynocorn.settings import SETTINGS
-
-    setting = SETTINGS.get("asgi_loop")
-    return setting is not None and setting.implemented
+    return ["-k", "asgi", "--asgi-loop", request.param]
 
 
 @pytest.fixture
@@ -156,3 +149,58 @@ def test_fastapi_json_and_streaming(loop_args: list[str]) -> None:
         assert get(server, "/numbers").text == "0\n1\n2\n3\n4\n"
         assert get(server, "/items/nope").status_code == 422
         assert get(server, "/missing").status_code == 404
+
+
+def test_lifespan_state_reaches_requests_and_shutdown_runs_at_stop(loop_args: list[str]) -> None:
+    with running([*loop_args, "--lifespan", "on", "asgi_apps:lifespan_app"]) as server:
+        worker = server.worker_pids()[0]
+        assert get(server, "/").text == f"started in {worker}"
+        server.wait_for(r"Application startup complete")
+        assert server.stop() == 0
+        server.wait_for(rf"lifespan shutdown in {worker}", stdout=True)
+
+
+def test_a_failed_lifespan_startup_stops_the_server(loop_args: list[str]) -> None:
+    env = {"LIFESPAN_FAIL": "1"}
+    server = Server([*loop_args, "asgi_apps:lifespan_app"], env=env)
+    try:
+        assert server.wait_exit(30) == 4
+        assert "no database" in server.log
+        assert "its lifespan startup failed" in server.log
+        assert len(server.booted_pids()) == 1  # stopped, not a crash loop
+    finally:
+        server.kill_group()
+
+
+def test_a_websocket_echoes_and_closes_with_the_app_s_code(loop_args: list[str]) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    with running([*loop_args, "--access-logfile", "-", "asgi_apps:ws_echo"]) as server:
+        assert get(server, "/").text == "hello"
+        with connect(f"ws://127.0.0.1:{server.port}/ws", open_timeout=10) as websocket:
+            websocket.send("hi")
+            assert websocket.recv(timeout=10) == "hi"
+            websocket.send(b"\x00\x01")
+            assert websocket.recv(timeout=10) == b"\x00\x01"
+            websocket.send("close")
+            with pytest.raises(ConnectionClosed) as closed:
+                websocket.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
+        server.wait_for(r'"GET /ws HTTP/1.1" 101 ', stdout=True)
+
+
+def test_a_stopping_server_closes_websockets_with_1012(loop_args: list[str]) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    with running([*loop_args, "asgi_apps:ws_echo"]) as server:
+        with connect(f"ws://127.0.0.1:{server.port}/", open_timeout=10) as websocket:
+            websocket.send("ping")
+            assert websocket.recv(timeout=10) == "ping"
+            server.signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed) as closed:
+                websocket.recv(timeout=20)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+        assert server.wait_exit(20) == 0
+        server.wait_for(r"websocket closed 1012", stdout=True)

@@ -22,15 +22,19 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import socket
 import time
 import traceback
 from types import FrameType
 from typing import Any, cast
 
+from dynocorn.apploader import AppLoadError
 from dynocorn.asgi import ASGIApp, Message
 from dynocorn.asgi.http import HttpCycle
+from dynocorn.asgi.lifespan import Lifespan
 from dynocorn.asgi.scope import ScopeBuilder
+from dynocorn.asgi.websocket import WebSocketSession, is_websocket_upgrade
 from dynocorn.http import HTTPError, Request, RequestParser
 from dynocorn.scoreboard import BEGIN
 from dynocorn.workers.base import WorkerAbort
@@ -40,6 +44,7 @@ from dynocorn.wsgi import EnvironBuilder, Peer, Response
 
 BODY_HIGH_WATER = 65536  # unread body bytes at which the connection stops reading
 ACCEPT_RETRY = 1.0  # seconds between accept attempts while out of file descriptors
+WEBSOCKET_PING = 20.0  # seconds between pings to an idle WebSocket, and to wait for its pong
 STOP_TICK = 0.05  # seconds between looks at the connections while the worker stops
 
 
@@ -67,6 +72,7 @@ class AsgiConnection(asyncio.Protocol):
         self.running_since = 0.0  # when the request running now came
         self.method = self.target = ""  # of the request running now, for the log
         self.response: Response | None = None  # of the request running now
+        self.websocket: WebSocketSession | None = None  # once upgraded
         self.eof = False  # the client has sent all it will
 
     # -- asyncio's calls
@@ -78,6 +84,9 @@ class AsgiConnection(asyncio.Protocol):
         self.worker.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.websocket is not None:
+            self.websocket.feed(data)
+            return
         now = self.last_active = time.monotonic()
         if self.started <= 0.0:
             self.started = now
@@ -106,6 +115,8 @@ class AsgiConnection(asyncio.Protocol):
         return True  # half open: the requests received are answered first
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.websocket is not None:
+            self.websocket.connection_lost(exc)
         self.disconnected = True
         self.worker.connections.discard(self)
         self.writable.set()
@@ -151,7 +162,11 @@ class AsgiConnection(asyncio.Protocol):
                 self.started = 0.0
             return
         request = requests.popleft()
-        self.task = self.worker.loop.create_task(self.worker.serve(self, request))
+        worker = self.worker
+        if is_websocket_upgrade(request):
+            self.task = worker.loop.create_task(worker.serve_websocket(self, request))
+        else:
+            self.task = worker.loop.create_task(worker.serve(self, request))
 
     def request_finished(self, keep: bool) -> None:
         self.task = None
@@ -220,7 +235,7 @@ class AsgiWorker(HttpWorker):
 
     def run(self) -> None:
         self.setup_http()
-        self.loop = new_event_loop(str(getattr(self.cfg, "asgi_loop", "auto")))
+        self.loop = new_event_loop(self.cfg.asgi_loop)
         asyncio.set_event_loop(self.loop)
         self.abort_error: WorkerAbort | None = None
         try:
@@ -236,19 +251,28 @@ class AsgiWorker(HttpWorker):
         self.stop_requested = asyncio.Event()
         self.connections: set[AsgiConnection] = set()
         self.state: dict[str, Any] = {}
-        root_path = str(getattr(self.cfg, "root_path", "") or "")
+        root_path = self.cfg.root_path or os.environ.get("SCRIPT_NAME", "")
         self.scope_builders = {
             fd: ScopeBuilder(builder, builder_sockname(self, fd), root_path)
             for fd, builder in self.builders.items()
         }
         self.needs_environ = self.access_log is not None or self.has_post_request
+        ticker = self.loop.create_task(self.ticks())  # the heartbeat goes on during startup
+        self.lifespan = Lifespan(self.app, self.cfg.asgi_lifespan, self.log)
+        self.state = self.lifespan.state
+        if not await self.lifespan.startup():
+            ticker.cancel()
+            # The app cannot serve: the server stops as for an app that cannot load (exit 4),
+            # rather than start worker after worker that fail the same way.
+            raise AppLoadError(f"app {self.cfg.wsgi_app!r}: its lifespan startup failed")
         self.start_accepting()
         self.count_connections(0)
-        ticker = self.loop.create_task(self.ticks())
-        if not self.alive:  # stopped while loading the app
+        if not self.alive:  # stopped while starting
             self.stop_requested.set()
         await self.stop_requested.wait()
-        await self.finish()
+        stop_by = time.monotonic() + self.cfg.graceful_timeout
+        await self.finish(stop_by)
+        await self.lifespan.shutdown(max(0.0, stop_by - time.monotonic()))
         ticker.cancel()
 
     async def ticks(self) -> None:
@@ -271,6 +295,8 @@ class AsgiWorker(HttpWorker):
         for connection in list(self.connections):
             task = connection.task
             if task is not None:
+                if connection.websocket is not None:
+                    continue  # a WebSocket lives as long as both ends want: pings watch it
                 if timeout and now - connection.running_since > timeout and not task.done():
                     self.time_out(connection, task)
                 continue
@@ -335,6 +361,36 @@ class AsgiWorker(HttpWorker):
         finally:
             connection.request_finished(keep)
 
+    async def serve_websocket(self, connection: AsgiConnection, request: Request) -> None:
+        """An upgrade request: the WebSocket session runs the app until both ends close."""
+        started = connection.running_since = connection.last_active
+        assert connection.transport is not None
+        session = connection.websocket = WebSocketSession(
+            connection.transport,
+            request,
+            connection.scopes.build(request, connection.peer, self.state),
+            max_message_size=self.cfg.websocket_max_message_size,
+            ping_interval=WEBSOCKET_PING,
+            ping_timeout=WEBSOCKET_PING,
+            log=self.log,
+            drain=connection.drain,
+        )
+        response = Response(request, connection.write, keep_alive=False)
+        try:
+            await session.run(self.app)
+        finally:
+            response.status_code = session.status_code or 0
+            response.status = str(response.status_code)
+            response.body_bytes = session.bytes_sent
+            self.after_app(
+                connection,
+                request,
+                self.environ_of(connection, request, session.scope),
+                response,
+                started,
+            )
+            connection.request_finished(keep=False)
+
     async def run_app(self, connection: AsgiConnection, request: Request) -> bool:
         last = self.nr + 1 >= self.max_requests
         keep_alive = request.keep_alive and self.alive and self.keepalive > 0 and not last
@@ -394,7 +450,7 @@ class AsgiWorker(HttpWorker):
 
     # -- stopping
 
-    async def finish(self) -> None:
+    async def finish(self, deadline: float) -> None:
         """Stop accepting; answer what was received (with `Connection: close`: the worker
         is no longer alive); wait for requests in flight; close idle connections after the
         policy's linger, as every class does."""
@@ -403,9 +459,10 @@ class AsgiWorker(HttpWorker):
             listener.sock.close()
         for connection in self.connections:
             response = connection.response
-            if connection.task is not None and response is not None and not response.headers_sent:
+            if connection.websocket is not None:
+                connection.websocket.close()  # 1012, service restart: the client reconnects
+            elif connection.task is not None and response and not response.headers_sent:
                 response.close_after()  # begun before the stop: it ends the connection
-        deadline = time.monotonic() + self.cfg.graceful_timeout
         while self.connections:
             now = time.monotonic()
             if now >= deadline:

@@ -360,6 +360,7 @@ class Arbiter:
             self.kill_workers(signal.SIGKILL)
             self.reap_workers(wait=True)
         self.close_listeners()
+        self.views.tick(time.monotonic())  # a last look: systemd hears STOPPING=1 even so
         self.views.close()
         if self.reload_watch is not None:
             self.reload_watch.close()

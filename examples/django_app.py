@@ -1,4 +1,5 @@
-"""A one-file Django project. `dynocorn --chdir examples django_app:application`."""
+"""A one-file Django project. `dynocorn --chdir examples django_app:application`, or, as an
+ASGI app, `dynocorn -k asgi --chdir examples django_app:asgi_application`."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def echo(request: HttpRequest) -> HttpResponse:
 
 urlpatterns = [path("", index), path("echo", echo)]
 
+from django.core.asgi import get_asgi_application  # noqa: E402
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 
 application = get_wsgi_application()
+asgi_application = get_asgi_application()  # what a project's asgi.py holds

@@ -15,9 +15,10 @@ import requests
 
 from clients import get, poll
 from dynocorn.ctl import ask
-from server import Server, running
+from server import REPO, Server, running
 
 LOOPS = ["asyncio", "uvloop"]
+EXAMPLES = REPO / "examples"
 
 
 @pytest.fixture(params=LOOPS)
@@ -204,3 +205,22 @@ def test_a_stopping_server_closes_websockets_with_1012(loop_args: list[str]) -> 
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
         assert server.wait_exit(20) == 0
         server.wait_for(r"websocket closed 1012", stdout=True)
+
+
+def test_django_s_asgi_handler(loop_args: list[str]) -> None:
+    args = [*loop_args, "--chdir", str(EXAMPLES), "django_app:asgi_application"]
+    with running(args) as server:
+        assert get(server, "/").json()["message"] == "Hello from Django on dynocorn"
+        echoed = requests.post(
+            f"http://127.0.0.1:{server.port}/echo?x=1",
+            data=b"z" * 100_000,
+            headers={"X-Forwarded-Proto": "https"},
+            timeout=10,
+        ).json()
+        assert echoed == {
+            "method": "POST",
+            "path": "/echo",
+            "query": {"x": "1"},
+            "length": 100_000,
+            "secure": True,
+        }

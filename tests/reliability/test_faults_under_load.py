@@ -27,7 +27,7 @@ from clients import poll
 from rawhttp import read_response
 from reliability.harness import Load, connection_refused, report
 from server import REPO, Server, running
-from worker_classes import WORKER_CLASSES
+from worker_classes import WITH_ASGI, app_for
 
 THREADS = 4
 
@@ -59,9 +59,9 @@ def case_id(name: str, worker_args: list[str]) -> str:
     return f"{name} [{kind}]"
 
 
-@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+@pytest.mark.parametrize("worker_args", WITH_ASGI)
 def test_hup_reload_under_load(worker_args: list[str]) -> None:
-    args = [*worker_args, "-w", "2", "testapps:sleepy"]
+    args = [*worker_args, "-w", "2", app_for(worker_args, "testapps:sleepy")]
     with running(args, workers=2) as srv, pool_watch(srv) as pool:
         old = set(srv.worker_pids())
         with Load(srv.port, "/?seconds=0.005", threads=THREADS) as load:
@@ -117,7 +117,7 @@ def test_hup_replaces_one_at_a_time_while_old_workers_finish_long_requests() -> 
     assert pool["max"] <= 3, f"{pool['max']} workers alive at once for workers=2"
 
 
-@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+@pytest.mark.parametrize("worker_args", WITH_ASGI)
 def test_a_kept_alive_client_is_answered_while_its_worker_is_replaced(
     worker_args: list[str],
 ) -> None:
@@ -128,7 +128,7 @@ def test_a_kept_alive_client_is_answered_while_its_worker_is_replaced(
     last answer must get an answer (with `Connection: close`), not a closed connection:
     the sync worker keeps such a connection for TERM_LINGER (0.2 s) of quiet.
     """
-    with running([*worker_args, "-w", "1", "testapps:sleepy"]) as srv:
+    with running([*worker_args, "-w", "1", app_for(worker_args, "testapps:sleepy")]) as srv:
         request = b"GET /?seconds=0 HTTP/1.1\r\nHost: h\r\n\r\n"
         with (
             socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock,
@@ -161,7 +161,7 @@ def _busy(pids: set[int], port: int) -> int:
     return sum(1 for pid in pids if _connections_of(pid, port) > 0)
 
 
-@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+@pytest.mark.parametrize("worker_args", WITH_ASGI)
 def test_term_to_every_process_at_once_with_requests_in_flight(worker_args: list[str]) -> None:
     """Heroku's stop: TERM to the master and to every worker at the same moment.
 
@@ -169,7 +169,8 @@ def test_term_to_every_process_at_once_with_requests_in_flight(worker_args: list
     after the stop, connections are refused (ECONNREFUSED) rather than reset.
     """
     graceful = 5
-    args = [*worker_args, "-w", "2", "--graceful-timeout", str(graceful), "testapps:sleepy"]
+    app = app_for(worker_args, "testapps:sleepy")
+    args = [*worker_args, "-w", "2", "--graceful-timeout", str(graceful), app]
     with running(args, workers=2) as srv:
         # 0.3 s requests: at the moment of the signal every worker holds one running request
         # and (sync) more received and waiting behind it.
@@ -240,9 +241,10 @@ def test_ttin_then_ttou_under_load() -> None:
     assert load.failed == 0, load.outcomes.failures[:5]
 
 
-@pytest.mark.parametrize("worker_args", WORKER_CLASSES)
+@pytest.mark.parametrize("worker_args", WITH_ASGI)
 def test_max_requests_recycling_every_50(worker_args: list[str]) -> None:
-    args = [*worker_args, "-w", "2", "--max-requests", "50", "testapps:sleepy"]
+    app = app_for(worker_args, "testapps:sleepy")
+    args = [*worker_args, "-w", "2", "--max-requests", "50", app]
     with running(args, workers=2) as srv:
         first = set(srv.worker_pids())
         with Load(srv.port, "/?seconds=0", threads=THREADS) as load:

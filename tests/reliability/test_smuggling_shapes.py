@@ -19,6 +19,7 @@ from corpus_cases import load_cases
 from rawhttp import read_response
 from reliability.harness import report
 from server import Server, running
+from worker_classes import app_for
 
 HIDDEN = b"GET /hidden HTTP/1.1\r\nHost: h\r\n\r\n"  # would run if the framing were misread
 
@@ -142,11 +143,15 @@ SHAPES: dict[str, tuple[str, bytes]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def echo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=[[], ["-k", "asgi"]], ids=["sync", "asgi"])
+def echo_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The sync class, and the ASGI class (its own connection code, the same parser)."""
     log = tmp_path_factory.mktemp("smuggling") / "seen.jsonl"
     log.touch()
-    with running(["-w", "2", "testapps:echo"], workers=2, env={"ECHO_LOG": str(log)}) as srv:
+    args = [*request.param, "-w", "2", app_for(request.param, "testapps:echo")]
+    with running(args, workers=2, env={"ECHO_LOG": str(log)}) as srv:
         srv.echo_log = log  # type: ignore[attr-defined]
         yield srv
 

@@ -224,3 +224,29 @@ def test_django_s_asgi_handler(loop_args: list[str]) -> None:
             "length": 100_000,
             "secure": True,
         }
+
+
+def test_at_worker_connections_the_rest_wait_without_a_spinning_loop(
+    loop_args: list[str],
+) -> None:
+    """A full worker stops watching the listener: the next connection waits in the backlog
+    (and is served once one ends), and the worker does not spin on the readable socket."""
+    import psutil
+
+    with running([*loop_args, "--worker-connections", "1", "asgi_apps:app"]) as server:
+        first = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        first.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"hello /a" in first.recv(65536)  # held open: the worker is full
+        worker = psutil.Process(server.worker_pids()[0])
+        before = sum(worker.cpu_times()[:2])
+        second = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        second.sendall(b"GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        second.settimeout(1.0)
+        with pytest.raises(TimeoutError):
+            second.recv(65536)  # not accepted: a second of nothing
+        spent = sum(worker.cpu_times()[:2]) - before
+        assert spent < 0.5, f"the full worker used {spent:.2f}s of CPU in that second"
+        first.close()
+        second.settimeout(10)
+        assert b"hello /b" in second.recv(65536)
+        second.close()

@@ -118,7 +118,7 @@ class AsgiConnection(asyncio.Protocol):
         if self.websocket is not None:
             self.websocket.connection_lost(exc)
         self.disconnected = True
-        self.worker.connections.discard(self)
+        self.worker.connection_ended(self)
         self.writable.set()
         self.ended.set()
         if self.arrived is not None:
@@ -214,6 +214,7 @@ class AsgiWorker(HttpWorker):
     name = "asgi"
     interface = "asgi"
     multithread = False
+    accept_paused = False  # at worker_connections: the listeners are not watched
 
     # -- signals: flags and a wake-up of the loop
 
@@ -327,6 +328,12 @@ class AsgiWorker(HttpWorker):
             sock.setblocking(False)
             self.loop.add_reader(sock.fileno(), self.accept, sock, listener.fileno())
 
+    def connection_ended(self, connection: AsgiConnection) -> None:
+        self.connections.discard(connection)
+        if self.accept_paused and self.alive:
+            self.accept_paused = False
+            self.start_accepting()
+
     def stop_accepting(self) -> None:
         for listener in self.listeners:
             self.loop.remove_reader(listener.sock.fileno())
@@ -334,6 +341,10 @@ class AsgiWorker(HttpWorker):
     def accept(self, listening: socket.socket, listener_fd: int) -> None:
         """A connection per readiness, while there is room: the rest stay in the backlog."""
         if len(self.connections) >= self.cfg.worker_connections:
+            # Full: stop watching (the socket stays readable, and would be looked at in a
+            # spin) until a connection ends; the rest wait in the backlog for a sibling.
+            self.stop_accepting()
+            self.accept_paused = True
             return
         try:
             sock, _ = listening.accept()

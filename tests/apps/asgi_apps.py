@@ -36,7 +36,7 @@ async def answer(send: Any, status: int, body: bytes, headers: list[Any] | None 
 async def app(scope: Scope, receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
-    path = scope["path"]
+    path = scope["path"][len(scope["root_path"]) :]  # the route, below the mount point
     query = parse_qs(scope["query_string"].decode())
     if path == "/echo":
         body = await read_body(receive)

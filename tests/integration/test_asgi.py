@@ -250,3 +250,9 @@ def test_at_worker_connections_the_rest_wait_without_a_spinning_loop(
         second.settimeout(10)
         assert b"hello /b" in second.recv(65536)
         second.close()
+
+
+def test_root_path_is_the_mount_point_and_path_includes_it(loop_args: list[str]) -> None:
+    with running([*loop_args, "--root-path", "/api/", "asgi_apps:app"]) as server:
+        shown = get(server, "/scope").text  # behind a proxy that strips /api
+    assert "'root_path': '/api'" in shown and "'path': '/api/scope'" in shown

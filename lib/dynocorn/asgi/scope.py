@@ -17,6 +17,22 @@ from dynocorn.http import Request
 from dynocorn.wsgi import EnvironBuilder, Peer
 
 HTTP_VERSIONS = {"HTTP/1.1": "1.1", "HTTP/1.0": "1.0"}
+# The scope's form of a header line, by the line as parsed: clients send the same lines
+# request after request (Host, User-Agent, Accept...), so each is encoded once. Bounded:
+# cleared when full, as the WSGI layer's caches are.
+_ENCODED: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+_ENCODED_LIMIT = 4096
+
+
+def encoded(header: tuple[str, str]) -> tuple[bytes, bytes]:
+    pair = _ENCODED.get(header)
+    if pair is None:
+        name, value = header
+        pair = (name.lower().encode("latin-1"), value.encode("latin-1"))
+        if len(_ENCODED) >= _ENCODED_LIMIT:
+            _ENCODED.clear()
+        _ENCODED[header] = pair
+    return pair
 
 
 def server_of(sockname: Any) -> tuple[str, int | None] | None:
@@ -52,9 +68,6 @@ class ScopeBuilder:
             "path": self.root_path + path,
             "raw_path": self.raw_root + target.encode("latin-1"),
             "query_string": request.query.encode("latin-1"),
-            "headers": [
-                (name.lower().encode("latin-1"), value.encode("latin-1"))
-                for name, value in request.headers
-            ],
+            "headers": [_ENCODED.get(header) or encoded(header) for header in request.headers],
             "state": state.copy(),  # the lifespan's state, a shallow copy per request
         }

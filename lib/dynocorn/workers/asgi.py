@@ -365,13 +365,6 @@ class AsgiWorker(HttpWorker):
 
     # -- one request
 
-    async def serve(self, connection: AsgiConnection, request: Request) -> None:
-        keep = False
-        try:
-            keep = await self.run_app(connection, request)
-        finally:
-            connection.request_finished(keep)
-
     async def serve_websocket(self, connection: AsgiConnection, request: Request) -> None:
         """An upgrade request: the WebSocket session runs the app until both ends close."""
         started = connection.running_since = connection.last_active
@@ -402,7 +395,9 @@ class AsgiWorker(HttpWorker):
             )
             connection.request_finished(keep=False)
 
-    async def run_app(self, connection: AsgiConnection, request: Request) -> bool:
+    async def serve(self, connection: AsgiConnection, request: Request) -> None:
+        """One request, as a task: the app, its answer, its accounting; then the
+        connection's next request (one coroutine a request: each costs on every request)."""
         last = self.nr + 1 >= self.max_requests
         keep_alive = request.keep_alive and self.alive and self.keepalive > 0 and not last
         started = connection.running_since = connection.last_active
@@ -413,7 +408,7 @@ class AsgiWorker(HttpWorker):
         response = connection.response = Response(request, connection.write, keep_alive=keep_alive)
         cycle = HttpCycle(connection, request, response)
         scope = connection.scopes.build(request, connection.peer, self.state)
-        keep = True
+        keep = False
         try:
             await self.app(scope, cycle.receive, cycle.send)
             keep = self.after_return(request, response, cycle)
@@ -437,7 +432,8 @@ class AsgiWorker(HttpWorker):
         finally:
             environ = self.environ_of(connection, request, scope)
             self.after_app(connection, request, environ, response, started)
-        return keep and response.keep_alive and request.complete and not request.body
+            whole = request.complete and not request.body  # else the body is left unread
+            connection.request_finished(keep and response.keep_alive and whole)
 
     def after_return(self, request: Request, response: Response, cycle: HttpCycle) -> bool:
         """Whether the app, having returned, answered in full."""

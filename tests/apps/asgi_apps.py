@@ -150,6 +150,7 @@ async def lifespan_app(scope: Scope, receive: Any, send: Any) -> None:
                 if os.environ.get("LIFESPAN_FAIL"):
                     await send({"type": "lifespan.startup.failed", "message": "no database"})
                     return
+                await asyncio.sleep(float(os.environ.get("LIFESPAN_DELAY", "0")))
                 scope["state"]["greeting"] = f"started in {os.getpid()}"
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":

@@ -256,3 +256,28 @@ def test_root_path_is_the_mount_point_and_path_includes_it(loop_args: list[str])
     with running([*loop_args, "--root-path", "/api/", "asgi_apps:app"]) as server:
         shown = get(server, "/scope").text  # behind a proxy that strips /api
     assert "'root_path': '/api'" in shown and "'path': '/api/scope'" in shown
+
+
+def test_hup_stops_an_old_worker_only_once_its_successor_has_started_up(
+    loop_args: list[str],
+) -> None:
+    """Ready is after the lifespan startup: until then the new worker cannot serve, and
+    the old one must go on (here the startup takes 1.5 s)."""
+    env = {"LIFESPAN_DELAY": "1.5"}
+    with running([*loop_args, "asgi_apps:lifespan_app"], env=env) as server:
+        old = server.worker_pids()[0]
+        assert get(server, "/").text == f"started in {old}"
+        server.signal(signal.SIGHUP)
+        server.wait_for(rf"Worker exiting \(pid: {old}\)", timeout=30)
+        new = [pid for pid in server.booted_pids() if pid != old][-1]
+        lines = list(server.lines)
+        ready = _first(lines, f"[{new}] [INFO] Application startup complete")
+        assert ready < _first(lines, f"Worker exiting (pid: {old})"), (
+            f"the old worker left before its successor had started up:\n{server.log}"
+        )
+        assert get(server, "/").text == f"started in {new}"
+
+
+def _first(lines: list[str], text: str) -> int:
+    """Where `text` first appears in the log; past the end when it does not."""
+    return next((i for i, line in enumerate(lines) if text in line), len(lines))

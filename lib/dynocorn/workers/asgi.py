@@ -215,6 +215,7 @@ class AsgiWorker(HttpWorker):
     interface = "asgi"
     multithread = False
     accept_paused = False  # at worker_connections: the listeners are not watched
+    says_ready_itself = True  # after the lifespan startup: until then the app cannot serve
 
     # -- signals: flags and a wake-up of the loop
 
@@ -268,6 +269,7 @@ class AsgiWorker(HttpWorker):
             raise AppLoadError(f"app {self.cfg.wsgi_app!r}: its lifespan startup failed")
         self.start_accepting()
         self.count_connections(0)
+        self.channel.ready()
         if not self.alive:  # stopped while starting
             self.stop_requested.set()
         await self.stop_requested.wait()

@@ -77,6 +77,10 @@ class Worker:
     interface: apploader.Interface = "wsgi"
     # What the WSGI environ says about concurrency; subclasses override.
     multithread = False
+    # Whether run() tells the master it is ready (channel.ready()), once it can serve: a HUP
+    # stops an old worker only when its successor is ready. Else init_process() does, just
+    # before run() (the app is loaded by then).
+    says_ready_itself = False
 
     def __init__(
         self,
@@ -164,7 +168,8 @@ class Worker:
                 self.log.warning(error)
         self.cfg.post_worker_init(self)
         self.booted = True
-        self.channel.ready()
+        if not self.says_ready_itself:
+            self.channel.ready()
         self.notify()
         try:
             self.run()

@@ -179,3 +179,24 @@ async def ws_echo(scope: Scope, receive: Any, send: Any) -> None:
             await send({"type": "websocket.close", "code": 4000, "reason": "asked"})
             return
         await send({"type": "websocket.send", **{k: v for k, v in message.items() if k != "type"}})
+
+
+async def routes(scope: Scope, receive: Any, send: Any) -> None:
+    """testapps.routes' twin for the routes the slow-client tests use: `/` and
+    `/download?mb=N` (N MB, streamed in 64 KiB parts)."""
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/download":
+        megabytes = int(parse_qs(scope["query_string"].decode()).get("mb", ["1"])[0])
+        part = b"x" * 65536
+        size = megabytes * 1024 * 1024
+        headers = [
+            (b"content-type", b"application/octet-stream"),
+            (b"content-length", b"%d" % size),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for _ in range(size // len(part)):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    else:
+        await answer(send, 200, b"Hello, World!")

@@ -1,4 +1,5 @@
-"""Slow clients against a 2-worker sync server: the normal client's latency is measured.
+"""Slow clients against a 2-worker server, sync and ASGI: the normal client's latency is
+measured.
 
 500 connections trickling a request head (one byte a second), and 500 clients that ask for
 a large response and never read it. Neither may stop the server from answering a normal
@@ -13,10 +14,14 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
+import pytest
 import requests
 
 from reliability.harness import report
 from server import Server, running
+from worker_classes import app_for, worker_class_name
+
+CLASSES = [pytest.param([], id="sync"), pytest.param(["-k", "asgi"], id="asgi")]
 
 SLOW_CLIENTS = 500
 WATCH_SECONDS = 8.0
@@ -86,9 +91,11 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def test_500_connections_trickling_a_head_one_byte_a_second() -> None:
+@pytest.mark.parametrize("worker_args", CLASSES)
+def test_500_connections_trickling_a_head_one_byte_a_second(worker_args: list[str]) -> None:
     head = b"GET / HTTP/1.1\r\nHost: example.com\r\nX-Slow: " + b"s" * 64
-    with running(["-w", "2", "testapps:routes"], workers=2) as srv:
+    args = [*worker_args, "-w", "2", app_for(worker_args, "testapps:routes")]
+    with running(args, workers=2) as srv:
         pids = set(srv.worker_pids())
         with open_sockets(srv.port, SLOW_CLIENTS) as socks:
             position = {"at": 0}
@@ -107,7 +114,7 @@ def test_500_connections_trickling_a_head_one_byte_a_second() -> None:
         assert set(srv.worker_pids()) == pids
     worst = max(latencies)
     report(
-        f"slowloris: {SLOW_CLIENTS} heads at 1 byte/s [sync -w 2]",
+        f"slowloris: {SLOW_CLIENTS} heads at 1 byte/s [{worker_class_name(worker_args)} -w 2]",
         len(latencies),
         len(failures),
         f"0; normal client < {LATENCY_LIMIT}s",
@@ -119,9 +126,11 @@ def test_500_connections_trickling_a_head_one_byte_a_second() -> None:
     assert worst < LATENCY_LIMIT
 
 
-def test_500_clients_that_never_read_a_large_response() -> None:
+@pytest.mark.parametrize("worker_args", CLASSES)
+def test_500_clients_that_never_read_a_large_response(worker_args: list[str]) -> None:
     request = b"GET /download?mb=1 HTTP/1.1\r\nHost: example.com\r\n\r\n"
-    with running(["-w", "2", "testapps:routes"], workers=2) as srv:
+    args = [*worker_args, "-w", "2", app_for(worker_args, "testapps:routes")]
+    with running(args, workers=2) as srv:
         pids = set(srv.worker_pids())
         # Default socket buffers, as a real client's: the kernel does not take 1 MB for them.
         with open_sockets(srv.port, SLOW_CLIENTS) as socks:
@@ -135,7 +144,8 @@ def test_500_clients_that_never_read_a_large_response() -> None:
         assert set(srv.worker_pids()) == pids
     worst = max(latencies)
     report(
-        f"{SLOW_CLIENTS} clients never reading /download?mb=1 [sync -w 2]",
+        f"{SLOW_CLIENTS} clients never reading /download?mb=1 "
+        f"[{worker_class_name(worker_args)} -w 2]",
         len(latencies),
         len(failures),
         f"0; normal client < {LATENCY_LIMIT}s",

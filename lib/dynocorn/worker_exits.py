@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 # or imports but is not a usable WSGI callable. Restarting the worker could not help.
 WORKER_BOOT_ERROR = 3
 APP_LOAD_ERROR = 4
+# dynocorn's own: the app is ASGI and the class WSGI, or the reverse. The server stops with
+# exit code 1, a configuration error, as --check-config and --preload say it.
+APP_KIND_MISMATCH = 5
 # A worker that dies this soon after it was spawned counts towards the crash-loop backoff.
 CRASH_WINDOW = 5.0
 MAX_SPAWN_DELAY = 5.0
@@ -58,6 +61,9 @@ def run_in_child(
     except apploader.AppImportError:
         log.exception("Exception in worker process")
         status = WORKER_BOOT_ERROR
+    except apploader.AppInterfaceError as error:
+        log.error(str(error))
+        status = APP_KIND_MISMATCH
     except apploader.AppLoadError as error:
         log.error(str(error))
         status = APP_LOAD_ERROR
@@ -170,6 +176,8 @@ def judge_code(pid: int, code: int, planned: ExitCause | None, halts: bool) -> E
         verdict.halt = ("Worker failed to boot.", WORKER_BOOT_ERROR)
     elif code == APP_LOAD_ERROR and halts:
         verdict.halt = ("App failed to load.", APP_LOAD_ERROR)
+    elif code == APP_KIND_MISMATCH and halts:
+        verdict.halt = ("The app and the worker class do not match.", 1)
     elif code != 0:
         verdict.errors.append(f"Worker (pid:{pid}) exited with code {code}")
     return verdict

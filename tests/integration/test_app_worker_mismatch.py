@@ -1,6 +1,5 @@
 """An app of the kind the worker class does not serve stops the server with one line naming
-the `-k` to use: in the worker (exit 4, as an app that does not load), with --preload
-(exit 1) and with --check-config (exit 1). Real processes, real FastAPI and Flask apps."""
+the `-k` to use, and exit code 1: in the worker, with --preload and with --check-config. Real processes, real FastAPI and Flask apps."""
 
 from __future__ import annotations
 
@@ -23,6 +22,12 @@ WSGI_UNDER_ASGI = (
 CASES = [
     pytest.param(["app_kinds:api"], ASGI_UNDER_SYNC, id="asgi-app-sync-class"),
     pytest.param(
+        ["-k", "asgi", "testapps:hello"],
+        "app 'testapps:hello' is a WSGI app; the asgi worker serves ASGI apps: "
+        "use -k sync (or gthread, gevent)",
+        id="wsgi-app-the-asgi-class",
+    ),
+    pytest.param(
         ["-k", "custom_worker.ServesAsgi", "testapps:hello"],
         WSGI_UNDER_ASGI,
         id="wsgi-app-asgi-class",
@@ -34,8 +39,8 @@ CASES = [
 def test_in_the_worker_it_stops_the_server_without_a_crash_loop(args: list[str], line: str) -> None:
     srv = Server(["-w", "1", *args])
     try:
-        assert srv.wait_exit(30) == 4
-        srv.wait_for(r"Reason: App failed to load\.$")
+        assert srv.wait_exit(30) == 1
+        srv.wait_for(r"Reason: The app and the worker class do not match\.$")
         errors = [text for text in srv.lines if "[ERROR]" in text]
         assert len(errors) == 1 and errors[0].endswith(f"[ERROR] {line}"), srv.log
         assert "Traceback" not in srv.log

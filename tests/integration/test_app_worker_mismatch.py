@@ -1,5 +1,6 @@
 """An app of the kind the worker class does not serve stops the server with one line naming
-the `-k` to use, and exit code 1: in the worker, with --preload and with --check-config. Real processes, real FastAPI and Flask apps."""
+the `-k` to use, and exit code 1: in the worker, with --preload and with --check-config.
+Real processes, real FastAPI and Flask apps."""
 
 from __future__ import annotations
 

@@ -200,3 +200,16 @@ async def routes(scope: Scope, receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b""})
     else:
         await answer(send, 200, b"Hello, World!")
+
+
+async def slow_reader(scope: Scope, receive: Any, send: Any) -> None:
+    """Takes one part of the body, then waits 5 s before reading on: the server must stop
+    reading meanwhile, not hold the rest of the upload in memory."""
+    if scope["type"] != "http":
+        return
+    first = await receive()
+    body = bytes(first.get("body", b""))
+    if first.get("more_body"):  # a small body (the test's warm-up) is answered at once
+        await asyncio.sleep(5)
+        body += await read_body(receive)
+    await answer(send, 200, str(len(body)).encode())

@@ -281,3 +281,27 @@ def test_hup_stops_an_old_worker_only_once_its_successor_has_started_up(
 def _first(lines: list[str], text: str) -> int:
     """Where `text` first appears in the log; past the end when it does not."""
     return next((i for i, line in enumerate(lines) if text in line), len(lines))
+
+
+def test_an_upload_the_app_does_not_read_yet_waits_in_the_client(loop_args: list[str]) -> None:
+    """Back-pressure: with the app not reading, the server stops reading too, so a 64 MB
+    upload stays with the client (its send blocks) instead of growing the worker."""
+    import psutil
+
+    with running([*loop_args, "asgi_apps:slow_reader"]) as server:
+        warm_up = requests.post(f"http://127.0.0.1:{server.port}/", data=b"abc", timeout=10)
+        assert warm_up.text == "3"  # the request path has run once: what it costs is paid
+        worker = psutil.Process(server.worker_pids()[0])
+        before = worker.memory_info().rss
+        sent = 0
+        size = 64 * 1024 * 1024
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+            sock.settimeout(1.0)  # a send that blocks for a second: the server stopped reading
+            part = b"x" * 65536
+            with pytest.raises(TimeoutError):
+                while sent < size:
+                    sent += sock.send(part)
+            grown = worker.memory_info().rss - before
+        assert sent < size // 2, f"{sent} bytes taken while the app read nothing"
+        assert grown < 16 * 1024 * 1024, f"the worker grew {grown} bytes"

@@ -62,6 +62,7 @@ class AsgiConnection(asyncio.Protocol):
         self.last_active = time.monotonic()
         self.started = -1.0  # policy.py: the unfinished request's first byte
         self.task: asyncio.Task[None] | None = None  # the request running now
+        self.request: Request | None = None  # and its request, whose body may still come
         self.disconnected = False
         self.reading_paused = False
         self.arrived: asyncio.Event | None = None  # set when bytes come (a body awaited)
@@ -161,7 +162,7 @@ class AsgiConnection(asyncio.Protocol):
             elif self.parser.idle:
                 self.started = 0.0
             return
-        request = requests.popleft()
+        request = self.request = requests.popleft()
         worker = self.worker
         if is_websocket_upgrade(request):
             self.task = worker.loop.create_task(worker.serve_websocket(self, request))
@@ -180,9 +181,14 @@ class AsgiConnection(asyncio.Protocol):
         self.next_request()
 
     def apply_back_pressure(self) -> None:
-        requests = self.parser.requests
-        waiting = len(requests) > 1 or (requests and len(requests[0].body) >= BODY_HIGH_WATER)
-        if waiting and not self.reading_paused and self.transport is not None:
+        """Stop reading while the app has not taken what came: the running request's body
+        past BODY_HIGH_WATER, or a request pipelined behind it (more_body() and the end of
+        the request resume)."""
+        if self.task is None or self.reading_paused or self.transport is None:
+            return
+        running = self.request
+        unread = running is not None and len(running.body) >= BODY_HIGH_WATER
+        if unread or self.parser.requests:
             self.reading_paused = True
             self.transport.pause_reading()
 

@@ -38,9 +38,10 @@ from dynocorn.asgi.websocket import WebSocketSession, is_websocket_upgrade
 from dynocorn.http import HTTPError, Request, RequestParser
 from dynocorn.scoreboard import BEGIN
 from dynocorn.workers.base import WorkerAbort
-from dynocorn.workers.http_worker import LOOP_TICK, HttpWorker, send_error
+from dynocorn.workers.http_worker import LOOP_TICK, HttpWorker, send_error, sockname_of
 from dynocorn.workers.policy import Action, refusal
 from dynocorn.wsgi import EnvironBuilder, Peer, Response
+from dynocorn.wsgi_input import EMPTY_INPUT
 
 BODY_HIGH_WATER = 65536  # unread body bytes at which the connection stops reading
 ACCEPT_RETRY = 1.0  # seconds between accept attempts while out of file descriptors
@@ -261,8 +262,10 @@ class AsgiWorker(HttpWorker):
         self.state: dict[str, Any] = {}
         root_path = self.cfg.root_path or os.environ.get("SCRIPT_NAME", "")
         self.scope_builders = {
-            fd: ScopeBuilder(builder, builder_sockname(self, fd), root_path)
-            for fd, builder in self.builders.items()
+            listener.fileno(): ScopeBuilder(
+                self.builders[listener.fileno()], sockname_of(listener), root_path
+            )
+            for listener in self.listeners
         }
         self.needs_environ = self.access_log is not None or self.has_post_request
         ticker = self.loop.create_task(self.ticks())  # the heartbeat goes on during startup
@@ -426,8 +429,7 @@ class AsgiWorker(HttpWorker):
             send_error(response)
             keep = False
         except WorkerAbort as abort:
-            abort.reported = True
-            self.log.exception(f"Request aborted at timeout: {request.method} {request.raw_target}")
+            self.report_abort(abort, request)
             send_error(response)
             self.abort_error = abort
             self.alive = False
@@ -459,8 +461,6 @@ class AsgiWorker(HttpWorker):
             self.note_queue_time(request_start)
         if not self.needs_environ:
             return {}
-        from dynocorn.wsgi_input import EMPTY_INPUT
-
         return connection.environ_builder.build(request, EMPTY_INPUT, connection.peer)
 
     # -- stopping
@@ -501,16 +501,6 @@ def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
         else:
             return uvloop.new_event_loop()
     return asyncio.new_event_loop()
-
-
-def builder_sockname(worker: AsgiWorker, fd: int) -> Any:
-    for listener in worker.listeners:
-        if listener.fileno() == fd:
-            try:
-                return listener.sock.getsockname()
-            except OSError:
-                return None
-    return None
 
 
 def _header(scope: Message, name: bytes) -> str | None:

@@ -64,7 +64,7 @@ class HttpWorker(Worker):
             script_name=os.environ.get("SCRIPT_NAME", ""),
         )
         self.builders: dict[int, EnvironBuilder] = {
-            listener.fileno(): EnvironBuilder(settings, _sockname(listener))
+            listener.fileno(): EnvironBuilder(settings, sockname_of(listener))
             for listener in self.listeners
         }
         self.use_sendfile = bool(cfg.sendfile)
@@ -128,9 +128,7 @@ class HttpWorker(Worker):
             assert self.wsgi is not None
             call_app(self.wsgi, environ, response)
         except WorkerAbort as abort:
-            # With the stack the request was stuck in: where to look is the whole point.
-            self.log.exception(f"Request aborted at timeout: {request.method} {request.raw_target}")
-            abort.reported = True
+            self.report_abort(abort, request)
             send_error(response)
             raise
         except IncompleteBody as error:
@@ -150,6 +148,12 @@ class HttpWorker(Worker):
         if body is EMPTY_INPUT:
             return keep and response.keep_alive
         return keep and response.keep_alive and body.drain(DRAIN_LIMIT)
+
+    def report_abort(self, abort: WorkerAbort, request: Request) -> None:
+        """The master's timeout reached this request: logged once, here, with the stack it
+        was stuck in (where to look is the whole point), not again as the worker exits."""
+        self.log.exception(f"Request aborted at timeout: {request.method} {request.raw_target}")
+        abort.reported = True
 
     def note_queue_time(self, request_start: str) -> None:
         """How long the router held the request (X-Request-Start), for the metrics lines."""
@@ -221,7 +225,7 @@ def send_error(response: Response, status: int = 500) -> None:
         pass
 
 
-def _sockname(listener: Listener) -> Any:
+def sockname_of(listener: Listener) -> Any:
     try:
         return listener.sock.getsockname()
     except OSError:

@@ -16,6 +16,24 @@ from fastapi.responses import StreamingResponse
 Scope = dict[str, Any]
 
 
+async def deaf(receive: Any, query: dict[str, list[str]]) -> None:
+    """Hears its client leave, then goes on: forever, or `?then=S` seconds. It never
+    answers; what becomes of it is on stdout."""
+    print("deaf waits", flush=True)
+    try:
+        await receive()  # the body (none)
+        message = await receive()  # waits for the client to leave
+        print(f"deaf saw {message['type']}", flush=True)
+        if "then" in query:
+            await asyncio.sleep(float(query["then"][0]))
+            print("deaf still running after its client left", flush=True)
+        else:
+            await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        print("deaf cancelled", flush=True)
+        raise
+
+
 async def read_body(receive: Any) -> bytes:
     body = b""
     while True:
@@ -56,6 +74,8 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
         raise RuntimeError("the app fails on purpose")
     elif path == "/nothing":
         return  # no response at all
+    elif path == "/deaf":
+        await deaf(receive, query)
     elif path == "/disconnect":
         message = await receive()  # the body (none)
         message = await receive()  # then: waits for the client to leave
@@ -162,7 +182,8 @@ async def lifespan_app(scope: Scope, receive: Any, send: Any) -> None:
 
 
 async def ws_echo(scope: Scope, receive: Any, send: Any) -> None:
-    """A WebSocket echo ("close" makes the app close with 4000); plain HTTP says hello."""
+    """A WebSocket echo ("close" makes the app close with 4000, "deaf" makes it wait
+    forever); plain HTTP says hello."""
     if scope["type"] == "http":
         await answer(send, 200, b"hello")
         return
@@ -175,6 +196,9 @@ async def ws_echo(scope: Scope, receive: Any, send: Any) -> None:
         if message["type"] == "websocket.disconnect":
             print(f"websocket closed {message['code']}", flush=True)
             return
+        if message.get("text") == "deaf":  # from now on, hears nothing
+            print("websocket deaf", flush=True)
+            await asyncio.Event().wait()
         if message.get("text") == "close":
             await send({"type": "websocket.close", "code": 4000, "reason": "asked"})
             return

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -305,3 +307,73 @@ def test_an_upload_the_app_does_not_read_yet_waits_in_the_client(loop_args: list
             grown = worker.memory_info().rss - before
         assert sent < size // 2, f"{sent} bytes taken while the app read nothing"
         assert grown < 16 * 1024 * 1024, f"the worker grew {grown} bytes"
+
+
+def _leave_a_deaf_request(server: Server, query: str = "") -> float:
+    """Start /deaf (it never answers), drop the connection once it runs; when that was.
+    Dropped with a reset: a client that only shuts its side (FIN) may still be waiting for
+    the answer, and is kept half open for it."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(f"GET /deaf{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        server.wait_for(r"deaf waits", stdout=True)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    return time.monotonic()
+
+
+CANCELLED = r"\[DEBUG\] Request cancelled {}s after its client went away: GET /deaf"
+
+
+def test_a_request_its_client_left_is_cancelled_after_the_grace_period(
+    loop_args: list[str],
+) -> None:
+    args = [*loop_args, "--log-level", "debug", "--asgi-disconnect-grace-period", "1"]
+    with running([*args, "--access-logfile", "-", "asgi_apps:app"]) as server:
+        workers = server.worker_pids()
+        left = _leave_a_deaf_request(server)
+        server.wait_for(r"deaf saw http\.disconnect", stdout=True)  # the app is told first
+        server.wait_for(CANCELLED.format(1), timeout=10)
+        assert time.monotonic() - left >= 1.0
+        server.wait_for(r"deaf cancelled", stdout=True)
+        server.wait_for(r'"GET /deaf HTTP/1.1" 0 ', stdout=True)  # as any client gone: no 500
+        assert get(server, "/after").text == "hello /after"
+        assert server.worker_pids() == workers
+        assert "Traceback" not in server.log and "[ERROR]" not in server.log
+
+
+def test_within_the_grace_period_the_request_runs_on(loop_args: list[str]) -> None:
+    args = [*loop_args, "--log-level", "debug", "--asgi-disconnect-grace-period", "60"]
+    with running([*args, "asgi_apps:app"]) as server:
+        _leave_a_deaf_request(server, "?then=1")
+        server.wait_for(r"deaf still running after its client left", stdout=True)
+        assert "deaf cancelled" not in "\n".join(server.stdout_lines)
+        assert "Request cancelled" not in server.log
+
+
+def test_a_grace_period_of_0_cancels_at_once(loop_args: list[str]) -> None:
+    args = [*loop_args, "--log-level", "debug", "--asgi-disconnect-grace-period", "0"]
+    with running([*args, "asgi_apps:app"]) as server:
+        _leave_a_deaf_request(server)
+        server.wait_for(CANCELLED.format(0), timeout=10)
+        server.wait_for(r"deaf cancelled", stdout=True)
+        # Cancelled as the connection was lost: the app never got to run on.
+        assert "deaf saw" not in "\n".join(server.stdout_lines)
+        assert get(server, "/after").text == "hello /after"
+
+
+def test_a_websocket_app_its_client_left_is_cancelled_after_the_grace_period(
+    loop_args: list[str],
+) -> None:
+    """As gunicorn's: the grace period is for any request task, a WebSocket's too."""
+    from websockets.sync.client import connect
+
+    args = [*loop_args, "--log-level", "debug", "--asgi-disconnect-grace-period", "1"]
+    with running([*args, "asgi_apps:ws_echo"]) as server:
+        with connect(f"ws://127.0.0.1:{server.port}/ws", open_timeout=10) as websocket:
+            websocket.send("deaf")
+            server.wait_for(r"websocket deaf", stdout=True)
+            linger = struct.pack("ii", 1, 0)  # a reset: no close handshake
+            websocket.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            websocket.socket.close()
+        server.wait_for(r"Request cancelled 1s after its client went away: GET /ws", timeout=10)
+        assert get(server, "/").text == "hello"
+        assert "Traceback" not in server.log and "[ERROR]" not in server.log

@@ -119,6 +119,8 @@ class AsgiConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.websocket is not None:
             self.websocket.connection_lost(exc)
+        if self.task is not None and self.request is not None:
+            self.abandon(self.task, self.request)
         self.disconnected = True
         self.worker.connection_ended(self)
         self.writable.set()
@@ -215,6 +217,27 @@ class AsgiConnection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+
+    def abandon(self, task: asyncio.Task[None], request: Request) -> None:
+        """The client left while its request runs: the app hears it from receive(), and a
+        task still running `asgi_disconnect_grace_period` seconds later is cancelled (at
+        once for 0), as gunicorn does. Only on this path: a normal request pays nothing."""
+        grace = self.worker.cfg.asgi_disconnect_grace_period
+        if grace:
+            self.worker.loop.call_later(grace, self.cancel_abandoned, task, request, grace)
+        else:
+            self.cancel_abandoned(task, request, grace)
+
+    def cancel_abandoned(self, task: asyncio.Task[None], request: Request, grace: int) -> None:
+        if task.done():
+            return
+        # Debug, as the WSGI classes log a client gone: nothing failed on our side. No 500
+        # either: serve()'s accounting (after_app) logs it as any request left unanswered.
+        self.worker.log.debug(
+            f"Request cancelled {grace}s after its client went away: "
+            f"{request.method} {request.raw_target}"
+        )
+        task.cancel()
 
 
 class AsgiWorker(HttpWorker):

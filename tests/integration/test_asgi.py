@@ -377,3 +377,25 @@ def test_a_websocket_app_its_client_left_is_cancelled_after_the_grace_period(
         server.wait_for(r"Request cancelled 1s after its client went away: GET /ws", timeout=10)
         assert get(server, "/").text == "hello"
         assert "Traceback" not in server.log and "[ERROR]" not in server.log
+
+
+def test_a_websocket_frame_sent_with_the_upgrade_head_is_echoed(loop_args: list[str]) -> None:
+    """RFC 6455 lets a client send frames without waiting for the 101: a first frame in the
+    same segment as the head goes to the session, not to the HTTP parser."""
+    head = (
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    key = bytes([1, 2, 3, 4])
+    masked = bytes(byte ^ key[i % 4] for i, byte in enumerate(b"hello"))
+    frame = bytes([0x81, 0x80 | 5]) + key + masked  # FIN, text, masked, 5 bytes
+    with running([*loop_args, "asgi_apps:ws_echo"]) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(head + frame)
+            got = b""
+            while b"\r\n\r\n" not in got or not got.endswith(b"\x81\x05hello"):
+                chunk = sock.recv(65536)
+                assert chunk, f"closed after {got!r}"
+                got += chunk
+        assert got.startswith(b"HTTP/1.1 101 ")
+        assert got.split(b"\r\n\r\n", 1)[1] == b"\x81\x05hello"  # the echo, unmasked

@@ -37,12 +37,17 @@ bytes are passed through llhttp so that it stays in step); chunked bodies are de
 ``dynocorn.http.chunked``, which accepts the whitespace RFC 9112 allows in chunk
 extensions (llhttp does not) and refuses trailer fields a trailer may not carry.
 
-Not supported by design: ``CONNECT`` (400) and protocol upgrades (a request carrying
-``Upgrade`` is served as an ordinary request; the connection stays HTTP/1.1).
+Not supported by design: ``CONNECT`` (400). A request carrying ``Upgrade`` is served as an
+ordinary request and the connection stays HTTP/1.1, unless the parser was given
+``upgrade_if`` (the ASGI worker gives it its WebSocket handshake test) and that says yes:
+then the connection is upgraded after that head. The parser reads no more HTTP on it and
+keeps every later byte (a client may send its first frame with the head, without waiting
+for the 101) until ``take_upgraded_rest()`` hands them to the new protocol.
 """
 
 import re
 from collections import deque
+from collections.abc import Callable
 from typing import NamedTuple, NoReturn
 
 import httptools
@@ -69,6 +74,7 @@ _LENGTH = 1  # inside a body framed by Content-Length
 _CHUNKED = 2  # inside a chunked body
 _CLOSED = 3  # the last request asked to close: later bytes are ignored
 _DEAD = 4  # refused something; the connection is going away
+_UPGRADED = 5  # an upgrade head `upgrade_if` took: later bytes are another protocol's
 
 # gunicorn's method rule: a token without lower case or "#", 3 to 20 characters.
 _METHOD = r"[!$%&'*+\-.^_`|~0-9A-Z]{3,20}"
@@ -245,10 +251,16 @@ class RequestParser:
         "_scanned",
         "_state",
         "_sync_llhttp",
+        "_upgrade_if",
+        "_upgraded_rest",
         "requests",
     )
 
-    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self,
+        limits: Limits = DEFAULT_LIMITS,
+        upgrade_if: Callable[[Request], bool] | None = None,
+    ) -> None:
         self.requests: deque[Request] = deque()
         global _last_derived
         if limits is not _last_derived[0]:
@@ -275,11 +287,20 @@ class RequestParser:
         self._remaining = 0  # Content-Length bytes still to come
         self._sync_llhttp = True  # whether llhttp expects those bytes too
         self._decoder: ChunkedDecoder | None = None
+        # Asked only of a head llhttp takes as an upgrade: no cost to any other request.
+        self._upgrade_if = upgrade_if
+        self._upgraded_rest = b""  # what came after an upgrade head, not yet taken
 
     @property
     def idle(self) -> bool:
         """No part of an unfinished message is buffered (the connection is between requests)."""
         return (self._state == _HEAD and not self._buf) or self._state == _CLOSED
+
+    def take_upgraded_rest(self) -> bytes:
+        """The bytes that came after the upgrade head, up to now; each is handed out once."""
+        rest = self._upgraded_rest
+        self._upgraded_rest = b""
+        return rest
 
     def feed(self, data: bytes) -> None:
         """Parse as much of ``data`` as possible; raise an ``HTTPError`` for bad input."""
@@ -288,6 +309,9 @@ class RequestParser:
                 assert self._error is not None
                 raise self._error
             if self._state == _CLOSED:
+                return
+            if self._state == _UPGRADED:
+                self._upgraded_rest += data
                 return
             if self._buf:
                 data = self._join_buffered(data)
@@ -303,6 +327,8 @@ class RequestParser:
                 elif state == _CHUNKED:
                     pos = self._feed_chunked(data, pos)
                 else:
+                    if state == _UPGRADED:  # what the client sent behind the head
+                        self._upgraded_rest += data[pos:]
                     return
         except HTTPError as exc:
             self._die(exc)
@@ -493,7 +519,9 @@ class RequestParser:
         request.complete = not has_body
         self.requests.append(request)
         if not has_body:
-            if not keep_alive:
+            if upgraded and self._upgrade_if is not None and self._upgrade_if(request):
+                self._state = _UPGRADED
+            elif not keep_alive:
                 self._state = _CLOSED
             return stop
         self._current = request

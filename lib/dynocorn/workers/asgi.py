@@ -56,7 +56,7 @@ class AsgiConnection(asyncio.Protocol):
         self.worker = worker
         self.listener_fd = listener_fd
         self.transport: asyncio.Transport | None = None
-        self.parser = RequestParser(worker.limits)
+        self.parser = RequestParser(worker.limits, is_websocket_upgrade)
         self.environ_builder: EnvironBuilder = worker.builders[listener_fd]
         self.scopes: ScopeBuilder = worker.scope_builders[listener_fd]
         self.peer: Peer = ""
@@ -413,6 +413,9 @@ class AsgiWorker(HttpWorker):
             log=self.log,
             drain=connection.drain,
         )
+        # Frames the client sent with the head or since, before the session was there.
+        if early := connection.parser.take_upgraded_rest():
+            session.feed(early)
         response = Response(request, connection.write, keep_alive=False)
         try:
             await session.run(self.app)

@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 from http_feed import run, run_all_ways, splits
 
+from dynocorn.asgi.websocket import is_websocket_upgrade
 from dynocorn.http import (
     DEFAULT_LIMITS,
     BadRequest,
@@ -308,6 +309,42 @@ def test_upgrade_is_served_as_http(raw: bytes) -> None:
     assert [r["path"] for r in outcome.requests] == [outcome.requests[0]["path"], "/next", "/next"]
     assert outcome.requests[0]["body"] in ("", "abc")
     assert all(r["keep_alive"] and r["complete"] for r in outcome.requests)
+
+
+WEBSOCKET_HEAD = b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+FRAME = bytes([0x81, 0x82, 1, 2, 3, 4, ord("h") ^ 1, ord("i") ^ 2])  # masked text "hi"
+
+
+@pytest.mark.parametrize("pieces", [p for _, p in splits(WEBSOCKET_HEAD + FRAME + NEXT)])
+def test_an_upgrade_upgrade_if_takes_ends_http_and_hands_back_the_rest(
+    pieces: list[bytes],
+) -> None:
+    """What follows the head (a frame sent without waiting for the 101, here with a request
+    line behind it) is another protocol's: kept, not parsed or refused."""
+    parser = RequestParser(upgrade_if=is_websocket_upgrade)
+    rest = b""
+    for piece in pieces:
+        parser.feed(piece)
+        rest += parser.take_upgraded_rest()
+    assert [request.path for request in parser.requests] == ["/ws"]
+    assert rest == FRAME + NEXT
+    parser.feed_eof()  # no unfinished HTTP message to refuse
+    assert parser.take_upgraded_rest() == b""
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        POST + b"Upgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 3\r\n\r\nabc",
+        b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+        b"GET / HTTP/1.0\r\nUpgrade: websocket\r\nConnection: Upgrade, keep-alive\r\n\r\n",
+    ],
+)
+def test_an_upgrade_upgrade_if_refuses_is_served_as_http(raw: bytes) -> None:
+    parser = RequestParser(upgrade_if=is_websocket_upgrade)
+    parser.feed(raw + NEXT)
+    assert [request.path for request in parser.requests] == ["/", "/next"]
+    assert parser.take_upgraded_rest() == b""
 
 
 def test_empty_lines_between_requests() -> None:

@@ -125,7 +125,7 @@ def _braced(atom: str) -> Getter | None:
     if kind == "i":
         return lambda e, q, r, d: _header(q.headers, lowered)
     if kind == "o":
-        return lambda e, q, r, d: _header(r.headers, lowered)
+        return lambda e, q, r, d: _header(r.text_headers(), lowered)
     if kind == "e":
         return lambda e, q, r, d: _environ_any_case(e, name)
     return None

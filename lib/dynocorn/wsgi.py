@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 from urllib.parse import unquote_to_bytes
@@ -22,6 +22,7 @@ from dynocorn.http import (
     LAST_CHUNK,
     Request,
     ResponsePlan,
+    as_text,
     encode_chunk,
     error_body,
     plan_response,
@@ -118,6 +119,7 @@ class EnvironBuilder:
             (_header_key(name), value.lower())
             for name, value in settings.secure_scheme_headers.items()
         ]
+        self._secure_keys = {key for key, _ in self._secure}
         self._trust_all = False
         self._trusted_ips: set[str] = set()
         self._trusted_nets: list[Network] = []
@@ -179,7 +181,14 @@ class EnvironBuilder:
         """What `wsgi.url_scheme` would be, for a caller with no environ (the ASGI scope)."""
         if not self._secure:
             return "http"
-        return self._scheme(_join_repeated(request.headers), peer)
+        # Only the scheme headers are joined: the rest of the request needs no dict here.
+        keys, secure = _HEADER_KEYS, self._secure_keys
+        wanted = [
+            pair
+            for pair in request.headers
+            if (keys.get(pair[0]) or _header_key(pair[0])) in secure
+        ]
+        return self._scheme(_join_repeated(wanted), peer) if wanted else "http"
 
     def _scheme(self, headers: Mapping[str, Any], peer: Peer) -> str:
         # Contradicting headers (one secure, another not) mean someone other than the proxy
@@ -292,9 +301,11 @@ class Response:
         self._sendfile = sendfile
         self.keep_alive = keep_alive
         self.keep_alive_allowed = keep_alive  # before a plan without a length lowered it
-        self.status: str | None = None
+        # What the app gave: a WSGI status line and text headers, or an ASGI app's int
+        # status and bytes headers (plan_response() reads both; text_headers() for logs).
+        self.status: str | int | None = None
         self.status_code = 0
-        self.headers: list[tuple[str, str]] = []
+        self.headers: Sequence[tuple[Any, Any]] = []
         self.headers_sent = False
         self.body_bytes = 0
         self.truncated = False  # the app wrote more than its Content-Length; worth a log line
@@ -318,6 +329,17 @@ class Response:
         code = status[:3]
         self.status_code = int(code) if code.isdigit() else 0
         return self.write
+
+    def start_asgi(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        """An ASGI app's `http.response.start`: planned as it was given (no decoding on
+        the way: plan_response() remembers the plan by these very values)."""
+        self.status = self.status_code = status
+        self.headers = headers if type(headers) is list or type(headers) is tuple else [*headers]
+        self._plan = None
+
+    def text_headers(self) -> list[tuple[str, str]]:
+        """The headers as the access log and post_request read them, in WSGI's text form."""
+        return [as_text(name, value) for name, value in self.headers]
 
     def write(self, data: bytes) -> None:
         if not isinstance(data, bytes):
@@ -414,7 +436,10 @@ class Response:
         if length == 0 and self.request.method == "HEAD":
             return plan  # the app did not say how long the GET body would be
         # A new list: apps often pass the same module-level headers list on every request.
-        self.headers = [*self.headers, ("Content-Length", str(length))]
+        if type(self.status) is int:  # an ASGI app's: its headers are bytes
+            self.headers = [*self.headers, (b"content-length", b"%d" % length)]
+        else:
+            self.headers = [*self.headers, ("Content-Length", str(length))]
         # Planned without a length, an HTTP/1.0 body had to end with the connection; with
         # one, the connection may live on, as the server and client allowed.
         self.keep_alive = self.keep_alive_allowed

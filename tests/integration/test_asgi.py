@@ -399,3 +399,21 @@ def test_a_websocket_frame_sent_with_the_upgrade_head_is_echoed(loop_args: list[
                 got += chunk
         assert got.startswith(b"HTTP/1.1 101 ")
         assert got.split(b"\r\n\r\n", 1)[1] == b"\x81\x05hello"  # the echo, unmasked
+
+
+def test_response_headers_reach_the_access_log_and_post_request_as_text(
+    loop_args: list[str], tmp_path: Path
+) -> None:
+    """An ASGI app's bytes headers are planned as given; the access log's `{name}o` and a
+    post_request hook written for gunicorn still read them as text."""
+    config = tmp_path / "conf.py"
+    config.write_text(
+        "def post_request(worker, req, environ, resp):\n"
+        "    worker.log.info('post_request saw %r', list(resp.headers))\n"
+    )
+    log_format = "%(s)s type=%({content-type}o)s"
+    args = [*loop_args, "-c", str(config), "--access-logfile", "-"]
+    with running([*args, "--access-logformat", log_format, "asgi_apps:app"]) as server:
+        assert get(server, "/typed").headers["Content-Type"] == "text/plain"
+        server.wait_for(r"^200 type=text/plain$", stdout=True)
+        server.wait_for(r"post_request saw \[\('content-type', 'text/plain'\)")

@@ -3,7 +3,9 @@ its response.
 
 The response is framed by the WSGI layer's own Response (wsgi.py: Content-Length or
 chunked, keep-alive, HEAD, invalid headers refused), so both kinds of app get the same
-bytes on the wire for the same status, headers and body. The body streams both ways with
+bytes on the wire for the same status, headers and body. The app's int status and bytes
+headers go to it as they are: the plan is remembered by them, so a repeated response is
+not decoded again. The body streams both ways with
 back-pressure: the connection stops reading while a body waits unread past a limit
 (workers/asgi.py), and `send()` waits while the client is slower than the app.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from dynocorn.asgi import Message
-from dynocorn.http import CONTINUE, Request, reason_phrase
+from dynocorn.http import CONTINUE, Request
 from dynocorn.wsgi import Response
 
 DISCONNECT: Message = {"type": "http.disconnect"}
@@ -74,12 +76,7 @@ class HttpCycle:
         if kind == "http.response.start":
             if response.status is not None:
                 raise RuntimeError("http.response.start sent twice")
-            status = int(message["status"])
-            headers = [
-                (bytes(name).decode("latin-1"), bytes(value).decode("latin-1"))
-                for name, value in message.get("headers", ())
-            ]
-            response.start_response(f"{status} {reason_phrase(status)}", headers)
+            response.start_asgi(int(message["status"]), message.get("headers", ()))
         elif kind == "http.response.body":
             if response.status is None:
                 raise RuntimeError("http.response.body before http.response.start")

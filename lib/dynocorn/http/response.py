@@ -6,13 +6,22 @@ and three C-level scans of the joined header block.
 """
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from dynocorn.http.errors import InvalidResponse
+from dynocorn.http.errors import InvalidResponse, reason_phrase
 from dynocorn.http.server_date import SERVER_NAME, http_date, server_date_lines
 
-__all__ = ["CONTINUE", "LAST_CHUNK", "ResponsePlan", "encode_chunk", "http_date", "plan_response"]
+__all__ = [
+    "CONTINUE",
+    "LAST_CHUNK",
+    "ResponsePlan",
+    "as_text",
+    "encode_chunk",
+    "http_date",
+    "plan_response",
+]
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
@@ -65,7 +74,7 @@ def encode_chunk(data: bytes | bytearray | memoryview) -> bytes:
     return b"".join((b"%x\r\n" % len(data), data, b"\r\n"))
 
 
-def _status_line(status: str) -> tuple[bytes, int]:
+def _status_line(status: object) -> tuple[bytes, int]:
     if not isinstance(status, str) or not _STATUS.fullmatch(status):
         raise InvalidResponse(f"invalid status {status!r}")
     line = f"HTTP/1.1 {status}\r\n" if " " in status else f"HTTP/1.1 {status} \r\n"
@@ -100,8 +109,8 @@ def _tokens(value: str) -> list[str]:
 
 
 def plan_response(
-    status: str,
-    headers: list[tuple[str, str]],
+    status: str | int,
+    headers: Sequence[tuple[Any, Any]],
     *,
     version: str,
     method: str,
@@ -111,6 +120,8 @@ def plan_response(
 
     ``keep_alive`` is what the server and the client allow; the plan's ``keep_alive``
     is the final word once the application's headers and the framing are considered.
+    A WSGI app gives the status line and headers as text; an ASGI app the status as an
+    int and headers as bytes, read here as latin-1 text, so both are checked alike.
 
     Apps answer most requests with the same status and headers (the same values, though
     usually new objects), so the plan is remembered by value, and rebuilt only when the
@@ -186,10 +197,23 @@ class _AppHeaders:
     has_date: bool = False
 
 
+def as_text(name: Any, value: Any) -> tuple[str, str]:
+    """A header in WSGI's text form: an ASGI app gives bytes, sent as latin-1 text."""
+    if type(name) is bytes:
+        return name.decode("latin-1"), value.decode("latin-1")
+    return name, value
+
+
 def _plan_parts(
-    status: str, headers: list[tuple[str, str]], version: str, method: str, keep_alive: bool
+    status: str | int,
+    headers: Sequence[tuple[Any, Any]],
+    version: str,
+    method: str,
+    keep_alive: bool,
 ) -> _Parts:
     """Everything of a response's plan but the Date (plan_response() caches it)."""
+    if type(status) is int:  # an ASGI app's
+        status = f"{status} {reason_phrase(status)}"
     entry = _status_lines.get(status) if isinstance(status, str) else None
     status_line, code = entry or _status_line(status)
     no_body = code < 200 or code == 204 or code == 304 or method == "HEAD"
@@ -229,13 +253,15 @@ def _plan_parts(
     )
 
 
-def _read_app_headers(headers: list[tuple[str, str]], code: int) -> _AppHeaders:
+def _read_app_headers(headers: Sequence[tuple[Any, Any]], code: int) -> _AppHeaders:
     """Check the app's headers and keep the lines we pass on; raise InvalidResponse."""
     app = _AppHeaders()
     parts: list[str] = []
     lines = 0
     try:
         for name, value in headers:
+            if type(name) is bytes:  # an ASGI app's
+                name, value = as_text(name, value)
             kind = _name_kinds.get(name)
             if kind is None:
                 kind = _name_kind(name)

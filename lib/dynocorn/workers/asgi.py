@@ -426,7 +426,7 @@ class AsgiWorker(HttpWorker):
             self.after_app(
                 connection,
                 request,
-                self.environ_of(connection, request, session.scope),
+                self.environ_of(connection, request, session.scope, response),
                 response,
                 started,
             )
@@ -466,7 +466,7 @@ class AsgiWorker(HttpWorker):
             send_error(response)
             keep = False
         finally:
-            environ = self.environ_of(connection, request, scope)
+            environ = self.environ_of(connection, request, scope, response)
             self.after_app(connection, request, environ, response, started)
             whole = request.complete and not request.body  # else the body is left unread
             connection.request_finished(keep and response.keep_alive and whole)
@@ -480,13 +480,15 @@ class AsgiWorker(HttpWorker):
         return cycle.complete  # else the client has an unfinished body: close
 
     def environ_of(
-        self, connection: AsgiConnection, request: Request, scope: Message
+        self, connection: AsgiConnection, request: Request, scope: Message, response: Response
     ) -> dict[str, Any]:
         """The WSGI-style environ the access log and post_request read, when they run."""
         if request_start := _header(scope, b"x-request-start"):
             self.note_queue_time(request_start)
         if not self.needs_environ:
             return {}
+        if self.has_post_request:  # hooks written for gunicorn read text headers
+            response.headers = response.text_headers()
         return connection.environ_builder.build(request, EMPTY_INPUT, connection.peer)
 
     # -- stopping

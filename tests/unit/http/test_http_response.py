@@ -28,7 +28,7 @@ def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def plan(
-    status: str = "200 OK",
+    status: str | int = "200 OK",
     headers: list[tuple[str, str]] | None = None,
     *,
     version: str = "HTTP/1.1",
@@ -142,11 +142,24 @@ def test_invalid_status(status: str) -> None:
         plan(status)
 
 
-def test_status_not_a_string() -> None:
-    with pytest.raises(InvalidResponse):
-        plan(200)  # type: ignore[arg-type]
-    with pytest.raises(InvalidResponse):
-        plan(b"200 OK")  # type: ignore[arg-type]
+def test_status_neither_text_nor_an_asgi_int() -> None:
+    for status in (b"200 OK", 200.0, True, None):
+        with pytest.raises(InvalidResponse):
+            plan(status)  # type: ignore[arg-type]
+
+
+def test_an_asgi_status_and_bytes_headers_frame_as_their_text_form() -> None:
+    """An ASGI app's int status and bytes headers: the same head, and the same checks."""
+    as_bytes = [(b"content-type", b"text/plain"), (b"content-length", b"5")]
+    as_text = [("content-type", "text/plain"), ("content-length", "5")]
+    assert plan(404, as_bytes).head == plan("404 Not Found", as_text).head  # type: ignore[arg-type]
+    assert head_lines(plan(299, []))[0] == "HTTP/1.1 299 Error"
+    for status in (99, 600, 1000):
+        with pytest.raises(InvalidResponse):
+            plan(status)
+    for bad in ([(b"x-a", b"1\r\nx-b: 2")], [(b"bad name", b"1")], [(b"x-a", "text")]):
+        with pytest.raises(InvalidResponse):
+            plan(200, bad)  # type: ignore[arg-type]
 
 
 def test_reason_phrase_may_hold_tabs_and_latin1() -> None:

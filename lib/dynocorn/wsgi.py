@@ -183,11 +183,10 @@ class EnvironBuilder:
             return "http"
         # Only the scheme headers are joined: the rest of the request needs no dict here.
         keys, secure = _HEADER_KEYS, self._secure_keys
-        wanted = [
-            pair
-            for pair in request.headers
-            if (keys.get(pair[0]) or _header_key(pair[0])) in secure
-        ]
+        wanted: list[tuple[str, str]] = []
+        for pair in request.headers:  # a loop, not a comprehension: no frame per request
+            if (keys.get(pair[0]) or _header_key(pair[0])) in secure:
+                wanted.append(pair)
         return self._scheme(_join_repeated(wanted), peer) if wanted else "http"
 
     def _scheme(self, headers: Mapping[str, Any], peer: Peer) -> str:
@@ -357,10 +356,7 @@ class Response:
         try:
             if not self.headers_sent:
                 if type(result) is list or type(result) is tuple:
-                    body = result[0] if len(result) == 1 else b"".join(result)
-                    if not isinstance(body, bytes):
-                        raise TypeError(f"WSGI body items must be bytes, not {type(body).__name__}")
-                    self._start(body, complete=True)
+                    self.send_whole(result[0] if len(result) == 1 else b"".join(result))
                     return
                 if isinstance(result, FileWrapper) and self._send_file(result):
                     return
@@ -370,6 +366,12 @@ class Response:
             close = getattr(result, "close", None)
             if close is not None:
                 close()
+
+    def send_whole(self, body: bytes) -> None:
+        """The whole body, before any of it was sent: with its Content-Length."""
+        if not isinstance(body, bytes):
+            raise TypeError(f"WSGI body items must be bytes, not {type(body).__name__}")
+        self._start(body, complete=True)
 
     def finish(self) -> None:
         if not self.headers_sent:

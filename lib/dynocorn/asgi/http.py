@@ -25,6 +25,7 @@ class Channel(Protocol):
     """What a cycle needs of its connection (workers/asgi.py's AsgiConnection)."""
 
     disconnected: bool
+    write_paused: bool  # the client is slower than the app: drain() before writing more
 
     def write(self, data: bytes) -> None: ...
 
@@ -95,6 +96,7 @@ class HttpCycle:
             if response.headers_sent:
                 response.write(body)
             else:
-                response.send_result((body,))  # a whole body: with its Content-Length
+                response.send_whole(body)  # with its Content-Length
             response.finish()
-        await self.channel.drain()
+        if self.channel.write_paused:  # checked here: a coroutine call costs every response
+            await self.channel.drain()

@@ -296,6 +296,11 @@ class RequestParser:
         """No part of an unfinished message is buffered (the connection is between requests)."""
         return (self._state == _HEAD and not self._buf) or self._state == _CLOSED
 
+    @property
+    def upgraded(self) -> bool:
+        """The last head queued was an upgrade `upgrade_if` took: no HTTP follows it."""
+        return self._state == _UPGRADED
+
     def take_upgraded_rest(self) -> bytes:
         """The bytes that came after the upgrade head, up to now; each is handed out once."""
         rest = self._upgraded_rest

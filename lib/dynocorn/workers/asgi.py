@@ -69,6 +69,7 @@ class AsgiConnection(asyncio.Protocol):
         self.arrived: asyncio.Event | None = None  # set when bytes come (a body awaited)
         self.writable = asyncio.Event()
         self.writable.set()
+        self.write_paused = False  # the transport's buffer is past its high-water mark
         self.ended = asyncio.Event()
         self.timed_out = False
         self.running_since = 0.0  # when the request running now came
@@ -101,7 +102,8 @@ class AsgiConnection(asyncio.Protocol):
             self.next_request()
         elif self.arrived is not None:
             self.arrived.set()
-        self.apply_back_pressure()
+        if self.task is not None and not self.reading_paused:
+            self.apply_back_pressure()
 
     def eof_received(self) -> bool | None:
         self.eof = True
@@ -129,9 +131,11 @@ class AsgiConnection(asyncio.Protocol):
             self.arrived.set()
 
     def pause_writing(self) -> None:
+        self.write_paused = True
         self.writable.clear()
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         self.writable.set()
 
     # -- what a cycle asks (asgi/http.py's Channel)
@@ -167,18 +171,18 @@ class AsgiConnection(asyncio.Protocol):
             return
         request = self.request = requests.popleft()
         worker = self.worker
-        if is_websocket_upgrade(request):
-            self.task = worker.loop.create_task(worker.serve_websocket(self, request))
-        else:
+        if requests or not self.parser.upgraded:  # only the last head can be an upgrade
             self.task = worker.loop.create_task(worker.serve(self, request))
+        else:
+            self.task = worker.loop.create_task(worker.serve_websocket(self, request))
 
     def request_finished(self, keep: bool) -> None:
+        """The request ended (after_app() set last_active: the idle time counts from it)."""
         self.task = None
         self.timed_out = False
         if not keep or self.disconnected:
             self.close()
             return
-        self.last_active = time.monotonic()
         if self.reading_paused:
             self.resume_reading()
         self.next_request()
@@ -190,7 +194,10 @@ class AsgiConnection(asyncio.Protocol):
         if self.task is None or self.reading_paused or self.transport is None:
             return
         running = self.request
-        unread = running is not None and len(running.body) >= BODY_HIGH_WATER
+        # A complete request's body grows no more: what comes now is the next request's.
+        unread = (
+            running is not None and not running.complete and len(running.body) >= BODY_HIGH_WATER
+        )
         if unread or self.parser.requests:
             self.reading_paused = True
             self.transport.pause_reading()
@@ -448,7 +455,11 @@ class AsgiWorker(HttpWorker):
         keep = False
         try:
             await self.app(scope, cycle.receive, cycle.send)
-            keep = self.after_return(request, response, cycle)
+            if response.status is None:
+                self.log.error(f"The app returned without a response to {request.raw_target}")
+                send_error(response)
+            else:
+                keep = cycle.complete  # else the client has an unfinished body: close
         except asyncio.CancelledError:
             if not connection.timed_out:
                 raise
@@ -470,14 +481,6 @@ class AsgiWorker(HttpWorker):
             self.after_app(connection, request, environ, response, started)
             whole = request.complete and not request.body  # else the body is left unread
             connection.request_finished(keep and response.keep_alive and whole)
-
-    def after_return(self, request: Request, response: Response, cycle: HttpCycle) -> bool:
-        """Whether the app, having returned, answered in full."""
-        if response.status is None:
-            self.log.error(f"The app returned without a response to {request.raw_target}")
-            send_error(response)
-            return False
-        return cycle.complete  # else the client has an unfinished body: close
 
     def environ_of(
         self, connection: AsgiConnection, request: Request, scope: Message, response: Response

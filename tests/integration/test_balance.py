@@ -306,3 +306,28 @@ def test_a_free_sibling_with_fewer_connections_takes_a_request_before_it_counts_
         assert status == 200
         assert pid != first_pid, "the request waited for its own busy worker"
         assert holder.answer() == (200, first_pid)
+
+
+@pytest.mark.xfail(strict=True, reason="not done: docs/balance.md, the ASGI worker")
+@pytest.mark.parametrize("worker_args", ASGI_LOOPS)
+def test_asgi_a_request_behind_a_held_loop(worker_args: list[str]) -> None:
+    """-k asgi, two workers: an app computing in an async handler holds its worker's whole
+    loop. A request arriving meanwhile on another kept-alive connection of that worker
+    should be answered by the idle sibling; today it waits for the spin (300 ms)."""
+    args = [*worker_args, "-w", "2", "--graceful-timeout", "1", "asgi_apps:balance"]
+    with running(args, workers=2) as srv, kept_alive(srv.port, 3) as connections:
+        (holder, waiting), busy_pid = on_one_worker(connections, 2)
+        until_between_requests(srv, busy_pid)
+        holder.send("/announced-spin?seconds=0.3")
+        srv.wait_for(r"testapps: /announced-spin\?seconds=0.3 started in (\d+)")
+        sent = time.monotonic()
+        waiting.send("/pid")
+        status, pid = waiting.answer()
+        waited = time.monotonic() - sent
+        assert holder.answer() == (200, busy_pid)
+        print(
+            f"behind a held loop: answered by {'the sibling' if pid != busy_pid else 'it'}"
+            f" after {waited * 1000:.0f} ms"
+        )
+        assert status == 200
+        assert pid != busy_pid, f"the request waited {waited * 1000:.0f} ms for its busy worker"

@@ -331,3 +331,23 @@ def test_asgi_a_request_behind_a_held_loop(worker_args: list[str]) -> None:
         )
         assert status == 200
         assert pid != busy_pid, f"the request waited {waited * 1000:.0f} ms for its busy worker"
+
+
+@pytest.mark.parametrize("worker_args", ASGI_LOOPS)
+def test_asgi_on_term_the_backlog_is_answered_not_reset(worker_args: list[str]) -> None:
+    """-k asgi: connections the kernel accepted while the loop was held (in the backlog)
+    when TERM comes are answered, with `Connection: close`, as the other classes answer
+    them, not reset by the listener's close."""
+    args = [*worker_args, "-w", "1", "--graceful-timeout", "5", "asgi_apps:balance"]
+    with running(args, workers=1) as srv, kept_alive(srv.port, 1) as (holder,):
+        worker_pid = holder.ask_pid()
+        holder.send("/announced-spin?seconds=1")
+        srv.wait_for(r"testapps: /announced-spin\?seconds=1 started")
+        with kept_alive(srv.port, 3) as waiting:
+            for connection in waiting:
+                connection.send("/pid")  # in the socket, the socket in the backlog
+            srv.signal(signal.SIGTERM)
+            assert holder.answer() == (200, worker_pid)
+            for connection in waiting:
+                assert connection.answer() == (200, worker_pid)
+        assert srv.wait_exit(20) == 0

@@ -22,16 +22,33 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from dynocorn.handoff import HandoffQueue, weigh_share
+from dynocorn.http import RequestParser
 from dynocorn.scoreboard import Scoreboard
 from dynocorn.slow_watch import OFFLOAD_IDLE_TICK
 from dynocorn.workers.http_worker import HttpWorker
 from dynocorn.workers.passing import WEIGH_SETTLED
 
-if TYPE_CHECKING:
-    from dynocorn.workers.asgi import AsgiConnection
+
+class AsgiConnection(Protocol):
+    """What this part reads of asgi.py's AsgiConnection (which imports this module)."""
+
+    @property
+    def transport(self) -> asyncio.Transport | None: ...
+    @property
+    def task(self) -> asyncio.Task[None] | None: ...
+    @property
+    def websocket(self) -> object: ...
+    @property
+    def parser(self) -> RequestParser: ...
+    @property
+    def listener_fd(self) -> int: ...
+    @property
+    def eof(self) -> bool: ...
+    @property
+    def disconnected(self) -> bool: ...
 
 
 class BalancedAsgi(HttpWorker):
@@ -41,7 +58,7 @@ class BalancedAsgi(HttpWorker):
     start_balancing() once serving, stop_balancing() as it stops."""
 
     loop: asyncio.AbstractEventLoop
-    connections: set[AsgiConnection]
+    connections: set[Any]  # asgi.py's AsgiConnection
     accept_paused: bool
     board: Scoreboard | None = None
     spare: HandoffQueue | None = None

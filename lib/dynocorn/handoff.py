@@ -26,7 +26,7 @@ import socket
 import struct
 import termios
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from dynocorn.scoreboard import Scoreboard
 from dynocorn.slow_watch import SlowWatch
@@ -126,3 +126,27 @@ class Balance:
         self.waiting.close()
         self.spare.close()
         self.watch.close_all()
+
+
+class Weighing(NamedTuple):
+    """A worker's share of the connections against its siblings' (weigh_share())."""
+
+    over: bool  # it holds more than its fair share: it passes an idle one to `spare`
+    under: bool  # it holds fewer (or a spare one is stranded): it watches `spare`
+    spare_seen: bool  # a spare connection was queued at this look (the next one's input)
+    settled: bool  # neither, and nothing queued: the next look may wait longer
+
+
+def weigh_share(board: Scoreboard, spare: HandoffQueue, held: int, spare_seen: bool) -> Weighing:
+    """The fair share policy of every worker class: whether a worker holding `held`
+    connections is over its fair share (it passes one on), or under it (it takes spare
+    ones). `spare_seen`: what the previous look returned."""
+    share = board.fair_share()
+    # Over only by two or more against the emptiest worker: with connections always in
+    # flight between workers, a difference of one is the noise of the count.
+    over = held > share and held - board.fewest() >= 2
+    # A spare connection still queued since the last look: the worker it was meant for
+    # filled up meanwhile. Take it anyway, rather than leave a client waiting.
+    pending = spare.pending()
+    under = held < share or (pending and spare_seen)
+    return Weighing(over, under, pending, not (over or under or pending))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, unquote_to_bytes
@@ -237,3 +238,27 @@ async def slow_reader(scope: Scope, receive: Any, send: Any) -> None:
         await asyncio.sleep(5)
         body += await read_body(receive)
     await answer(send, 200, str(len(body)).encode())
+
+
+async def balance(scope: Scope, receive: Any, send: Any) -> None:
+    """testapps.routes' twin for the balance tests: `/pid` (which worker answers),
+    `/announced-spin?seconds=S` (computes without awaiting: holds the loop, after a log line
+    a test can wait for), `/announced-sleep?seconds=S` (awaits: holds nothing), `/echo`."""
+    if scope["type"] != "http":
+        return
+    path = scope["path"]
+    query = parse_qs(scope["query_string"].decode())
+    seconds = float(query.get("seconds", ["1"])[0])
+    if path in ("/announced-spin", "/announced-sleep"):
+        target = f"{path}?{scope['query_string'].decode()}"
+        os.write(2, f"testapps: {target} started in {os.getpid()}\n".encode())
+        if path == "/announced-sleep":
+            await asyncio.sleep(seconds)
+        else:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                pass
+    if path == "/echo":
+        await answer(send, 200, await read_body(receive))
+    else:
+        await answer(send, 200, str(os.getpid()).encode())

@@ -37,8 +37,9 @@ from dynocorn.asgi.scope import ScopeBuilder
 from dynocorn.asgi.websocket import WebSocketSession, is_websocket_upgrade
 from dynocorn.http import HTTPError, Request, RequestParser
 from dynocorn.scoreboard import BEGIN
+from dynocorn.workers.asgi_balance import BalancedAsgi
 from dynocorn.workers.base import WorkerAbort
-from dynocorn.workers.http_worker import LOOP_TICK, HttpWorker, send_error, sockname_of
+from dynocorn.workers.http_worker import LOOP_TICK, send_error, sockname_of
 from dynocorn.workers.policy import Action, refusal
 from dynocorn.wsgi import EnvironBuilder, Peer, Response
 from dynocorn.wsgi_input import EMPTY_INPUT
@@ -84,7 +85,7 @@ class AsgiConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         peer = transport.get_extra_info("peername")
         self.peer = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else str(peer or "")
-        self.worker.connections.add(self)
+        self.worker.connection_began(self)
 
     def data_received(self, data: bytes) -> None:
         if self.websocket is not None:
@@ -186,6 +187,8 @@ class AsgiConnection(asyncio.Protocol):
         if self.reading_paused:
             self.resume_reading()
         self.next_request()
+        if self.worker.over_share and self.task is None:
+            self.worker.pass_spare(self)  # asgi_balance.py
 
     def apply_back_pressure(self) -> None:
         """Stop reading while the app has not taken what came: the running request's body
@@ -247,7 +250,7 @@ class AsgiConnection(asyncio.Protocol):
         task.cancel()
 
 
-class AsgiWorker(HttpWorker):
+class AsgiWorker(BalancedAsgi):
     name = "asgi"
     interface = "asgi"
     multithread = False
@@ -307,7 +310,7 @@ class AsgiWorker(HttpWorker):
             # rather than start worker after worker that fail the same way.
             raise AppLoadError(f"app {self.cfg.wsgi_app!r}: its lifespan startup failed")
         self.start_accepting()
-        self.count_connections(0)
+        self.start_balancing()
         self.channel.ready()
         if not self.alive:  # stopped while starting
             self.stop_requested.set()
@@ -368,16 +371,12 @@ class AsgiWorker(HttpWorker):
             sock = listener.sock
             sock.setblocking(False)
             self.loop.add_reader(sock.fileno(), self.accept, sock, listener.fileno())
-
-    def connection_ended(self, connection: AsgiConnection) -> None:
-        self.connections.discard(connection)
-        if self.accept_paused and self.alive:
-            self.accept_paused = False
-            self.start_accepting()
+        self.watch_queues(True)
 
     def stop_accepting(self) -> None:
         for listener in self.listeners:
             self.loop.remove_reader(listener.sock.fileno())
+        self.watch_queues(False)
 
     def accept(self, listening: socket.socket, listener_fd: int) -> None:
         """A connection per readiness, while there is room: the rest stay in the backlog."""
@@ -501,6 +500,7 @@ class AsgiWorker(HttpWorker):
         is no longer alive); wait for requests in flight; close idle connections after the
         policy's linger, as every class does."""
         self.stop_accepting()
+        await self.stop_balancing()  # the backlog and the hand-off queues, on TERM
         for listener in self.listeners:
             listener.sock.close()
         for connection in self.connections:

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from dynocorn.handoff import HandoffQueue
+from dynocorn.handoff import HandoffQueue, weigh_share
 from dynocorn.process import drain_pipe
 from dynocorn.slow_watch import OFFLOAD_IDLE_TICK, running_for
 from dynocorn.workers.connection import Connection
@@ -115,21 +115,12 @@ class PassingWorker(HttpWorker):
         """In the offload thread: whether this worker holds more connections than its fair
         share (the loop passes one on) or fewer (it takes spare ones). True when neither."""
         assert self.board is not None and self.spare is not None
-        share = self.board.fair_share()
-        held = len(self.connections)
-        # Over only by two or more against the emptiest worker: with connections always in
-        # flight between workers, a difference of one is the noise of the count.
-        self.over_share = held > share and held - self.board.fewest() >= 2
-        # A spare connection still queued since the last look: the worker it was meant for
-        # filled up meanwhile. Take it anyway, rather than leave a client waiting.
-        pending = self.spare.pending()
-        stranded = pending and self.spare_seen
-        self.spare_seen = pending
-        under = held < share or stranded
-        if under != self.under_share:
-            self.under_share = under
+        weighing = weigh_share(self.board, self.spare, len(self.connections), self.spare_seen)
+        self.over_share, self.spare_seen = weighing.over, weighing.spare_seen
+        if weighing.under != self.under_share:
+            self.under_share = weighing.under
             try:
                 os.write(self.wake_write, b"x")  # the loop (un)watches the spare queue
             except OSError:
                 pass
-        return not (self.over_share or under or pending)
+        return weighing.settled

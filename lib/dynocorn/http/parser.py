@@ -17,7 +17,7 @@ has arrived, then deals with the whole head at once:
    ``chunked``. Its single callback tells whether the message is already complete and
    what the client wants for keep-alive;
 4. one regex pass splits the header lines llhttp has just accepted, dropping names
-   with "_" and the whitespace around values; another finds ``Host`` and
+   with "_" and the whitespace around values; a look at their names counts ``Host`` and
    ``Content-Type`` lines: an HTTP/1.1 request needs exactly one ``Host``, and no
    request may repeat either (RFC 9110 §7.2 and §5.3, as gunicorn for the repeats);
 5. a target other than a plain "/" path is checked by ``dynocorn.http.target``
@@ -88,9 +88,14 @@ _LATER_VERSION = re.compile(rf"{_METHOD} {_TARGET} HTTP/[2-9]\.\d\r\n")
 # the leading LF anchors each match to a line start, so such a line is dropped whole.
 _HEADER_LINES = re.compile(r"\n([^:\r\n]+):[ \t]*([^\r]*[^\r \t]|)[ \t]*\r")
 _HEADER_LINES_NO_UNDERSCORE = re.compile(r"\n([^:_\r\n]+):[ \t]*([^\r]*[^\r \t]|)[ \t]*\r")
-# The field lines the head checks look for, in one pass: Host (group 1), Content-Length
-# (group 2) and Content-Type (neither group).
-_NOTED_FIELDS = re.compile(r"\n(?i:(host)|(content-length)|content-type):")
+# The field names the head checks count: Host, Content-Length and Content-Type, by the
+# name as sent (clients send the same few spellings; a dict lookup per field line is
+# cheaper than a second regex pass over the head). Cleared when full: a client sending
+# endless distinct names costs a little speed, never memory.
+_HOST, _LENGTH_FIELD, _TYPE_FIELD = 1, 2, 3
+_NOTED_NAMES = {"host": _HOST, "content-length": _LENGTH_FIELD, "content-type": _TYPE_FIELD}
+_noted_kinds: dict[str, int] = {}
+_NOTED_CACHE_SIZE = 1024
 # One element of a Transfer-Encoding list: a coding and its parameters (RFC 9112 §7).
 _TRANSFER_CODING = re.compile(
     rf"{TOKEN}(?:[ \t]*;[ \t]*{TOKEN}[ \t]*=[ \t]*(?:{TOKEN}|{QUOTED_STRING}))*"
@@ -141,19 +146,36 @@ def _head_for_llhttp(method: str, head: bytes) -> bytes:
     return b"GET" + head[len(method) :]
 
 
-def _check_noted_fields(found: list[tuple[str, str]], version: str) -> int | None:
-    """Refuse a missing or repeated ``Host``, or a repeated ``Content-Type``; return the
-    ``Content-Length`` of a head without a body: 0 if it has one, else None.
+def _noted_kind(name: str) -> int:
+    kind = _NOTED_NAMES.get(name.lower(), 0)
+    if len(_noted_kinds) >= _NOTED_CACHE_SIZE:
+        _noted_kinds.clear()
+    _noted_kinds[name] = kind
+    return kind
 
-    ``found`` has one entry per such field line, as ``_NOTED_FIELDS`` finds them.
-    """
-    hosts = sum(1 for host, _ in found if host)
-    lengths = sum(1 for _, length in found if length)
-    if hosts > 1:
-        raise BadRequest("more than one Host field line")
-    if not hosts and version == "HTTP/1.1":
-        raise BadRequest("HTTP/1.1 request without Host")
-    if len(found) - hosts - lengths > 1:
+
+def _check_noted_fields(headers: list[tuple[str, str]], version: str) -> int | None:
+    """Refuse a missing or repeated ``Host``, or a repeated ``Content-Type``; return the
+    ``Content-Length`` of a head without a body: 0 if it has one, else None."""
+    hosts = lengths = types = 0
+    kinds = _noted_kinds
+    for name, _ in headers:
+        kind = kinds.get(name)
+        if kind is None:
+            kind = _noted_kind(name)
+        if kind:
+            if kind == _HOST:
+                hosts += 1
+            elif kind == _LENGTH_FIELD:
+                lengths += 1
+            else:
+                types += 1
+    if hosts != 1:
+        if hosts > 1:
+            raise BadRequest("more than one Host field line")
+        if version == "HTTP/1.1":
+            raise BadRequest("HTTP/1.1 request without Host")
+    if types > 1:
         raise BadRequest("more than one Content-Type field line")
     return 0 if lengths else None
 
@@ -375,11 +397,7 @@ class RequestParser:
 
         # llhttp accepted the head: every line is now "token:" OWS value CRLF.
         headers: list[tuple[str, str]] = self._header_lines.findall(text)
-        noted = _NOTED_FIELDS.findall(text)
-        if len(noted) == 1 and noted[0][0] and version == "HTTP/1.1":
-            content_length = None  # the usual head: one Host, none of the others
-        else:
-            content_length = _check_noted_fields(noted, version)
+        content_length = _check_noted_fields(headers, version)
         if target[0] == "/" and "#" not in target:
             path, _, query = target.partition("?")
         else:

@@ -52,22 +52,34 @@ class ScopeBuilder:
         self.server = server_of(sockname)
         self.root_path = root_path.rstrip("/")
         self.raw_root = self.root_path.encode("latin-1")
+        # Copied for each request, then the request's own keys are set: measured, a copy
+        # and stores cost a third less than a dict display of every key.
+        self.base: dict[str, Any] = {
+            "type": "http",
+            "asgi": ASGI_VERSION,
+            "http_version": "1.1",
+            "server": self.server,
+            "root_path": self.root_path,
+        }
 
     def build(self, request: Request, peer: Peer, state: dict[str, Any]) -> Scope:
         target = request.path  # still percent-encoded, as sent
         path = unquote(target) if "%" in target else target
-        return {
-            "type": "http",
-            "asgi": ASGI_VERSION,
-            "http_version": HTTP_VERSIONS.get(request.version, "1.1"),
-            "server": self.server,
-            "client": peer if isinstance(peer, tuple) else None,
-            "scheme": self.environ_builder.scheme_of(request, peer),
-            "method": request.method,
-            "root_path": self.root_path,
-            "path": self.root_path + path,
-            "raw_path": self.raw_root + target.encode("latin-1"),
-            "query_string": request.query.encode("latin-1"),
-            "headers": [_ENCODED.get(header) or encoded(header) for header in request.headers],
-            "state": state.copy(),  # the lifespan's state, a shallow copy per request
-        }
+        raw_path = target.encode("latin-1")
+        if self.root_path:
+            path, raw_path = self.root_path + path, self.raw_root + raw_path
+        scope = self.base.copy()
+        if request.version != "HTTP/1.1":
+            scope["http_version"] = HTTP_VERSIONS.get(request.version, "1.1")
+        scope["client"] = peer if isinstance(peer, tuple) else None
+        scope["scheme"] = self.environ_builder.scheme_of(request, peer)
+        scope["method"] = request.method
+        scope["path"] = path
+        scope["raw_path"] = raw_path
+        scope["query_string"] = request.query.encode("latin-1")
+        headers: list[tuple[bytes, bytes]] = []
+        for header in request.headers:  # a loop, not a comprehension: no frame per request
+            headers.append(_ENCODED.get(header) or encoded(header))
+        scope["headers"] = headers
+        scope["state"] = state.copy()  # the lifespan's state, a shallow copy per request
+        return scope

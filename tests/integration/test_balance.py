@@ -358,6 +358,9 @@ def test_asgi_a_request_behind_a_held_loop(worker_args: list[str]) -> None:
         assert pid != busy_pid, f"the request waited {waited * 1000:.0f} ms for its busy worker"
         # The connection stays with the worker that answered: the next request too.
         assert waiting.ask_pid() == pid
+        # TERM with connections parked (the holder's, answered): a clean stop.
+        srv.signal(signal.SIGTERM)
+        assert srv.wait_exit(20) == 0
 
 
 @pytest.mark.parametrize("worker_args", ASGI_LOOPS)

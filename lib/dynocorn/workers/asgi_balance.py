@@ -237,7 +237,8 @@ class BalancedAsgi(HttpWorker):
         if self.lot is None or transport is None or sock is None:
             return
         transport.pause_reading()
-        self.lot.park(connection, sock.fileno(), connection.listener_fd)
+        if not self.lot.park(connection, sock.fileno(), connection.listener_fd):
+            transport.resume_reading()
 
     def back(self, connection: AsgiConnection) -> None:
         """Taken back from the lot: its transport reads again (its request, if it came)."""
@@ -268,6 +269,7 @@ class BalancedAsgi(HttpWorker):
         if self.lot is not None:
             self.lot.stop()  # first: nothing is passed from now on
             self.stop_parking()  # the spots left are served, or closed after the linger
+            self.lot.close()
         taken: list[asyncio.Task[None]] = []
         if self.terminating:
             for listener in self.listeners:

@@ -72,6 +72,8 @@ class ParkingLot:
         # Written by the loop (plain floats), read by the thread.
         self.limit = OFFLOAD_AFTER  # how long the loop may keep a request waiting
         self.heartbeat = time.monotonic()  # the loop's last turn, as its timer saw it
+        self.stopping = False  # set by the loop as the worker stops
+        self.watching = True  # the thread runs: False (under the lock) as it ends
         self.wake_read, self.wake_write = os.pipe()
         self.epoll.register(self.wake_read, select.EPOLLIN)
         self.thread = threading.Thread(target=self.watch, name="dynocorn-parking", daemon=True)
@@ -79,12 +81,17 @@ class ParkingLot:
 
     # -- the loop's side
 
-    def park(self, connection: Any, fd: int, listener_fd: int) -> None:
-        """The transport has stopped reading: the thread watches the socket now."""
-        spot = self.spots[connection] = Spot(connection, fd, listener_fd)
+    def park(self, connection: Any, fd: int, listener_fd: int) -> bool:
+        """The transport has stopped reading: the thread watches the socket now. False
+        when the thread has ended (the caller resumes reading)."""
+        spot = Spot(connection, fd, listener_fd)
         with self.lock:
+            if not self.watching:
+                return False
             self.by_fd[fd] = spot
             self.epoll.register(fd, select.EPOLLIN | select.EPOLLONESHOT)
+        self.spots[connection] = spot
+        return True
 
     def take_back(self, connection: Any) -> bool | None:
         """The loop's again: True (resume its transport), False (passed: the claim queued
@@ -95,7 +102,7 @@ class ParkingLot:
         with self.lock:
             if spot.state == PASSED:
                 return False
-            if spot.state == PARKED:
+            if spot.state == PARKED and self.watching:  # else no one reads the epoll
                 self.epoll.unregister(spot.fd)
             if spot.state != TAKEN:
                 del self.by_fd[spot.fd]
@@ -118,9 +125,12 @@ class ParkingLot:
             self.on_back(spot.connection)
 
     def stop(self) -> None:
-        """End the thread; the spots left are the loop's to take back."""
+        """End the thread; the spots left are the loop's to take back, then close()."""
+        self.stopping = True
         os.write(self.wake_write, b"x")
         self.thread.join(STOP_JOIN)
+
+    def close(self) -> None:
         if not self.thread.is_alive():
             self.epoll.close()
             os.close(self.wake_read)
@@ -129,12 +139,24 @@ class ParkingLot:
     # -- the thread
 
     def watch(self) -> None:
+        try:
+            self.watch_until_stopped()
+        finally:
+            # Stopped, or failed (its error is logged as a thread's): park no more; on a
+            # failure, what waits here goes back to the loop rather than wait forever.
+            with self.lock:
+                self.watching = False
+                handed = [spot for spot in self.by_fd.values() if spot.state == PARKED]
+                for spot in handed:
+                    spot.state = HANDED
+            if handed and not self.stopping:
+                for spot in handed:
+                    self.loop.call_soon_threadsafe(self.claim, spot)
+
+    def watch_until_stopped(self) -> None:
         timeout = -1.0
         while True:
-            try:
-                events = self.epoll.poll(timeout)
-            except OSError:
-                return  # closed under it: the worker is gone
+            events = self.epoll.poll(timeout)
             now = time.monotonic()
             with self.lock:
                 for fd, _ in events:

@@ -320,6 +320,18 @@ def test_a_free_sibling_with_fewer_connections_takes_a_request_before_it_counts_
         assert holder.answer() == (200, first_pid)
 
 
+def two_and_one(connections: list[KeptAlive]) -> tuple[list[KeptAlive], int]:
+    """Of three connections, the two one worker holds while the other holds the third: an
+    even split, which the fair share leaves alone (three on one worker would move)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        held, pid = on_one_worker(connections, 2)
+        (third,) = [connection for connection in connections if connection not in held]
+        if third.ask_pid() != pid:
+            return held, pid
+    raise AssertionError("the three connections stayed on one worker")
+
+
 def hold_the_loop_once(srv: Server, holder: KeptAlive, pid: int) -> None:
     """A spin on `holder` (served by `pid`): the loop is seen held, and from then on the
     worker parks its idle connections (the first hold itself is not helped)."""
@@ -340,7 +352,7 @@ def test_asgi_a_request_behind_a_held_loop(worker_args: list[str]) -> None:
     ]
     with running(args, workers=2) as srv, kept_alive(srv.port, 3) as connections:
         until_all_serve(srv, 2)
-        (holder, waiting), busy_pid = on_one_worker(connections, 2)
+        (holder, waiting), busy_pid = two_and_one(connections)
         hold_the_loop_once(srv, holder, busy_pid)
         until_between_requests(srv, busy_pid)
         holder.send("/announced-spin?seconds=0.3")
@@ -373,7 +385,7 @@ def test_asgi_a_worker_parks_its_connections_only_while_its_loop_gets_held(
     args = [*worker_args, "-w", "2", "--log-level", "debug", "asgi_apps:balance"]
     with running(args, workers=2) as srv, kept_alive(srv.port, 3) as connections:
         until_all_serve(srv, 2)
-        (holder, parked), busy_pid = on_one_worker(connections, 2)
+        (holder, parked), busy_pid = two_and_one(connections)
         hold_the_loop_once(srv, holder, busy_pid)
         for _ in range(5):
             assert parked.ask_pid() == busy_pid

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dynocorn.handoff import HandoffQueue
-from dynocorn.slow_watch import OFFLOAD_AFTER
+from dynocorn.slow_watch import OFFLOAD_AFTER, OFFLOAD_IDLE_TICK
 
 PARKED, HANDED, PASSED, TAKEN = range(4)  # a spot's state, changed under the lot's lock
 STOP_JOIN = 1.0  # seconds to wait for the thread to end as the worker stops
@@ -172,7 +172,8 @@ class ParkingLot:
             return
         self.epoll.unregister(fd)
         spot.state, spot.handed_at = HANDED, now
-        if now - self.heartbeat > self.limit:
+        # The heartbeat is written every OFFLOAD_IDLE_TICK: a free loop's is that old.
+        if now - self.heartbeat > self.limit + OFFLOAD_IDLE_TICK:
             self.pass_on(spot)  # held already: no need to wait to learn it
         self.loop.call_soon_threadsafe(self.claim, spot)
 

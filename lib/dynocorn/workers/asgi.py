@@ -187,8 +187,8 @@ class AsgiConnection(asyncio.Protocol):
         if self.reading_paused:
             self.resume_reading()
         self.next_request()
-        if self.worker.over_share and self.task is None:
-            self.worker.pass_spare(self)  # asgi_balance.py
+        if self.worker.after_answer and self.task is None:
+            self.worker.answered(self)  # asgi_balance.py: passed on, or parked
 
     def apply_back_pressure(self) -> None:
         """Stop reading while the app has not taken what came: the running request's body
@@ -346,8 +346,8 @@ class AsgiWorker(BalancedAsgi):
                     self.time_out(connection, task)
                 continue
             deadline = self.policy.deadline(connection, phase)
-            if now < deadline.at:
-                continue
+            if now < deadline.at or self.unparked(connection):
+                continue  # a parked one is looked at again, unparked, at the next tick
             if deadline.action is Action.CLOSE:
                 connection.close()
             else:

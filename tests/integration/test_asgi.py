@@ -321,6 +321,7 @@ def _leave_a_deaf_request(server: Server, query: str = "") -> float:
 
 
 CANCELLED = r"\[DEBUG\] Request cancelled {}s after its client went away: GET /deaf"
+TIMER_RESOLUTION = 0.005  # seconds: an event loop's timer may fire this much early
 
 
 def test_a_request_its_client_left_is_cancelled_after_the_grace_period(
@@ -332,7 +333,9 @@ def test_a_request_its_client_left_is_cancelled_after_the_grace_period(
         left = _leave_a_deaf_request(server)
         server.wait_for(r"deaf saw http\.disconnect", stdout=True)  # the app is told first
         server.wait_for(CANCELLED.format(1), timeout=10)
-        assert time.monotonic() - left >= 1.0
+        # The loops' timers keep milliseconds (libuv rounds to them; asyncio fires a timer
+        # within its clock resolution): 1 s can end 0.2 ms early (seen once under uvloop).
+        assert time.monotonic() - left >= 1.0 - TIMER_RESOLUTION
         server.wait_for(r"deaf cancelled", stdout=True)
         server.wait_for(r'"GET /deaf HTTP/1.1" 0 ', stdout=True)  # as any client gone: no 500
         assert get(server, "/after").text == "hello /after"

@@ -17,6 +17,7 @@ import requests
 
 from clients import get, poll
 from dynocorn.ctl import ask
+from rawhttp import read_response
 from server import REPO, Server, running
 
 LOOPS = ["asyncio", "uvloop"]
@@ -420,3 +421,32 @@ def test_response_headers_reach_the_access_log_and_post_request_as_text(
         assert get(server, "/typed").headers["Content-Type"] == "text/plain"
         server.wait_for(r"^200 type=text/plain$", stdout=True)
         server.wait_for(r"post_request saw \[\('content-type', 'text/plain'\)")
+
+
+def test_a_request_that_came_with_the_stop_while_the_loop_was_held_is_answered(
+    loop_args: list[str],
+) -> None:
+    """A connection's first request and TERM both come while another request holds
+    the loop. When it turns again, the request's task is created just before the stop
+    looks at the connections, and runs after that look: the look must see the request's
+    arrival, not a time of 0, which timed it out at once and cancelled it before it began
+    (no answer: the client waited, then the connection closed)."""
+    args = [*loop_args, "--timeout", "10", "--graceful-timeout", "10", "asgi_apps:balance"]
+    with running(args) as server:
+        with (
+            socket.create_connection(("127.0.0.1", server.port), timeout=20) as kept,
+            socket.create_connection(("127.0.0.1", server.port), timeout=20) as holder,
+        ):
+            # `kept` is accepted before `holder`'s request can hold the loop: it connected
+            # first. It sends nothing yet: a connection's first request is the case.
+            stream = kept.makefile("rb")
+            holder.sendall(b"GET /announced-spin?seconds=2 HTTP/1.1\r\nHost: x\r\n\r\n")
+            server.wait_for(r"testapps: /announced-spin\?seconds=2 started")
+            kept.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")  # read once the spin ends
+            server.signal(signal.SIGTERM)
+            server.wait_for(r"Handling signal: term")
+            answer = read_response(stream)
+            assert answer is not None, "the request sent before the stop got no answer"
+            assert answer.status == 200
+        assert server.wait_exit() == 0
+        assert "timed out" not in server.log

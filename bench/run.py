@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import psutil
 import summary
@@ -270,6 +270,29 @@ def _missing(part: Server | App) -> list[str]:
     return part.missing()
 
 
+_Part = TypeVar("_Part", Server, App)
+
+
+def _installed(
+    parts: Sequence[_Part],
+    names: Sequence[str],
+    missing_of: Callable[[Server | App], list[str]],
+    skipped: dict[str, str],
+) -> list[_Part]:
+    """The `parts` named, in their order, that have what they need here; the others go into
+    `skipped` with what they lack."""
+    chosen: list[_Part] = []
+    for part in parts:
+        if part.name not in names:
+            continue
+        missing = missing_of(part)
+        if missing:
+            skipped[part.name] = f"not installed ({', '.join(missing)})"
+        else:
+            chosen.append(part)
+    return chosen
+
+
 def plan_from_env(
     env: Mapping[str, str], missing_of: Callable[[Server | App], list[str]] = _missing
 ) -> Plan:
@@ -283,24 +306,8 @@ def plan_from_env(
     duration = _positive_int(env, "DURATION", 2 if quick else 5)
 
     skipped: dict[str, str] = {}
-    servers: list[Server] = []
-    for server in SERVERS:
-        if server.name not in server_names:
-            continue
-        missing = missing_of(server)
-        if missing:
-            skipped[server.name] = f"not installed ({', '.join(missing)})"
-        else:
-            servers.append(server)
-    apps: list[App] = []
-    for app in APPS:
-        if app.name not in app_names:
-            continue
-        missing = missing_of(app)
-        if missing:
-            skipped[app.name] = f"not installed ({', '.join(missing)})"
-        else:
-            apps.append(app)
+    servers = _installed(SERVERS, server_names, missing_of, skipped)
+    apps = _installed(APPS, app_names, missing_of, skipped)
 
     trim = not env.get("MODES", "").strip()
     cells = tuple(

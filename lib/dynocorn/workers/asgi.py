@@ -455,7 +455,7 @@ class AsgiWorker(BalancedAsgi):
         response = connection.response = Response(request, connection.write, keep_alive=keep_alive)
         cycle = HttpCycle(connection, request, response)
         scope = connection.scopes.build(request, connection.peer, self.state)
-        keep = False
+        keep = False  # until the app has answered in full
         try:
             await self.app(scope, cycle.receive, cycle.send)
             if response.status is None:
@@ -467,18 +467,15 @@ class AsgiWorker(BalancedAsgi):
             if not connection.timed_out:
                 raise
             send_error(response)
-            keep = False
         except WorkerAbort as abort:
             self.report_abort(abort, request)
             send_error(response)
             self.abort_error = abort
             self.alive = False
             self.stop_requested.set()
-            keep = False
         except Exception:
             self.log.exception(f"Error handling request {request.raw_target}")
             send_error(response)
-            keep = False
         finally:
             environ = self.environ_of(connection, request, scope, response)
             self.after_app(connection, request, environ, response, started)
